@@ -1,0 +1,270 @@
+//! The runtime benchmark: `cargo bench -p mend --bench runtime`.
+//!
+//! (a) a fresh-instance `detect` on a trivial detector;
+//! (b) the same check by fork/exec of a tiny native program, as Monit,
+//!     Nagios and node-problem-detector run checks;
+//! (c) the stale-file logic as a native Rust function vs the plugin, over
+//!     1,000 files;
+//! (d) compiling a component vs loading it from the compile cache;
+//! (e) how long after its deadline a runaway plugin is stopped.
+//!
+//! Prints a markdown table (the one in BENCHMARKS.md).
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mend::capabilities::Grants;
+use mend::capabilities::fs::{DirGrant, Mode};
+use mend::runtime::{Limits, Request, Runtime, RuntimeConfig};
+use mend_test_artifacts as artifacts;
+use serde_json::json;
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    Stats {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: *v.last().unwrap(),
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    // Backtrace capture makes every wasmtime error slow; not what we measure.
+    // SAFETY: single-threaded at this point.
+    unsafe { std::env::remove_var("RUST_BACKTRACE") };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let state = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeConfig {
+        state_dir: Some(state.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let none = Grants::none().resolve().unwrap();
+    let empty = json!({});
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+
+    // (a) fresh instance per call.
+    let trivial = runtime
+        .load_file(Path::new(artifacts::TRIVIAL))
+        .await
+        .unwrap();
+    let req = Request {
+        check: "bench",
+        config: &empty,
+        grants: &none,
+        limits: Limits::default(),
+    };
+    for _ in 0..500 {
+        runtime.detect(&trivial, &req).await.unwrap();
+    }
+    let mut samples = Vec::new();
+    for _ in 0..10_000 {
+        let t = Instant::now();
+        runtime.detect(&trivial, &req).await.unwrap();
+        samples.push(t.elapsed());
+    }
+    let a = stats(samples);
+    rows.push((
+        "(a) fresh-instance detect, trivial detector".into(),
+        us(a.p50),
+        us(a.p99),
+        "p50 ≤ 25 µs".into(),
+    ));
+
+    // (b) fork/exec of a tiny native program.
+    let mut samples = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        let s = std::process::Command::new("/bin/true").status().unwrap();
+        assert!(s.success());
+        samples.push(t.elapsed());
+    }
+    let b = stats(samples);
+    let ratio = b.p50.as_secs_f64() / a.p50.as_secs_f64();
+    rows.push((
+        "(b) fork/exec of /bin/true".into(),
+        us(b.p50),
+        us(b.p99),
+        format!("{ratio:.0}× the cost of (a) (target ≥ 50×)"),
+    ));
+
+    // (c) stale-file over 1,000 files: native function vs plugin.
+    let data = tempfile::tempdir().unwrap();
+    let mut host_paths = Vec::new();
+    let mut guest_paths = Vec::new();
+    for i in 0..1000 {
+        let name = format!("f{i:04}.json");
+        std::fs::write(data.path().join(&name), "{}").unwrap();
+        host_paths.push(data.path().join(&name).to_string_lossy().into_owned());
+        guest_paths.push(format!("/data/{name}"));
+    }
+    let native_cfg: stale_file::Config =
+        serde_json::from_value(json!({"paths": host_paths, "max_age": "10m"})).unwrap();
+    let mut samples = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let n = host_paths
+            .iter()
+            .map(|p| stale_file::check(p, now, &native_cfg))
+            .filter(|f| f.code == "file.fresh")
+            .count();
+        assert_eq!(n, 1000);
+        samples.push(t.elapsed());
+    }
+    let native = stats(samples);
+    let stale = runtime
+        .load_file(Path::new(artifacts::STALE_FILE))
+        .await
+        .unwrap();
+    let grants = Grants {
+        dirs: vec![DirGrant {
+            host: data.path().to_path_buf(),
+            guest: Some("/data".into()),
+            mode: Mode::Ro,
+        }],
+        ..Grants::none()
+    }
+    .resolve()
+    .unwrap();
+    let cfg = json!({"paths": guest_paths, "max_age": "10m"});
+    let req = Request {
+        check: "bench",
+        config: &cfg,
+        grants: &grants,
+        limits: Limits::default(),
+    };
+    let mut samples = Vec::new();
+    for i in 0..55 {
+        let t = Instant::now();
+        let r = runtime.detect(&stale, &req).await.unwrap();
+        if i >= 5 {
+            samples.push(t.elapsed());
+        }
+        assert!(r.value.iter().all(|f| f.code == "file.fresh"));
+    }
+    let plugin = stats(samples);
+    rows.push((
+        "(c) stale-file, 1,000 files, native Rust function".into(),
+        ms(native.p50),
+        ms(native.p99),
+        String::new(),
+    ));
+    rows.push((
+        "(c) stale-file, 1,000 files, plugin (one call)".into(),
+        ms(plugin.p50),
+        ms(plugin.p99),
+        format!(
+            "{:.2}× native (target ≤ 1.5×)",
+            plugin.p50.as_secs_f64() / native.p50.as_secs_f64()
+        ),
+    ));
+
+    // (d) compile vs cached load (load = read + compile-or-deserialize +
+    // link + describe()).
+    let uncached = Runtime::new(RuntimeConfig::default()).unwrap();
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        uncached
+            .load_file(Path::new(artifacts::STALE_FILE))
+            .await
+            .unwrap();
+        samples.push(t.elapsed());
+    }
+    let compile = stats(samples);
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let p = runtime
+            .load_file(Path::new(artifacts::STALE_FILE))
+            .await
+            .unwrap();
+        samples.push(t.elapsed());
+        assert!(p.from_cache());
+    }
+    let cached = stats(samples);
+    let size = std::fs::metadata(artifacts::STALE_FILE).unwrap().len();
+    rows.push((
+        format!("(d) load stale-file ({} KB), compiling", size / 1024),
+        ms(compile.p50),
+        ms(compile.p99),
+        String::new(),
+    ));
+    rows.push((
+        "(d) load stale-file, from the compile cache".into(),
+        ms(cached.p50),
+        ms(cached.p99),
+        format!(
+            "{:.0}× faster (target ≤ 2 ms)",
+            compile.p50.as_secs_f64() / cached.p50.as_secs_f64()
+        ),
+    ));
+
+    // (e) runaway stopped after its deadline.
+    let hostile = runtime
+        .load_file(Path::new(artifacts::HOSTILE))
+        .await
+        .unwrap();
+    let cfg = json!({"mode": "loop"});
+    let deadline = Duration::from_millis(50);
+    let req = Request {
+        check: "bench",
+        config: &cfg,
+        grants: &none,
+        limits: Limits {
+            fuel: u64::MAX / 4,
+            deadline,
+            ..Limits::default()
+        },
+    };
+    let mut samples = Vec::new();
+    for _ in 0..40 {
+        let t = Instant::now();
+        let err = runtime.detect(&hostile, &req).await.unwrap_err();
+        assert_eq!(err.kind(), "deadline-exceeded");
+        samples.push(t.elapsed().saturating_sub(deadline));
+    }
+    let e = stats(samples);
+    rows.push((
+        "(e) runaway plugin stopped after its 50 ms deadline (overshoot)".into(),
+        ms(e.p50),
+        ms(e.p99),
+        format!("max {} (target ≤ 10 ms)", ms(e.max)),
+    ));
+
+    println!(
+        "allocator: {:?}, cpus: {}",
+        runtime.allocator(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!();
+    println!("| measurement | p50 | p99 | note |");
+    println!("|---|---|---|---|");
+    for (what, p50, p99, note) in rows {
+        println!("| {what} | {p50} | {p99} | {note} |");
+    }
+}

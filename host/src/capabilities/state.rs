@@ -1,0 +1,178 @@
+//! `mend:plugin/state`: persistent key/value state private to each plugin,
+//! kept in SQLite in the host's state directory so it survives restarts.
+//! Needs the `state` grant; bounded in key size, value size and key count.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, params};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::HasCaps;
+use crate::runtime::bindings::v0_1::mend::plugin::state;
+
+pub const MAX_KEY: usize = 256;
+pub const MAX_VALUE: usize = 64 * 1024;
+pub const MAX_KEYS_PER_PLUGIN: i64 = 1024;
+
+/// The database behind every plugin's state.
+#[derive(Clone)]
+pub struct StateStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl StateStore {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening plugin state {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS plugin_state (
+                plugin TEXT NOT NULL,
+                key    TEXT NOT NULL,
+                value  BLOB NOT NULL,
+                PRIMARY KEY (plugin, key)
+            )",
+        )?;
+        Ok(StateStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    pub fn get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let conn = self.conn.lock().unwrap();
+        conn.query_row(
+            "SELECT value FROM plugin_state WHERE plugin = ?1 AND key = ?2",
+            params![plugin, key],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| e.to_string())
+    }
+
+    pub fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), String> {
+        if key.is_empty() || key.len() > MAX_KEY {
+            return Err(format!("key must be 1..={MAX_KEY} bytes"));
+        }
+        if value.len() > MAX_VALUE {
+            return Err(format!(
+                "value of {} bytes exceeds {MAX_VALUE}",
+                value.len()
+            ));
+        }
+        let conn = self.conn.lock().unwrap();
+        let exists: bool = conn
+            .query_row(
+                "SELECT 1 FROM plugin_state WHERE plugin = ?1 AND key = ?2",
+                params![plugin, key],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if !exists {
+            let count: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM plugin_state WHERE plugin = ?1",
+                    params![plugin],
+                    |r| r.get(0),
+                )
+                .map_err(|e| e.to_string())?;
+            if count >= MAX_KEYS_PER_PLUGIN {
+                return Err(format!("plugin already holds {MAX_KEYS_PER_PLUGIN} keys"));
+            }
+        }
+        conn.execute(
+            "INSERT INTO plugin_state (plugin, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value",
+            params![plugin, key, value],
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+
+    pub fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
+        let conn = self.conn.lock().unwrap();
+        conn.execute(
+            "DELETE FROM plugin_state WHERE plugin = ?1 AND key = ?2",
+            params![plugin, key],
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Per-call state of `mend:plugin/state`: the store, if granted.
+pub struct StateCap {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) store: Option<StateStore>,
+}
+
+impl StateCap {
+    fn store(&self) -> Result<&StateStore, String> {
+        self.store
+            .as_ref()
+            .ok_or_else(|| "denied: persistent state is not granted to this plugin".to_string())
+    }
+}
+
+impl state::Host for StateCap {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
+        self.store()?.get(&self.plugin, &key)
+    }
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        self.store()?.set(&self.plugin, &key, &value)
+    }
+    fn delete(&mut self, key: String) -> Result<(), String> {
+        self.store()?.delete(&self.plugin, &key)
+    }
+}
+
+pub(super) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+    state::add_to_linker::<T, HasSelf<StateCap>>(linker, |t| &mut t.caps().state)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_private_bounded_and_persistent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("state.db");
+        let s = StateStore::open(&path).unwrap();
+        s.set("a", "k", b"1").unwrap();
+        assert_eq!(s.get("a", "k").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            s.get("b", "k").unwrap(),
+            None,
+            "plugins do not see each other's state"
+        );
+        assert!(s.set("a", "", b"x").is_err());
+        assert!(s.set("a", "big", &vec![0; MAX_VALUE + 1]).is_err());
+        drop(s);
+        let s = StateStore::open(&path).unwrap();
+        assert_eq!(
+            s.get("a", "k").unwrap(),
+            Some(b"1".to_vec()),
+            "survives reopening"
+        );
+        s.delete("a", "k").unwrap();
+        assert_eq!(s.get("a", "k").unwrap(), None);
+    }
+
+    #[test]
+    fn key_count_is_capped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&tmp.path().join("state.db")).unwrap();
+        for i in 0..MAX_KEYS_PER_PLUGIN {
+            s.set("a", &format!("k{i}"), b"").unwrap();
+        }
+        assert!(s.set("a", "one-more", b"").is_err());
+        s.set("a", "k0", b"overwrite is fine").unwrap();
+    }
+}

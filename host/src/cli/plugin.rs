@@ -1,0 +1,323 @@
+//! `mend plugin inspect` and `mend plugin call`: run one plugin by hand,
+//! in the same sandbox the engine uses.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::capabilities::Grants;
+use crate::capabilities::fs::{DirGrant, Mode};
+use crate::contract::Finding;
+use crate::runtime::{Limits, Request, Runtime, RuntimeConfig};
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Print what a plugin's describe() says.
+    Inspect {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Run one sandboxed call and print the result as JSON.
+    Call(CallArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Export {
+    Detect,
+    Remedy,
+}
+
+#[derive(clap::Args)]
+pub struct CallArgs {
+    file: PathBuf,
+    #[arg(value_enum)]
+    export: Export,
+    /// The plugin's config: JSON, TOML, or @FILE holding either.
+    #[arg(long)]
+    config: Option<String>,
+    /// The check name passed to the plugin.
+    #[arg(long, default_value = "cli")]
+    check: String,
+    /// Grant a directory: HOST:GUEST[:rw] (read-only unless `:rw`).
+    #[arg(long = "grant-dir", value_name = "HOST:GUEST[:rw]")]
+    grant_dirs: Vec<String>,
+    /// Grant TCP connections to HOST:PORT.
+    #[arg(long = "grant-addr", value_name = "HOST:PORT")]
+    grant_addrs: Vec<String>,
+    /// Grant the plugin its persistent state.
+    #[arg(long)]
+    grant_state: bool,
+    /// Fuel budget.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Wall-clock deadline, e.g. `5s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Memory cap in bytes (suffixes K, M, G, KiB, MiB, GiB accepted).
+    #[arg(long, value_parser = parse_bytes)]
+    memory: Option<usize>,
+    /// For remedy: report the plan, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// For remedy: the findings (a JSON list) that led to it.
+    #[arg(long)]
+    findings: Option<String>,
+    /// Where the compile cache and plugin state live.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PluginCommand::Inspect {
+            file,
+            json,
+            state_dir,
+        } => inspect(file, json, state_dir).await,
+        PluginCommand::Call(args) => call(args).await,
+    }
+}
+
+fn runtime(state_dir: Option<PathBuf>) -> anyhow::Result<Runtime> {
+    Runtime::new(RuntimeConfig {
+        state_dir: state_dir.or_else(super::default_state_dir),
+        ..RuntimeConfig::default()
+    })
+}
+
+async fn inspect(
+    file: PathBuf,
+    as_json: bool,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let rt = runtime(state_dir)?;
+    let plugin = rt.load_file(&file).await?;
+    let m = plugin.manifest();
+    if as_json {
+        let out = json!({
+            "manifest": m,
+            "wit_version": plugin.wit_version(),
+            "sha256": plugin.sha256(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} {}", m.name, m.version);
+    if !m.description.is_empty() {
+        println!("  {}", m.description);
+    }
+    let roles: Vec<String> = m
+        .roles
+        .iter()
+        .map(|r| format!("{r:?}").to_lowercase())
+        .collect();
+    println!("  roles:       {}", roles.join(", "));
+    println!("  contract:    mend:plugin@{}", plugin.wit_version());
+    println!("  sha256:      {}", plugin.sha256());
+    let n = &m.needs;
+    if n == &Default::default() {
+        println!("  needs:       nothing");
+    } else {
+        println!("  needs:");
+        for d in &n.dirs {
+            let mode = if d.write { "rw" } else { "ro" };
+            let path = if d.path == "*" {
+                "any granted directory"
+            } else {
+                &d.path
+            };
+            println!("    directory  {path} ({mode})");
+        }
+        for a in &n.addresses {
+            println!("    address    {a}");
+        }
+        for c in &n.connections {
+            println!("    connection {c}");
+        }
+        for c in &n.commands {
+            println!("    command    {c}");
+        }
+        if n.state {
+            println!("    state");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(text) => parse_config(text)?,
+        None => serde_json::json!({}),
+    };
+    let grants = Grants {
+        dirs: args
+            .grant_dirs
+            .iter()
+            .map(|s| parse_grant_dir(s))
+            .collect::<anyhow::Result<_>>()?,
+        addresses: args.grant_addrs.clone(),
+        state: args.grant_state,
+        ..Grants::none()
+    }
+    .resolve()?;
+    let defaults = Limits::default();
+    let limits = Limits {
+        fuel: args.fuel.unwrap_or(defaults.fuel),
+        deadline: args.timeout.unwrap_or(defaults.deadline),
+        memory: args.memory.unwrap_or(defaults.memory),
+    };
+    let rt = runtime(args.state_dir.clone())?;
+    let plugin = rt.load_file(&args.file).await?;
+    let req = Request {
+        check: &args.check,
+        config: &config,
+        grants: &grants,
+        limits,
+    };
+    let out = match args.export {
+        Export::Detect => {
+            let r = rt.detect(&plugin, &req).await?;
+            json!({
+                "plugin": plugin.name(),
+                "version": plugin.manifest().version,
+                "call": "detect",
+                "findings": r.value,
+                "fuel_used": r.fuel_used,
+                "duration_us": r.duration.as_micros() as u64,
+            })
+        }
+        Export::Remedy => {
+            let findings: Vec<Finding> = match &args.findings {
+                Some(text) => serde_json::from_str(text)
+                    .context("--findings must be a JSON list of findings")?,
+                None => Vec::new(),
+            };
+            let r = rt.remedy(&plugin, &req, &findings, args.dry_run).await?;
+            json!({
+                "plugin": plugin.name(),
+                "version": plugin.manifest().version,
+                "call": "remedy",
+                "dry_run": args.dry_run,
+                "outcome": r.value,
+                "fuel_used": r.fuel_used,
+                "duration_us": r.duration.as_micros() as u64,
+            })
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// JSON, TOML, or `@file` containing either; must be a table.
+fn parse_config(text: &str) -> anyhow::Result<serde_json::Value> {
+    let (text, origin) = match text.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("reading config {path}"))?,
+            path.to_string(),
+        ),
+        None => (text.to_string(), "--config".to_string()),
+    };
+    let value: serde_json::Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).with_context(|| format!("{origin}: invalid JSON"))?
+    } else {
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{origin}: invalid TOML: {}", e.message()))?;
+        serde_json::to_value(table)?
+    };
+    if !value.is_object() {
+        bail!("{origin}: the config must be a table/object");
+    }
+    Ok(value)
+}
+
+/// `HOST:GUEST[:rw|:ro]`, or just `PATH` for the same path inside.
+fn parse_grant_dir(s: &str) -> anyhow::Result<DirGrant> {
+    let (rest, mode) = if let Some(r) = s.strip_suffix(":rw") {
+        (r, Mode::Rw)
+    } else if let Some(r) = s.strip_suffix(":ro") {
+        (r, Mode::Ro)
+    } else {
+        (s, Mode::Ro)
+    };
+    let (host, guest) = match rest.rsplit_once(':') {
+        Some((h, g)) => (h, Some(g.to_string())),
+        None => (rest, None),
+    };
+    if host.is_empty() {
+        bail!("--grant-dir {s}: empty host path");
+    }
+    Ok(DirGrant {
+        host: host.into(),
+        guest,
+        mode,
+    })
+}
+
+/// Bytes with an optional K/M/G (decimal) or KiB/MiB/GiB (binary) suffix.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a byte count"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` in `{s}`")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_dir_forms() {
+        let g = parse_grant_dir("/srv/data:/data:rw").unwrap();
+        assert_eq!(
+            (g.host.to_str().unwrap(), g.guest.as_deref(), g.mode),
+            ("/srv/data", Some("/data"), Mode::Rw)
+        );
+        let g = parse_grant_dir("/srv/data:/data").unwrap();
+        assert_eq!(g.mode, Mode::Ro);
+        let g = parse_grant_dir("/srv/data").unwrap();
+        assert_eq!(g.guest, None);
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2_000_000_000));
+        assert!(parse_bytes("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn config_accepts_json_and_toml_tables_only() {
+        assert_eq!(parse_config(r#"{"a": 1}"#).unwrap()["a"], 1);
+        assert_eq!(parse_config("max_age = \"10m\"").unwrap()["max_age"], "10m");
+        assert!(parse_config("[1, 2]").is_err());
+        assert!(
+            parse_config("a = ")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid TOML")
+        );
+    }
+}

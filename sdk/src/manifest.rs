@@ -1,0 +1,76 @@
+//! What a plugin needs, declared in [`crate::Plugin::needs`].
+
+use crate::bindings::mend::plugin::types as wit;
+
+/// Read-only or read-write access to a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// The capabilities a plugin needs. Everything is denied unless declared
+/// here *and* granted by the operator.
+///
+/// ```ignore
+/// Needs::new().dir("*", Access::Read).state()
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    dirs: Vec<(String, Access)>,
+    addresses: Vec<String>,
+    connections: Vec<String>,
+    commands: Vec<String>,
+    state: bool,
+}
+
+impl Needs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// A directory, by the path the plugin sees. `"*"` means "whichever
+    /// directory the operator grants", for plugins configured with a path.
+    pub fn dir(mut self, path: impl Into<String>, access: Access) -> Self {
+        self.dirs.push((path.into(), access));
+        self
+    }
+    /// A `host:port` the plugin connects to; `"*"` for "any granted".
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.addresses.push(address.into());
+        self
+    }
+    /// A named connection defined by the operator; `"*"` for "any granted".
+    pub fn connection(mut self, name: impl Into<String>) -> Self {
+        self.connections.push(name.into());
+        self
+    }
+    /// A named command defined by the operator; `"*"` for "any granted".
+    pub fn command(mut self, name: impl Into<String>) -> Self {
+        self.commands.push(name.into());
+        self
+    }
+    /// The persistent key/value state in [`crate::host::state`].
+    pub fn state(mut self) -> Self {
+        self.state = true;
+        self
+    }
+}
+
+impl From<Needs> for wit::Needs {
+    fn from(n: Needs) -> Self {
+        wit::Needs {
+            dirs: n
+                .dirs
+                .into_iter()
+                .map(|(path, access)| wit::DirNeed {
+                    path,
+                    write: access == Access::ReadWrite,
+                })
+                .collect(),
+            addresses: n.addresses,
+            connections: n.connections,
+            commands: n.commands,
+            state: n.state,
+        }
+    }
+}

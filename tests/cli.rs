@@ -1,0 +1,166 @@
+//! The `mend` binary, as a plugin author uses it.
+
+use std::process::{Command, Output};
+
+use mend_test_artifacts as artifacts;
+
+fn mend(args: &[&str], state: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(args)
+        .env("MEND_STATE_DIR", state)
+        .env("MEND_LOG", "warn")
+        .output()
+        .expect("running mend")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn inspect_prints_what_describe_says() {
+    let state = tempfile::tempdir().unwrap();
+    let o = mend(&["plugin", "inspect", artifacts::STALE_FILE], state.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.starts_with("stale-file 0.1.0"), "{out}");
+    assert!(out.contains("roles:       detector"), "{out}");
+    assert!(out.contains("any granted directory (ro)"), "{out}");
+
+    let o = mend(
+        &["plugin", "inspect", "--json", artifacts::STALE_FILE],
+        state.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["manifest"]["name"], "stale-file");
+    assert_eq!(v["wit_version"], "0.1.0");
+}
+
+#[test]
+fn call_runs_a_detector_against_a_granted_directory() {
+    let state = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("status.json");
+    std::fs::write(&file, "{}").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+    let grant = format!("{}:/data", data.path().display());
+    let o = mend(
+        &[
+            "plugin",
+            "call",
+            artifacts::STALE_FILE,
+            "detect",
+            "--config",
+            "path = \"/data/status.json\"\nmax_age = \"10m\"",
+            "--grant-dir",
+            &grant,
+        ],
+        state.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["findings"][0]["code"], "file.stale");
+    assert_eq!(v["findings"][0]["status"], "fail");
+    assert!(v["fuel_used"].as_u64().unwrap() > 0);
+    assert!(v["duration_us"].as_u64().is_some());
+}
+
+#[test]
+fn a_failing_call_exits_non_zero_with_one_line() {
+    let state = tempfile::tempdir().unwrap();
+    let o = mend(
+        &[
+            "plugin",
+            "call",
+            artifacts::HOSTILE,
+            "detect",
+            "--config",
+            r#"{"mode": "loop"}"#,
+            "--fuel",
+            "1000000",
+        ],
+        state.path(),
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("plugin fixture-hostile: ran out of fuel (budget 1000000)"),
+        "{err}"
+    );
+
+    let o = mend(
+        &[
+            "plugin",
+            "call",
+            artifacts::HOSTILE,
+            "detect",
+            "--config",
+            r#"{"mode": "loop"}"#,
+            "--timeout",
+            "100ms",
+        ],
+        state.path(),
+    );
+    assert!(
+        stderr(&o).contains("deadline of 100ms exceeded"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn missing_grant_and_bad_config_are_explained() {
+    let state = tempfile::tempdir().unwrap();
+    let o = mend(
+        &[
+            "plugin",
+            "call",
+            artifacts::STALE_FILE,
+            "detect",
+            "--config",
+            "max_age = \"1m\"\npath = \"/x\"",
+        ],
+        state.path(),
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("needs a directory (read-only), which is not granted"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = mend(
+        &[
+            "plugin",
+            "call",
+            artifacts::STALE_FILE,
+            "detect",
+            "--config",
+            "max_age = ",
+        ],
+        state.path(),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("invalid TOML"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_broken_file_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.wasm");
+    std::fs::write(&bad, b"\0asm garbage").unwrap();
+    let o = mend(&["plugin", "inspect", bad.to_str().unwrap()], state.path());
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("plugin broken.wasm: invalid component"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1,0 +1,103 @@
+//! Shared helpers for the integration tests: one runtime per test binary
+//! (with its own compile cache), and short ways to load and call plugins.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use mend::capabilities::fs::{DirGrant, Mode};
+use mend::capabilities::{Grants, ResolvedGrants};
+use mend::contract::Finding;
+use mend::runtime::{Limits, Plugin, PluginError, Report, Request, Runtime, RuntimeConfig};
+
+pub use mend_test_artifacts as artifacts;
+
+/// A runtime shared by every test in the binary. Its state directory lives
+/// under the target dir so the compile cache survives between runs.
+pub fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("mend-test-state-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        Runtime::new(RuntimeConfig {
+            state_dir: Some(dir),
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime")
+    })
+}
+
+pub async fn load(path: &str) -> Plugin {
+    runtime()
+        .load_file(Path::new(path))
+        .await
+        .unwrap_or_else(|e| panic!("loading {path}: {e}"))
+}
+
+/// Grants one host directory at a guest path.
+pub fn dir(host: &Path, guest: &str, mode: Mode) -> Grants {
+    Grants {
+        dirs: vec![DirGrant {
+            host: host.to_path_buf(),
+            guest: Some(guest.into()),
+            mode,
+        }],
+        ..Grants::none()
+    }
+}
+
+pub fn resolved(g: &Grants) -> ResolvedGrants {
+    g.resolve().expect("grants resolve")
+}
+
+pub async fn detect_with(
+    plugin: &Plugin,
+    config: serde_json::Value,
+    grants: &Grants,
+    limits: Limits,
+) -> Result<Report<Vec<Finding>>, PluginError> {
+    let grants = resolved(grants);
+    runtime()
+        .detect(
+            plugin,
+            &Request {
+                check: "test",
+                config: &config,
+                grants: &grants,
+                limits,
+            },
+        )
+        .await
+}
+
+pub async fn detect(
+    plugin: &Plugin,
+    config: serde_json::Value,
+    grants: &Grants,
+) -> Result<Report<Vec<Finding>>, PluginError> {
+    detect_with(plugin, config, grants, Limits::default()).await
+}
+
+/// Limits for hostile calls: small and quick.
+pub fn tight() -> Limits {
+    Limits {
+        fuel: 2_000_000_000,
+        deadline: Duration::from_secs(10),
+        memory: 32 << 20,
+    }
+}
+
+/// The host still serves after whatever came before: a trivial detector
+/// answers normally.
+pub async fn still_serving() {
+    let trivial = load(artifacts::TRIVIAL).await;
+    let r = detect(&trivial, serde_json::json!({}), &Grants::none())
+        .await
+        .expect("the host keeps serving after a hostile call");
+    assert_eq!(r.value.len(), 1);
+    assert_eq!(r.value[0].code, "trivial.ok");
+}

@@ -1,0 +1,486 @@
+//! Hostile plugins against the sandbox. Each attack must end in its typed
+//! error, and the host must go on serving the next call.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mend::capabilities::Grants;
+use mend::capabilities::fs::Mode;
+use mend::runtime::{Limits, PluginError};
+use serde_json::json;
+
+async fn hostile(config: serde_json::Value, grants: &Grants, limits: Limits) -> PluginError {
+    let p = load(artifacts::HOSTILE).await;
+    let err = detect_with(&p, config.clone(), grants, limits)
+        .await
+        .expect_err(&format!("hostile call {config} must fail"));
+    assert_eq!(
+        err.plugin(),
+        "fixture-hostile",
+        "the error names the plugin: {err}"
+    );
+    err
+}
+
+#[tokio::test]
+async fn infinite_loop_runs_out_of_fuel() {
+    let limits = Limits {
+        fuel: 50_000_000,
+        ..tight()
+    };
+    let err = hostile(json!({"mode": "loop"}), &Grants::none(), limits).await;
+    assert!(
+        matches!(
+            err,
+            PluginError::OutOfFuel {
+                budget: 50_000_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn infinite_loop_hits_the_deadline() {
+    let limits = Limits {
+        fuel: u64::MAX / 4,
+        deadline: Duration::from_millis(200),
+        ..tight()
+    };
+    let err = hostile(json!({"mode": "loop"}), &Grants::none(), limits).await;
+    assert!(matches!(err, PluginError::DeadlineExceeded { .. }), "{err}");
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn waiting_in_a_host_call_hits_the_deadline() {
+    // Sleeping blocks in WASI's poll, where epochs cannot interrupt: the
+    // tokio timeout must.
+    let limits = Limits {
+        deadline: Duration::from_millis(300),
+        ..tight()
+    };
+    let err = hostile(json!({"mode": "sleep"}), &Grants::none(), limits).await;
+    assert!(matches!(err, PluginError::DeadlineExceeded { .. }), "{err}");
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn memory_bomb_hits_the_memory_cap() {
+    let err = hostile(json!({"mode": "memory-bomb"}), &Grants::none(), tight()).await;
+    assert!(
+        matches!(err, PluginError::MemoryLimit { limit, .. } if limit == 32 << 20),
+        "{err}"
+    );
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn deep_recursion_overflows_the_wasm_stack() {
+    let err = hostile(json!({"mode": "recurse"}), &Grants::none(), tight()).await;
+    match &err {
+        PluginError::Trap { message, .. } => assert!(message.contains("stack overflow"), "{err}"),
+        other => panic!("expected a trap, got {other}"),
+    }
+    // Large frames overrun the guest's own stack in linear memory first:
+    // still contained, as a memory trap.
+    let err = hostile(
+        json!({"mode": "recurse-big-frames"}),
+        &Grants::none(),
+        tight(),
+    )
+    .await;
+    assert!(matches!(err, PluginError::Trap { .. }), "{err}");
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn panic_is_a_trap_with_the_panic_message_and_a_backtrace() {
+    let err = hostile(json!({"mode": "panic"}), &Grants::none(), tight()).await;
+    match &err {
+        PluginError::Trap {
+            message, backtrace, ..
+        } => {
+            assert!(
+                message.contains("hostile plugin panicked on purpose"),
+                "{err}"
+            );
+            assert!(backtrace.is_some(), "a wasm backtrace is captured");
+        }
+        other => panic!("expected a trap, got {other}"),
+    }
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn oversized_results_are_rejected() {
+    for mode in ["huge-findings", "huge-summary"] {
+        let err = hostile(json!({"mode": mode}), &Grants::none(), tight()).await;
+        assert!(
+            matches!(err, PluginError::ResultTooLarge { .. }),
+            "{mode}: {err}"
+        );
+    }
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn flooding_stdout_is_bounded_and_harmless() {
+    let p = load(artifacts::HOSTILE).await;
+    let r = detect_with(
+        &p,
+        json!({"mode": "flood-stdout"}),
+        &Grants::none(),
+        tight(),
+    )
+    .await
+    .expect("a chatty plugin still completes");
+    assert_eq!(r.value[0].code, "flood.done");
+}
+
+#[tokio::test]
+async fn no_environment_no_arguments() {
+    let p = load(artifacts::HOSTILE).await;
+    let r = detect(&p, json!({"mode": "env"}), &Grants::none())
+        .await
+        .unwrap();
+    assert_eq!(r.value[0].summary, "vars=0 args=0");
+}
+
+/// A granted directory with an escape hatch in it: symlinks to
+/// `/etc/passwd`, to `/etc`, and a relative one climbing out.
+fn trap_dir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("ok.txt"), "inside").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", d.join("passwd-link")).unwrap();
+    std::os::unix::fs::symlink("/etc", d.join("etc-link")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc/passwd", d.join("relative-link")).unwrap();
+    std::os::unix::fs::symlink("ok.txt", d.join("inner-link")).unwrap();
+    tmp
+}
+
+#[tokio::test]
+async fn reads_cannot_escape_the_preopen() {
+    let tmp = trap_dir();
+    let grants = dir(tmp.path(), "/data", Mode::Ro);
+    let p = load(artifacts::HOSTILE).await;
+
+    // Control: inside the grant, reads work, and a symlink that stays inside
+    // is followed.
+    for ok in ["/data/ok.txt", "/data/inner-link"] {
+        let r = detect(&p, json!({"mode": "read", "path": ok}), &grants)
+            .await
+            .unwrap();
+        assert_eq!(r.value[0].summary, "inside", "{ok}");
+    }
+
+    for escape in [
+        "/etc/passwd",
+        "/data/../etc/passwd",
+        "../etc/passwd",
+        "/data/passwd-link",
+        "/data/etc-link/passwd",
+        "/data/relative-link",
+        "/data/passwd-link/",
+        "/proc/self/environ",
+    ] {
+        let err = detect(&p, json!({"mode": "read", "path": escape}), &grants)
+            .await
+            .expect_err(escape);
+        assert!(
+            matches!(err, PluginError::Failed { .. } | PluginError::Denied { .. }),
+            "{escape}: {err}"
+        );
+        assert!(!err.to_string().contains("root:"), "{escape} leaked: {err}");
+    }
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn listing_outside_the_preopen_is_refused() {
+    let tmp = trap_dir();
+    let grants = dir(tmp.path(), "/data", Mode::Ro);
+    let p = load(artifacts::HOSTILE).await;
+    let r = detect(&p, json!({"mode": "list", "path": "/data"}), &grants)
+        .await
+        .unwrap();
+    assert!(r.value[0].summary.contains("ok.txt"));
+    for escape in ["/", "/etc", "/data/..", "/data/etc-link"] {
+        assert!(
+            detect(&p, json!({"mode": "list", "path": escape}), &grants)
+                .await
+                .is_err(),
+            "listing {escape} must fail"
+        );
+    }
+}
+
+#[tokio::test]
+async fn writes_to_a_read_only_grant_are_refused() {
+    let tmp = trap_dir();
+    let ro = dir(tmp.path(), "/data", Mode::Ro);
+    let p = load(artifacts::HOSTILE).await;
+    for target in ["/data/new.txt", "/data/ok.txt"] {
+        let err = detect(&p, json!({"mode": "write", "path": target}), &ro)
+            .await
+            .expect_err(target);
+        assert!(
+            matches!(err, PluginError::Failed { .. } | PluginError::Denied { .. }),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("ok.txt")).unwrap(),
+        "inside"
+    );
+    assert!(!tmp.path().join("new.txt").exists());
+
+    // Control: the same write through a read-write grant succeeds.
+    let rw = dir(tmp.path(), "/data", Mode::Rw);
+    detect(&p, json!({"mode": "write", "path": "/data/new.txt"}), &rw)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("new.txt")).unwrap(),
+        "pwned"
+    );
+    // ...and a read-write grant still cannot write through a symlink out.
+    assert!(
+        detect(
+            &p,
+            json!({"mode": "write", "path": "/data/etc-link/mend-pwned"}),
+            &rw
+        )
+        .await
+        .is_err()
+    );
+    assert!(!std::path::Path::new("/etc/mend-pwned").exists());
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn disk_usage_cannot_escape_the_grant() {
+    let tmp = trap_dir();
+    let grants = dir(tmp.path(), "/data", Mode::Ro);
+    let p = load(artifacts::HOSTILE).await;
+    let r = detect(&p, json!({"mode": "disk-usage", "path": "/data"}), &grants)
+        .await
+        .unwrap();
+    assert!(r.value[0].metrics["total"] > 0.0);
+    for escape in ["/", "/etc", "/data/..", "/data/../..", "/data/etc-link"] {
+        let err = detect(&p, json!({"mode": "disk-usage", "path": escape}), &grants)
+            .await
+            .expect_err(escape);
+        assert!(
+            matches!(err, PluginError::Failed { .. } | PluginError::Denied { .. }),
+            "{escape}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tcp_connects_only_to_granted_addresses() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let p = load(artifacts::HOSTILE).await;
+
+    // Not granted at all: sockets are off.
+    let err = detect(
+        &p,
+        json!({"mode": "connect", "address": addr}),
+        &Grants::none(),
+    )
+    .await
+    .expect_err("ungranted connect");
+    assert!(
+        matches!(err, PluginError::Failed { .. } | PluginError::Denied { .. }),
+        "{err}"
+    );
+
+    // Another address granted: still refused.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grants = Grants {
+        addresses: vec![other.local_addr().unwrap().to_string()],
+        ..Grants::none()
+    };
+    detect(&p, json!({"mode": "connect", "address": addr}), &grants)
+        .await
+        .expect_err("connect to an address that is not the granted one");
+
+    // Control: granted, the same connect succeeds.
+    let grants = Grants {
+        addresses: vec![addr.clone()],
+        ..Grants::none()
+    };
+    let r = detect(&p, json!({"mode": "connect", "address": addr}), &grants)
+        .await
+        .unwrap();
+    assert_eq!(r.value[0].code, "connect.ok");
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn state_needs_its_grant() {
+    let p = load(artifacts::HOSTILE).await;
+    let err = detect(&p, json!({"mode": "state"}), &Grants::none())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not granted"), "{err}");
+    let granted = Grants {
+        state: true,
+        ..Grants::none()
+    };
+    detect(&p, json!({"mode": "state"}), &granted)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_plugin_needing_more_than_granted_is_refused() {
+    let p = load(artifacts::GREEDY).await;
+    let err = detect(&p, json!({}), &Grants::none()).await.unwrap_err();
+    match &err {
+        PluginError::MissingGrant { need, .. } => {
+            assert_eq!(need, "directory `/etc` (read-write)", "{err}")
+        }
+        other => panic!("expected MissingGrant, got {other}"),
+    }
+    // A read-only grant of /etc is still not enough.
+    let err = detect(
+        &p,
+        json!({}),
+        &dir(std::path::Path::new("/etc"), "/etc", Mode::Ro),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, PluginError::MissingGrant { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn bad_config_is_a_typed_error() {
+    let p = load(artifacts::HOSTILE).await;
+    let err = detect(&p, json!({"mode": 3}), &Grants::none())
+        .await
+        .unwrap_err();
+    match &err {
+        PluginError::BadConfig { message, .. } => assert!(message.contains("mode"), "{err}"),
+        other => panic!("expected BadConfig, got {other}"),
+    }
+    let err = detect(&p, json!({"mode": "loop", "surprise": 1}), &Grants::none())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::BadConfig { .. }), "{err}");
+}
+
+async fn load_err(name: &str, bytes: Vec<u8>) -> PluginError {
+    match runtime().load_bytes(name, bytes, None).await {
+        Ok(_) => panic!("{name} must not load"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn malformed_files_are_refused_by_name() {
+    let err = load_err("garbage.wasm", b"this is not wasm at all".to_vec()).await;
+    assert!(matches!(err, PluginError::InvalidComponent { .. }), "{err}");
+    assert_eq!(err.plugin(), "garbage.wasm");
+
+    // A truncated component: right header, broken body.
+    let mut truncated = std::fs::read(artifacts::TRIVIAL).unwrap();
+    truncated.truncate(truncated.len() / 2);
+    let err = load_err("truncated.wasm", truncated).await;
+    assert!(matches!(err, PluginError::InvalidComponent { .. }), "{err}");
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn a_core_module_is_not_a_component() {
+    // The smallest valid core module: magic + version 1.
+    let err = load_err("core.wasm", b"\0asm\x01\0\0\0".to_vec()).await;
+    match &err {
+        PluginError::InvalidComponent { reason, .. } => {
+            assert!(reason.contains("core WebAssembly module"), "{err}")
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_component_of_another_world_is_refused() {
+    let err = runtime()
+        .load_file(std::path::Path::new(artifacts::WRONG_WORLD))
+        .await
+        .err()
+        .expect("wrong world must not load");
+    match &err {
+        PluginError::InvalidComponent { reason, .. } => {
+            assert!(reason.contains("does not export mend:plugin/meta"), "{err}");
+            assert!(reason.contains("greet"), "says what it does export: {err}");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_contract_version_is_refused() {
+    let err = runtime()
+        .load_file(std::path::Path::new(artifacts::FUTURE_VERSION))
+        .await
+        .err()
+        .expect("future version must not load");
+    match &err {
+        PluginError::UnsupportedVersion {
+            found, supported, ..
+        } => {
+            assert_eq!(found, "9.0.0");
+            assert_eq!(supported, "0.1.x");
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn only_wasm_files_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwasm = tmp.path().join("evil.cwasm");
+    std::fs::write(&cwasm, std::fs::read(artifacts::TRIVIAL).unwrap()).unwrap();
+    let err = runtime().load_file(&cwasm).await.err().unwrap();
+    assert!(err.to_string().contains("only `.wasm` files"), "{err}");
+}
+
+#[tokio::test]
+async fn fuel_used_is_reported() {
+    let trivial = load(artifacts::TRIVIAL).await;
+    let r = detect(&trivial, json!({}), &Grants::none()).await.unwrap();
+    assert!(
+        r.fuel_used > 0 && r.fuel_used < Limits::default().fuel,
+        "{}",
+        r.fuel_used
+    );
+}
+
+#[tokio::test]
+async fn many_concurrent_hostile_calls_do_not_take_the_host_down() {
+    let p = std::sync::Arc::new(load(artifacts::HOSTILE).await);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mode = ["loop", "memory-bomb", "panic", "recurse"][i % 4];
+            let limits = Limits {
+                fuel: 20_000_000,
+                ..tight()
+            };
+            detect_with(&p, json!({"mode": mode}), &Grants::none(), limits).await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().is_err());
+    }
+    still_serving().await;
+}

@@ -4,12 +4,22 @@
 //! contract lives in `wit/`), run in a sandbox with only the capabilities an
 //! operator grants. This crate is the host:
 //!
+//! Data flows one way:
+//!
+//! - [`config`]: `mend.toml`, parsed and validated with positions.
 //! - [`contract`]: the host's plain-Rust view of what plugins return.
 //! - [`runtime`]: the wasmtime engine, compile cache and per-call sandbox.
 //! - [`capabilities`]: one module per grant kind, each linking its imports.
+//! - [`policy`]: pure policy logic (triggers, health, flapping, breakers...).
+//! - [`engine`]: the detect → diagnose → recover → verify loop.
+//! - [`store`]: the crash-safe incident store (SQLite).
 //! - [`cli`]: the `mend` command line.
 
 pub mod capabilities;
 pub mod cli;
+pub mod config;
 pub mod contract;
+pub mod engine;
+pub mod policy;
 pub mod runtime;
+pub mod store;

@@ -1,6 +1,8 @@
 //! The `mend` command line.
 
+mod check_config;
 mod plugin;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +34,17 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the engine in the foreground until Ctrl-C or SIGTERM.
+    Run {
+        /// The config file.
+        #[arg(long, short, default_value = "/etc/mend/mend.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config (and its plugins); list every problem.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -53,6 +66,8 @@ pub fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
+            Command::Run { config } => run::run(&config).await,
+            Command::CheckConfig { file } => check_config::check_config(&file).await,
             Command::Plugin(cmd) => plugin::run(cmd).await,
         }
     });

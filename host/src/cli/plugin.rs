@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::capabilities::Grants;
 use crate::capabilities::fs::{DirGrant, Mode};
+use crate::config::values::parse_bytes;
 use crate::contract::Finding;
 use crate::runtime::{Limits, Request, Runtime, RuntimeConfig};
 
@@ -261,28 +262,6 @@ fn parse_grant_dir(s: &str) -> anyhow::Result<DirGrant> {
     })
 }
 
-/// Bytes with an optional K/M/G (decimal) or KiB/MiB/GiB (binary) suffix.
-pub fn parse_bytes(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a byte count"))?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        other => return Err(format!("unknown unit `{other}` in `{s}`")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,14 +277,6 @@ mod tests {
         assert_eq!(g.mode, Mode::Ro);
         let g = parse_grant_dir("/srv/data").unwrap();
         assert_eq!(g.guest, None);
-    }
-
-    #[test]
-    fn byte_sizes() {
-        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
-        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_bytes("2G"), Ok(2_000_000_000));
-        assert!(parse_bytes("12 parsecs").is_err());
     }
 
     #[test]

@@ -1,0 +1,223 @@
+//! Everything about a config that can be checked without running a
+//! plugin: references resolve, names are unique, no dependency cycles,
+//! durations and thresholds make sense, grants exist. All problems are
+//! reported, not just the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::error::Reporter;
+use super::{CheckConfig, Config, StepConfig};
+use crate::policy::root_cause::find_cycle;
+
+pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
+    if c.engine.interval.0.is_zero() {
+        r.at(None, "engine.interval", "must be more than 0s");
+    }
+    if c.engine.max_concurrent == 0 {
+        r.at(None, "engine.max_concurrent", "must be at least 1");
+    }
+
+    let mut names = BTreeSet::new();
+    for (i, check) in c.checks.iter().enumerate() {
+        let key = |f: &str| format!("check[{i}].{f}");
+        let span = Some(check.name.span());
+        let name = check.name();
+        if !valid_name(name) {
+            r.at(
+                span.clone(),
+                key("name"),
+                format!("`{name}`: use letters, digits, `-`, `_` and `.`"),
+            );
+        }
+        if !names.insert(name) {
+            r.at(
+                span.clone(),
+                key("name"),
+                format!("check `{name}` is defined twice"),
+            );
+        }
+        if check.plugin.get_ref().is_empty() {
+            r.at(Some(check.plugin.span()), key("plugin"), "is empty");
+        }
+        let interval = check.interval(&c.engine);
+        if interval.is_zero() {
+            r.at(span.clone(), key("interval"), "must be more than 0s");
+        }
+        if check.jitter(&c.engine) >= interval && !interval.is_zero() {
+            r.at(
+                span.clone(),
+                key("jitter"),
+                "must be less than the interval",
+            );
+        }
+        if check.failure_threshold == 0 {
+            r.at(span.clone(), key("failure_threshold"), "must be at least 1");
+        }
+        if check.success_threshold == 0 {
+            r.at(span.clone(), key("success_threshold"), "must be at least 1");
+        }
+        if let Err(e) = check.flap.validate() {
+            r.at(span.clone(), key("flap"), e);
+        }
+        if let Err(e) = check.grants.resolve() {
+            r.at(span.clone(), key("grants"), format!("{e:#}"));
+        }
+        limits(r, span, &key("limits"), check.limits.deadline.map(|d| d.0));
+    }
+
+    for (i, check) in c.checks.iter().enumerate() {
+        for (j, dep) in check.depends_on.iter().enumerate() {
+            let key = format!("check[{i}].depends_on[{j}]");
+            if dep.get_ref() == check.name() {
+                r.at(Some(dep.span()), key, "a check cannot depend on itself");
+            } else if !names.contains(dep.get_ref().as_str()) {
+                r.at(
+                    Some(dep.span()),
+                    key,
+                    format!("unknown check `{}`", dep.get_ref()),
+                );
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(&dependency_graph(&c.checks)) {
+        r.at(
+            None,
+            "check.depends_on",
+            format!("dependency cycle: {}", cycle.join(" → ")),
+        );
+    }
+
+    let mut policy_names = BTreeSet::new();
+    for (i, p) in c.policies.iter().enumerate() {
+        let key = |f: &str| format!("policy[{i}].{f}");
+        let span = Some(p.name.span());
+        if !valid_name(p.name()) {
+            r.at(
+                span.clone(),
+                key("name"),
+                format!("`{}`: use letters, digits, `-`, `_` and `.`", p.name()),
+            );
+        }
+        if !policy_names.insert(p.name()) {
+            r.at(
+                span.clone(),
+                key("name"),
+                format!("policy `{}` is defined twice", p.name()),
+            );
+        }
+        if !names.contains(p.check.get_ref().as_str()) {
+            r.at(
+                Some(p.check.span()),
+                key("check"),
+                format!("unknown check `{}`", p.check.get_ref()),
+            );
+        }
+        for code in &p.codes {
+            if let Err(e) = globset::Glob::new(code) {
+                r.at(span.clone(), key("codes"), format!("`{code}`: {e}"));
+            }
+        }
+        if p.status.is_empty() {
+            r.at(span.clone(), key("status"), "matches no status");
+        }
+        if let Err(e) = p.trigger.trigger() {
+            r.at(span.clone(), key("trigger"), e);
+        }
+        if p.steps.is_empty() {
+            r.at(
+                span.clone(),
+                key("step"),
+                "a policy needs at least one [[policy.step]]",
+            );
+        }
+        if p.max_attempts == 0 {
+            r.at(span.clone(), key("max_attempts"), "must be at least 1");
+        }
+        if p.window.0.is_zero() {
+            r.at(span.clone(), key("window"), "must be more than 0s");
+        }
+        if let Err(e) = p.backoff.backoff().validate() {
+            r.at(span.clone(), key("backoff"), e);
+        }
+        let b = p.breaker.breaker();
+        if b.failure_threshold == 0 {
+            r.at(span.clone(), key("breaker.failures"), "must be at least 1");
+        }
+        if b.max_open_for < b.open_for {
+            r.at(
+                span.clone(),
+                key("breaker.max_open_for"),
+                "must be at least open_for",
+            );
+        }
+        for (j, m) in p.maintenance.iter().enumerate() {
+            if let Err(e) = m.validate() {
+                r.at(span.clone(), key(&format!("maintenance[{j}]")), e);
+            }
+        }
+        let mut step_names = BTreeSet::new();
+        for (j, s) in p.steps.iter().enumerate() {
+            step(r, s, &key(&format!("step[{j}]")));
+            if !step_names.insert(s.name()) {
+                r.at(
+                    Some(s.action.span()),
+                    key(&format!("step[{j}].name")),
+                    format!(
+                        "two steps are named `{}`: give them distinct `name`s",
+                        s.name()
+                    ),
+                );
+            }
+        }
+        if let Some(s) = &p.escalate {
+            step(r, s, &key("escalate"));
+        }
+    }
+}
+
+fn step(r: &mut Reporter<'_>, s: &StepConfig, key: &str) {
+    let span = Some(s.action.span());
+    if s.action.get_ref().is_empty() {
+        r.at(span.clone(), format!("{key}.action"), "is empty");
+    }
+    if let Err(e) = s.grants.resolve() {
+        r.at(span.clone(), format!("{key}.grants"), format!("{e:#}"));
+    }
+    limits(
+        r,
+        span,
+        &format!("{key}.limits"),
+        s.limits.deadline.map(|d| d.0),
+    );
+}
+
+fn limits(
+    r: &mut Reporter<'_>,
+    span: Option<std::ops::Range<usize>>,
+    key: &str,
+    deadline: Option<Duration>,
+) {
+    if deadline.is_some_and(|d| d.is_zero()) {
+        r.at(span, format!("{key}.deadline"), "must be more than 0s");
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Check name → the checks it depends on.
+pub(crate) fn dependency_graph(checks: &[CheckConfig]) -> BTreeMap<String, Vec<String>> {
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in checks {
+        graph
+            .entry(c.name().to_string())
+            .or_default()
+            .extend(c.depends_on.iter().map(|d| d.get_ref().clone()));
+    }
+    graph
+}

@@ -1,0 +1,344 @@
+//! The healing engine: detect → diagnose → recover → verify, per check.
+//!
+//! Each check runs in its own supervised task on its own schedule (no
+//! global tick), so a slow or stuck plugin delays nothing else; a bulkhead
+//! bounds how many plugin calls run at once. Data flows one way:
+//!
+//! ```text
+//! config ──► check task: detect ──► Finding ──► diagnose ──► Diagnosis
+//!                                                   │
+//!                        store ◄── verify ◄── Remedy (ladder step)
+//! ```
+//!
+//! The engine is the only place that does I/O around policies; the policy
+//! logic itself (`crate::policy`) is pure.
+
+mod check;
+pub mod clock;
+mod diagnose;
+mod remedy;
+pub mod shutdown;
+mod supervisor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use tokio::sync::Semaphore;
+
+pub use self::check::{CheckSnapshot, LastResult};
+pub use self::clock::Clock;
+pub use self::diagnose::{Decision, Diagnosis};
+pub use self::remedy::EXIT_HEAVY_HEAL;
+pub use self::shutdown::Shutdown;
+
+use self::check::CheckState;
+use crate::capabilities::ResolvedGrants;
+use crate::config::{CheckConfig, Config, PolicyConfig, StepConfig};
+use crate::contract::{Finding, Role, Status};
+use crate::policy::Millis;
+use crate::policy::breaker::{Breaker, BreakerConfig};
+use crate::policy::budget::AttemptWindow;
+use crate::policy::trigger::{Trigger, TriggerWindow};
+use crate::runtime::{Limits, Plugin, Runtime};
+use crate::store::Store;
+
+/// A running engine, shared by its tasks.
+pub struct Engine {
+    config: Config,
+    runtime: Arc<Runtime>,
+    store: Arc<Store>,
+    plugins: HashMap<String, Arc<Plugin>>,
+    /// Why a plugin named in the config is not usable.
+    plugin_errors: HashMap<String, String>,
+    checks: Vec<CheckSlot>,
+    policies: Vec<PolicySlot>,
+    bulkhead: Semaphore,
+    clock: Clock,
+    /// Set when a policy asks for mend to exit (the "heavy heal").
+    exit_code: Mutex<Option<i32>>,
+    exit_requested: tokio::sync::Notify,
+    /// Recent schedule lag samples, for the benchmark and metrics.
+    lag: Mutex<supervisor::LagSamples>,
+}
+
+/// One check: its config, resolved grants, and live state.
+struct CheckSlot {
+    config: CheckConfig,
+    grants: ResolvedGrants,
+    config_json: serde_json::Value,
+    limits: Limits,
+    /// Indices of the policies that watch this check.
+    policies: Vec<usize>,
+    state: Mutex<CheckState>,
+}
+
+/// One policy, resolved for use.
+struct PolicySlot {
+    config: PolicyConfig,
+    check: usize,
+    trigger: Trigger,
+    codes: GlobSet,
+    breaker: BreakerConfig,
+    steps: Vec<Step>,
+    escalate: Option<Step>,
+    state: Mutex<PolicyState>,
+}
+
+/// A ladder step (or the escalation), resolved.
+struct Step {
+    /// Names the step in stats, breakers and incidents.
+    name: String,
+    /// The action plugin.
+    action: String,
+    config_json: serde_json::Value,
+    grants: ResolvedGrants,
+    limits: Limits,
+    settle: std::time::Duration,
+}
+
+/// What a policy remembers between results; restored from the store on
+/// start.
+#[derive(Default)]
+struct PolicyState {
+    trigger: TriggerWindow,
+    attempts: AttemptWindow,
+    breakers: BTreeMap<String, Breaker>,
+    last_closed: Option<Millis>,
+}
+
+/// Locks a mutex even if a panicking check task poisoned it: the state is
+/// plain data and every update leaves it consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn to_json(t: &toml::Table) -> serde_json::Value {
+    serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
+}
+
+impl Engine {
+    /// Builds an engine: loads every `.wasm` in the plugins directory,
+    /// resolves checks and policies, and restores policy state from the
+    /// store. Plugins that fail to load are reported by name and their
+    /// checks report `plugin.error`; the engine still starts.
+    pub async fn new(
+        config: Config,
+        runtime: Arc<Runtime>,
+        store: Arc<Store>,
+        clock: Clock,
+    ) -> anyhow::Result<Arc<Engine>> {
+        let (plugins, mut plugin_errors) = load_plugins(&runtime, &config.plugins_dir()).await;
+        let base_limits = config.limits();
+
+        let mut checks = Vec::new();
+        for c in &config.checks {
+            let grants = c.grants.resolve()?;
+            let plugin = c.plugin.get_ref();
+            match plugins.get(plugin) {
+                Some(p) if !p.manifest().has_role(Role::Detector) => {
+                    plugin_errors
+                        .insert(plugin.clone(), format!("plugin {plugin} is not a detector"));
+                }
+                Some(_) => {}
+                None => {
+                    plugin_errors
+                        .entry(plugin.clone())
+                        .or_insert_with(|| format!("plugin {plugin} is not loaded (no such plugin in the plugins directory)"));
+                }
+            }
+            checks.push(CheckSlot {
+                config: c.clone(),
+                grants,
+                config_json: to_json(&c.config),
+                limits: c.limits.over(base_limits),
+                policies: Vec::new(),
+                state: Mutex::new(CheckState::default()),
+            });
+        }
+
+        let mut policies = Vec::new();
+        for (pi, p) in config.policies.iter().enumerate() {
+            let check = config
+                .checks
+                .iter()
+                .position(|c| c.name() == p.check.get_ref())
+                .ok_or_else(|| anyhow::anyhow!("policy {}: unknown check", p.name()))?;
+            checks[check].policies.push(pi);
+            let mut codes = GlobSetBuilder::new();
+            for code in &p.codes {
+                codes.add(Glob::new(code)?);
+            }
+            let step = |s: &StepConfig| -> anyhow::Result<Step> {
+                Ok(Step {
+                    name: s.name().to_string(),
+                    action: s.action.get_ref().clone(),
+                    config_json: to_json(&s.config),
+                    grants: s.grants.resolve()?,
+                    limits: s.limits.over(base_limits),
+                    settle: s.settle.0,
+                })
+            };
+            let now = clock.now();
+            let mut state = PolicyState {
+                last_closed: store.last_closed(p.name())?,
+                ..PolicyState::default()
+            };
+            for at in
+                store.attempt_times(p.name(), now.saturating_sub(p.window.0.as_millis() as u64))?
+            {
+                state.attempts.record(at, p.window.0);
+            }
+            for s in &p.steps {
+                if let Some(b) = store.breaker(p.check.get_ref(), s.name())? {
+                    state.breakers.insert(s.name().to_string(), b);
+                }
+            }
+            policies.push(PolicySlot {
+                trigger: p
+                    .trigger
+                    .trigger()
+                    .map_err(|e| anyhow::anyhow!("policy {}: {e}", p.name()))?,
+                codes: codes.build()?,
+                breaker: p.breaker.breaker(),
+                steps: p.steps.iter().map(step).collect::<anyhow::Result<_>>()?,
+                escalate: p.escalate.as_ref().map(step).transpose()?,
+                check,
+                config: p.clone(),
+                state: Mutex::new(state),
+            });
+        }
+
+        let engine = Engine {
+            bulkhead: Semaphore::new(config.engine.max_concurrent as usize),
+            config,
+            runtime,
+            store,
+            plugins,
+            plugin_errors,
+            checks,
+            policies,
+            clock,
+            exit_code: Mutex::new(None),
+            exit_requested: tokio::sync::Notify::new(),
+            lag: Mutex::new(supervisor::LagSamples::default()),
+        };
+        for (name, why) in &engine.plugin_errors {
+            tracing::error!(plugin = %name, "{why}");
+        }
+        Ok(Arc::new(engine))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// The loaded plugins, by name.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values()
+    }
+
+    /// Plugins that are named in the config but cannot be used, and why.
+    pub fn plugin_errors(&self) -> &HashMap<String, String> {
+        &self.plugin_errors
+    }
+
+    /// A snapshot of every check's state.
+    pub fn snapshot(&self) -> Vec<CheckSnapshot> {
+        self.checks
+            .iter()
+            .map(|c| lock(&c.state).snapshot(c.config.name()))
+            .collect()
+    }
+
+    /// Schedule lag (how late checks started) over recent runs: p50, p99
+    /// and the number of samples.
+    pub fn schedule_lag(&self) -> (std::time::Duration, std::time::Duration, usize) {
+        lock(&self.lag).percentiles()
+    }
+
+    /// The exit code a policy asked for, if any.
+    pub fn exit_code(&self) -> Option<i32> {
+        *lock(&self.exit_code)
+    }
+
+    /// Runs every check until `shutdown` fires, then waits for work in
+    /// flight (each task finishes its current step).
+    pub async fn run(self: &Arc<Self>, shutdown: Shutdown) {
+        supervisor::run(self.clone(), shutdown).await;
+    }
+
+    /// The policy's evidence: findings matching its codes and statuses.
+    fn matching(&self, policy: &PolicySlot, findings: &[Finding]) -> Vec<Finding> {
+        findings
+            .iter()
+            .filter(|f| policy.config.status.contains(&f.status) && policy.codes.is_match(&f.code))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Loads every `.wasm` in `dir`. Returns the plugins by manifest name, and
+/// errors by file name for those that failed.
+async fn load_plugins(
+    runtime: &Runtime,
+    dir: &Path,
+) -> (HashMap<String, Arc<Plugin>>, HashMap<String, String>) {
+    let mut plugins = HashMap::new();
+    let mut errors = HashMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(dir = %dir.display(), "cannot read the plugins directory: {e}");
+            return (plugins, errors);
+        }
+    };
+    let mut paths: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("wasm"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        match runtime.load_file(&path).await {
+            Ok(p) => {
+                let name = p.name().to_string();
+                if plugins.contains_key(&name) {
+                    tracing::error!(plugin = %name, file = %path.display(), "two plugin files have the same name; keeping the first");
+                    continue;
+                }
+                tracing::info!(plugin = %name, version = %p.manifest().version, cached = p.from_cache(), "loaded plugin");
+                plugins.insert(name, Arc::new(p));
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), kind = e.kind(), "{e}");
+                errors.insert(e.plugin().to_string(), e.to_string());
+            }
+        }
+    }
+    (plugins, errors)
+}
+
+/// The worst status among findings (no findings: ok).
+pub fn worst(findings: &[Finding]) -> Status {
+    let rank = |s: Status| match s {
+        Status::Ok => 0,
+        Status::Unknown => 1,
+        Status::Warn => 2,
+        Status::Fail => 3,
+    };
+    findings
+        .iter()
+        .map(|f| f.status)
+        .max_by_key(|s| rank(*s))
+        .unwrap_or(Status::Ok)
+}

@@ -1,0 +1,460 @@
+//! Recover and verify: open the incident, walk the ladder, verify after each
+//! step, and escalate exactly once when the ladder is exhausted.
+//!
+//! Every step is written to the store *before* it runs (as `running`) and
+//! after it ends, so a kill at any instant loses nothing. Limits wrap every
+//! step: the policy's attempt window, the breaker of (check, action), and
+//! backoff with jitter between steps.
+
+use serde_json::json;
+
+use super::check::LastResult;
+use super::diagnose::{Decision, Diagnosis};
+use super::shutdown::Shutdown;
+use super::{Engine, PolicySlot, lock};
+use crate::contract::Finding;
+use crate::policy::adaptive;
+use crate::policy::health::Health;
+use crate::runtime::Request;
+use crate::store::{AttemptOutcome, IncidentState, NewIncident};
+
+/// Exit code for the "heavy heal": EX_TEMPFAIL, so systemd's
+/// `Restart=on-failure` starts mend afresh.
+pub const EXIT_HEAVY_HEAL: i32 = 75;
+
+impl Engine {
+    /// After a detect: every policy of check `idx` looks at the result.
+    pub(super) async fn evaluate(&self, idx: usize, result: &LastResult, shutdown: &Shutdown) {
+        for &pi in &self.checks[idx].policies {
+            let policy = &self.policies[pi];
+            if let Err(e) = self.evaluate_policy(policy, result, shutdown).await {
+                tracing::error!(policy = policy.config.name(), "{e:#}");
+            }
+        }
+    }
+
+    async fn evaluate_policy(
+        &self,
+        policy: &PolicySlot,
+        result: &LastResult,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
+        let evidence = self.matching(policy, &result.findings);
+        let bad = !evidence.is_empty();
+        let fires = lock(&policy.state).trigger.record(bad, &policy.trigger);
+        let check = &self.checks[policy.check];
+        let health = lock(&check.state).health.state();
+
+        // An incident already open: escalated ones wait for the check to
+        // recover; others (left open by a restart) resume.
+        if let Some(inc) = self.store.open_incident_for(policy.config.name())? {
+            if inc.state == IncidentState::Escalated || !bad {
+                if health == Health::Healthy {
+                    self.close(
+                        policy,
+                        inc.id,
+                        IncidentState::Recovered,
+                        "the check is healthy again",
+                    )?;
+                }
+                return Ok(());
+            }
+            let done = inc
+                .attempts
+                .iter()
+                .filter(|a| a.outcome != AttemptOutcome::Escalation)
+                .count();
+            tracing::warn!(
+                policy = policy.config.name(),
+                incident = inc.id,
+                "resuming an incident left open"
+            );
+            return self
+                .run_ladder(policy, inc.id, inc.opened_at, evidence, done, shutdown)
+                .await;
+        }
+        if !fires {
+            return Ok(());
+        }
+
+        let diagnosis = self.diagnose(policy, evidence.clone());
+        lock(&check.state).held_by = match diagnosis.decision {
+            Decision::Hold => vec![diagnosis.root_cause.clone()],
+            _ => Vec::new(),
+        };
+        match diagnosis.decision {
+            Decision::Suppress | Decision::Hold => {
+                tracing::info!(
+                    policy = policy.config.name(),
+                    decision = ?diagnosis.decision,
+                    "{}",
+                    diagnosis.reason
+                );
+                Ok(())
+            }
+            Decision::Escalate => {
+                let id = self.open(policy, &diagnosis)?;
+                self.escalate(policy, id, &evidence, &diagnosis.reason)
+                    .await
+            }
+            Decision::Remediate => {
+                let id = self.open(policy, &diagnosis)?;
+                let opened = self.clock.now();
+                self.run_ladder(policy, id, opened, evidence, 0, shutdown)
+                    .await
+            }
+        }
+    }
+
+    fn dry_run(&self, policy: &PolicySlot) -> bool {
+        self.config.engine.dry_run || policy.config.dry_run
+    }
+
+    fn open(&self, policy: &PolicySlot, d: &Diagnosis) -> anyhow::Result<i64> {
+        let id = self.store.open_incident(&NewIncident {
+            policy: policy.config.name(),
+            check: &d.check,
+            opened_at: self.clock.now(),
+            root_cause: &d.root_cause,
+            diagnosis: &serde_json::to_value(d)?,
+            dry_run: self.dry_run(policy),
+        })?;
+        tracing::warn!(
+            incident = id,
+            check = %d.check,
+            policy = %d.policy,
+            decision = ?d.decision,
+            "incident opened: {}",
+            d.reason
+        );
+        Ok(id)
+    }
+
+    fn close(
+        &self,
+        policy: &PolicySlot,
+        id: i64,
+        state: IncidentState,
+        note: &str,
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        self.store.close_incident(id, state, now, note)?;
+        let mut st = lock(&policy.state);
+        st.last_closed = Some(now);
+        st.trigger.reset();
+        tracing::info!(
+            incident = id,
+            policy = policy.config.name(),
+            state = state.as_str(),
+            "incident closed: {note}"
+        );
+        Ok(())
+    }
+
+    /// The ladder's order: as configured, or by past success with
+    /// `adaptive`.
+    pub(super) fn ladder_order(&self, policy: &PolicySlot, evidence: &[Finding]) -> Vec<usize> {
+        if !policy.config.adaptive {
+            return (0..policy.steps.len()).collect();
+        }
+        let code = evidence.first().map(|f| f.code.as_str()).unwrap_or("");
+        adaptive::order(policy.steps.len(), |i| {
+            self.store
+                .step_stats(code, &policy.steps[i].name)
+                .unwrap_or_default()
+        })
+    }
+
+    /// Walks the ladder from position `start`.
+    async fn run_ladder(
+        &self,
+        policy: &PolicySlot,
+        incident: i64,
+        opened_at: u64,
+        evidence: Vec<Finding>,
+        start: usize,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
+        let mut shutdown = shutdown.clone();
+        let check = &self.checks[policy.check];
+        let check_name = check.config.name();
+        let code = evidence.first().map(|f| f.code.clone()).unwrap_or_default();
+        let order = self.ladder_order(policy, &evidence);
+        let dry_run = self.dry_run(policy);
+        let window = policy.config.window.0;
+        let mut tried = 0u32;
+
+        for (pos, &si) in order.iter().enumerate().skip(start) {
+            if shutdown.is_fired() {
+                return Ok(()); // resumes on the next start
+            }
+            let step = &policy.steps[si];
+            let now = self.clock.now();
+            let allowed =
+                lock(&policy.state)
+                    .attempts
+                    .allows(now, policy.config.max_attempts, window);
+            if !allowed {
+                let note = format!(
+                    "attempt cap reached: {} attempts in {}",
+                    policy.config.max_attempts,
+                    humantime::format_duration(window)
+                );
+                self.store.note_attempt(
+                    incident,
+                    si as u32,
+                    &step.name,
+                    AttemptOutcome::Skipped,
+                    &json!({"reason": note}),
+                    now,
+                )?;
+                return self.escalate(policy, incident, &evidence, &note).await;
+            }
+            let breaker_allows = lock(&policy.state)
+                .breakers
+                .entry(step.name.clone())
+                .or_default()
+                .allow(now);
+            if !breaker_allows {
+                let note = format!("circuit breaker for ({check_name}, {}) is open", step.name);
+                tracing::warn!(incident, "{note}");
+                self.store.note_attempt(
+                    incident,
+                    si as u32,
+                    &step.name,
+                    AttemptOutcome::Skipped,
+                    &json!({"reason": note}),
+                    now,
+                )?;
+                continue;
+            }
+            let Some(plugin) = self.plugins.get(&step.action) else {
+                let note = format!("action plugin {} is not loaded", step.action);
+                self.store.note_attempt(
+                    incident,
+                    si as u32,
+                    &step.name,
+                    AttemptOutcome::Failed,
+                    &json!({"error": note}),
+                    now,
+                )?;
+                continue;
+            };
+
+            // Durable before acting.
+            let attempt = self
+                .store
+                .start_attempt(incident, si as u32, &step.name, dry_run, now)?;
+            lock(&policy.state).attempts.record(now, window);
+            tracing::warn!(incident, step = %step.name, action = %step.action, dry_run, "running action");
+            let req = Request {
+                check: check_name,
+                config: &step.config_json,
+                grants: &step.grants,
+                limits: step.limits,
+            };
+            let result = {
+                let _permit = self.bulkhead.acquire().await;
+                self.runtime.remedy(plugin, &req, &evidence, dry_run).await
+            };
+            let report = match result {
+                Err(e) => {
+                    tracing::error!(incident, action = %step.action, kind = e.kind(), "{e}");
+                    self.store.finish_attempt(
+                        attempt,
+                        AttemptOutcome::Failed,
+                        &json!({"error": e}),
+                        0,
+                        None,
+                        self.clock.now(),
+                    )?;
+                    self.record_step(policy, &code, &step.name, false, opened_at)?;
+                    tried += 1;
+                    if !self
+                        .backoff(policy, tried, pos, &order, &mut shutdown)
+                        .await
+                    {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Ok(r) => r,
+            };
+            let duration_ms = report.duration.as_millis() as u64;
+            if dry_run {
+                self.store.finish_attempt(
+                    attempt,
+                    AttemptOutcome::Planned,
+                    &json!({"outcome": report.value}),
+                    duration_ms,
+                    Some(report.fuel_used),
+                    self.clock.now(),
+                )?;
+                return self.close(
+                    policy,
+                    incident,
+                    IncidentState::Planned,
+                    "dry-run: plan recorded, nothing changed",
+                );
+            }
+
+            // Verify after the settle delay.
+            if !shutdown.sleep(step.settle).await {
+                self.store.finish_attempt(
+                    attempt,
+                    AttemptOutcome::Interrupted,
+                    &json!({"outcome": report.value, "note": "shut down before verification"}),
+                    duration_ms,
+                    Some(report.fuel_used),
+                    self.clock.now(),
+                )?;
+                return Ok(());
+            }
+            let verify = self.detect(policy.check).await;
+            self.observe(policy.check, &verify);
+            let healed = verify.status != crate::contract::Status::Unknown
+                && self.matching(policy, &verify.findings).is_empty();
+            let outcome = if healed {
+                AttemptOutcome::Healed
+            } else {
+                AttemptOutcome::NotHealed
+            };
+            self.store.finish_attempt(
+                attempt,
+                outcome,
+                &json!({"outcome": report.value, "verification": verify.findings}),
+                duration_ms,
+                Some(report.fuel_used),
+                self.clock.now(),
+            )?;
+            self.record_step(policy, &code, &step.name, healed, opened_at)?;
+            if healed {
+                return self.close(
+                    policy,
+                    incident,
+                    IncidentState::Healed,
+                    &format!("healed by {}", step.name),
+                );
+            }
+            tried += 1;
+            if !self
+                .backoff(policy, tried, pos, &order, &mut shutdown)
+                .await
+            {
+                return Ok(());
+            }
+        }
+        let note = format!(
+            "ladder exhausted after {} step(s) without a verified heal",
+            order.len()
+        );
+        self.escalate(policy, incident, &evidence, &note).await
+    }
+
+    /// Waits the backoff before the next step (none after the last).
+    /// Returns false if shutdown fired.
+    async fn backoff(
+        &self,
+        policy: &PolicySlot,
+        tried: u32,
+        pos: usize,
+        order: &[usize],
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        if pos + 1 >= order.len() {
+            return true;
+        }
+        let delay = policy
+            .config
+            .backoff
+            .backoff()
+            .delay(tried.saturating_sub(1), fastrand::f64());
+        tracing::info!(policy = policy.config.name(), delay = ?delay, "backing off before the next step");
+        shutdown.sleep(delay).await
+    }
+
+    fn record_step(
+        &self,
+        policy: &PolicySlot,
+        code: &str,
+        step: &str,
+        healed: bool,
+        opened_at: u64,
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let check = self.checks[policy.check].config.name();
+        let breaker = {
+            let mut st = lock(&policy.state);
+            let b = st.breakers.entry(step.to_string()).or_default();
+            b.record(healed, now, &policy.breaker);
+            *b
+        };
+        self.store.save_breaker(check, step, &breaker)?;
+        self.store
+            .record_step_result(code, step, healed, now.saturating_sub(opened_at))
+    }
+
+    /// Escalates the incident exactly once, then stops acting on it until
+    /// the check is healthy again.
+    async fn escalate(
+        &self,
+        policy: &PolicySlot,
+        incident: i64,
+        evidence: &[Finding],
+        note: &str,
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        if !self.store.escalate_incident(incident, now, note)? {
+            return Ok(());
+        }
+        tracing::error!(
+            incident,
+            policy = policy.config.name(),
+            "escalating: {note}"
+        );
+        if let Some(step) = &policy.escalate {
+            let detail = match self.plugins.get(&step.action) {
+                None => {
+                    json!({"error": format!("escalation plugin {} is not loaded", step.action)})
+                }
+                Some(plugin) => {
+                    let req = Request {
+                        check: self.checks[policy.check].config.name(),
+                        config: &step.config_json,
+                        grants: &step.grants,
+                        limits: step.limits,
+                    };
+                    let _permit = self.bulkhead.acquire().await;
+                    match self
+                        .runtime
+                        .remedy(plugin, &req, evidence, self.dry_run(policy))
+                        .await
+                    {
+                        Ok(r) => json!({"outcome": r.value, "note": note}),
+                        Err(e) => {
+                            tracing::error!(incident, "escalation action failed: {e}");
+                            json!({"error": e, "note": note})
+                        }
+                    }
+                }
+            };
+            self.store.note_attempt(
+                incident,
+                u32::MAX,
+                &step.name,
+                AttemptOutcome::Escalation,
+                &detail,
+                self.clock.now(),
+            )?;
+        }
+        if policy.config.exit_on_exhausted {
+            tracing::error!(
+                policy = policy.config.name(),
+                "exit_on_exhausted: asking the supervisor to restart mend"
+            );
+            *lock(&self.exit_code) = Some(EXIT_HEAVY_HEAL);
+            self.exit_requested.notify_one();
+        }
+        Ok(())
+    }
+}

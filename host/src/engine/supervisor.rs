@@ -1,0 +1,161 @@
+//! mend's own liveness. The status-page incident was a poller that died
+//! silently; mend must not. Every check task is supervised and restarted if
+//! it panics, and a watchdog records any check that missed twice its
+//! interval. Housekeeping (history retention) runs here too.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::shutdown::{self, Shutdown};
+use super::{Engine, lock};
+use crate::store::WatchdogEvent;
+
+/// Runs every check (supervised), the watchdog and housekeeping until
+/// `external` fires or a policy asks mend to exit; then lets work in flight
+/// finish.
+pub(super) async fn run(engine: Arc<Engine>, mut external: Shutdown) {
+    let (trigger, shutdown) = shutdown::channel();
+    let mut tasks = JoinSet::new();
+    for idx in 0..engine.checks.len() {
+        tasks.spawn(supervise(engine.clone(), idx, shutdown.clone()));
+    }
+    tasks.spawn(watchdog(engine.clone(), shutdown.clone()));
+    tasks.spawn(housekeeping(engine.clone(), shutdown.clone()));
+    tokio::select! {
+        _ = external.fired() => {}
+        _ = engine.exit_requested.notified() => {}
+    }
+    trigger.fire();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Keeps check `idx` running: a panic is logged and the task restarted.
+async fn supervise(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
+    let name = engine.checks[idx].config.name().to_string();
+    let mut restarts = 0u32;
+    loop {
+        let task = tokio::spawn(check_loop(engine.clone(), idx, shutdown.clone()));
+        match task.await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                restarts += 1;
+                tracing::error!(check = %name, restarts, "check task panicked; restarting it");
+                lock(&engine.checks[idx].state).remediating = false;
+                if !shutdown.sleep(Duration::from_secs(1)).await {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// One check's schedule: its own interval plus jitter, no global tick.
+async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
+    let slot = &engine.checks[idx];
+    let interval = slot.config.interval(&engine.config.engine);
+    let jitter = slot.config.jitter(&engine.config.engine);
+    let spread = |j: Duration| j.mul_f64(fastrand::f64());
+    // Spread the first runs over one interval so checks do not start in a herd.
+    let mut due = Instant::now() + spread(interval);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(due) => {}
+            _ = shutdown.fired() => return,
+        }
+        lock(&engine.lag).push(Instant::now().saturating_duration_since(due));
+        let result = engine.detect(idx).await;
+        engine.observe(idx, &result);
+        lock(&slot.state).remediating = true;
+        engine.evaluate(idx, &result, &shutdown).await;
+        lock(&slot.state).remediating = false;
+        // Stay on the grid unless a remediation made us fall behind.
+        due = (due + interval).max(Instant::now()) + spread(jitter);
+    }
+}
+
+/// Records checks that missed twice their interval (a stuck plugin call
+/// past its deadline, a starved runtime, a bug).
+async fn watchdog(engine: Arc<Engine>, mut shutdown: Shutdown) {
+    let started = engine.clock.now();
+    while shutdown.sleep(Duration::from_secs(1)).await {
+        let now = engine.clock.now();
+        for slot in &engine.checks {
+            let interval = slot.config.interval(&engine.config.engine);
+            let allowed = 2 * interval + slot.config.jitter(&engine.config.engine);
+            let mut st = lock(&slot.state);
+            if st.remediating || st.reported_late {
+                continue;
+            }
+            let since = now.saturating_sub(st.last_run.unwrap_or(started));
+            if since > allowed.as_millis() as u64 {
+                st.reported_late = true;
+                drop(st);
+                let late_ms = since - interval.as_millis() as u64;
+                tracing::warn!(
+                    check = slot.config.name(),
+                    late_ms,
+                    "watchdog: check missed twice its interval"
+                );
+                let event = WatchdogEvent {
+                    check: slot.config.name().to_string(),
+                    at: now,
+                    late_ms,
+                };
+                if let Err(e) = engine.store.record_watchdog(&event) {
+                    tracing::error!("recording watchdog event: {e:#}");
+                }
+            }
+        }
+    }
+}
+
+/// Prunes history past the retention period, hourly.
+async fn housekeeping(engine: Arc<Engine>, mut shutdown: Shutdown) {
+    let retention = engine.config.engine.history_retention.0;
+    loop {
+        let cutoff = engine
+            .clock
+            .now()
+            .saturating_sub(retention.as_millis() as u64);
+        match engine.store.prune_history(cutoff) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned check history"),
+            Err(e) => tracing::error!("pruning history: {e:#}"),
+        }
+        if !shutdown.sleep(Duration::from_secs(3600)).await {
+            return;
+        }
+    }
+}
+
+/// The last samples of schedule lag.
+#[derive(Default)]
+pub(super) struct LagSamples {
+    samples: VecDeque<Duration>,
+}
+
+impl LagSamples {
+    const KEEP: usize = 100_000;
+
+    pub(super) fn push(&mut self, lag: Duration) {
+        if self.samples.len() == Self::KEEP {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(lag);
+    }
+
+    pub(super) fn percentiles(&self) -> (Duration, Duration, usize) {
+        if self.samples.is_empty() {
+            return (Duration::ZERO, Duration::ZERO, 0);
+        }
+        let mut v: Vec<Duration> = self.samples.iter().copied().collect();
+        v.sort();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        (at(0.5), at(0.99), v.len())
+    }
+}

@@ -1,0 +1,457 @@
+//! Incidents and the attempts made to heal them.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::{Millis, Store};
+
+/// Where an incident stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IncidentState {
+    /// Being worked on.
+    Open,
+    /// An action fixed it and verification confirmed.
+    Healed,
+    /// The ladder was exhausted (or the check flapped): a human was called,
+    /// and mend stopped acting on it.
+    Escalated,
+    /// It went away on its own (or after escalation).
+    Recovered,
+    /// Dry-run: the plan was recorded, nothing was changed.
+    Planned,
+}
+
+impl IncidentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Open => "open",
+            IncidentState::Healed => "healed",
+            IncidentState::Escalated => "escalated",
+            IncidentState::Recovered => "recovered",
+            IncidentState::Planned => "planned",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "healed" => IncidentState::Healed,
+            "escalated" => IncidentState::Escalated,
+            "recovered" => IncidentState::Recovered,
+            "planned" => IncidentState::Planned,
+            _ => IncidentState::Open,
+        }
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttemptOutcome {
+    /// Recorded before the action starts; if mend dies now, it becomes
+    /// `Interrupted`.
+    Running,
+    /// Verification showed the check healthy.
+    Healed,
+    /// The action ran but verification still failed.
+    NotHealed,
+    /// The action itself failed (plugin error).
+    Failed,
+    /// mend stopped while it ran.
+    Interrupted,
+    /// Dry-run: the plan was recorded.
+    Planned,
+    /// Not run: breaker open, attempt cap reached, or maintenance.
+    Skipped,
+    /// The escalation action.
+    Escalation,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Running => "running",
+            AttemptOutcome::Healed => "healed",
+            AttemptOutcome::NotHealed => "not-healed",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Interrupted => "interrupted",
+            AttemptOutcome::Planned => "planned",
+            AttemptOutcome::Skipped => "skipped",
+            AttemptOutcome::Escalation => "escalation",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "running" => AttemptOutcome::Running,
+            "healed" => AttemptOutcome::Healed,
+            "not-healed" => AttemptOutcome::NotHealed,
+            "failed" => AttemptOutcome::Failed,
+            "planned" => AttemptOutcome::Planned,
+            "skipped" => AttemptOutcome::Skipped,
+            "escalation" => AttemptOutcome::Escalation,
+            _ => AttemptOutcome::Interrupted,
+        }
+    }
+    /// Whether this attempt counts against the policy's attempt window.
+    pub fn counts_as_attempt(self) -> bool {
+        !matches!(self, AttemptOutcome::Skipped | AttemptOutcome::Escalation)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewIncident<'a> {
+    pub policy: &'a str,
+    pub check: &'a str,
+    pub opened_at: Millis,
+    pub root_cause: &'a str,
+    pub diagnosis: &'a serde_json::Value,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Incident {
+    pub id: i64,
+    pub policy: String,
+    pub check: String,
+    pub opened_at: Millis,
+    pub closed_at: Option<Millis>,
+    pub state: IncidentState,
+    pub root_cause: String,
+    pub diagnosis: serde_json::Value,
+    pub dry_run: bool,
+    pub escalated_at: Option<Millis>,
+    pub note: String,
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub id: i64,
+    pub incident_id: i64,
+    pub step: u32,
+    pub action: String,
+    pub started_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub outcome: AttemptOutcome,
+    pub dry_run: bool,
+    pub detail: serde_json::Value,
+    pub duration_ms: Option<u64>,
+    pub fuel_used: Option<u64>,
+}
+
+const INCIDENT_COLS: &str = "id, policy, check_name, opened_at, closed_at, state, root_cause, diagnosis, dry_run, escalated_at, note";
+const ATTEMPT_COLS: &str = "id, incident_id, step, action, started_at, finished_at, outcome, dry_run, detail, duration_ms, fuel_used";
+
+fn incident_row(r: &Row<'_>) -> rusqlite::Result<Incident> {
+    let state: String = r.get(5)?;
+    let diagnosis: String = r.get(7)?;
+    Ok(Incident {
+        id: r.get(0)?,
+        policy: r.get(1)?,
+        check: r.get(2)?,
+        opened_at: r.get::<_, i64>(3)? as Millis,
+        closed_at: r.get::<_, Option<i64>>(4)?.map(|v| v as Millis),
+        state: IncidentState::parse(&state),
+        root_cause: r.get(6)?,
+        diagnosis: serde_json::from_str(&diagnosis).unwrap_or(serde_json::Value::Null),
+        dry_run: r.get(8)?,
+        escalated_at: r.get::<_, Option<i64>>(9)?.map(|v| v as Millis),
+        note: r.get(10)?,
+        attempts: Vec::new(),
+    })
+}
+
+fn attempt_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let outcome: String = r.get(6)?;
+    let detail: String = r.get(8)?;
+    Ok(Attempt {
+        id: r.get(0)?,
+        incident_id: r.get(1)?,
+        step: r.get(2)?,
+        action: r.get(3)?,
+        started_at: r.get::<_, i64>(4)? as Millis,
+        finished_at: r.get::<_, Option<i64>>(5)?.map(|v| v as Millis),
+        outcome: AttemptOutcome::parse(&outcome),
+        dry_run: r.get(7)?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+        duration_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+        fuel_used: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+    })
+}
+
+impl Store {
+    pub fn open_incident(&self, new: &NewIncident<'_>) -> anyhow::Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO incidents (policy, check_name, opened_at, state, root_cause, diagnosis, dry_run)
+             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6)",
+            params![
+                new.policy,
+                new.check,
+                new.opened_at as i64,
+                new.root_cause,
+                new.diagnosis.to_string(),
+                new.dry_run
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Records an attempt as `running`, before the action starts.
+    pub fn start_attempt(
+        &self,
+        incident: i64,
+        step: u32,
+        action: &str,
+        dry_run: bool,
+        now: Millis,
+    ) -> anyhow::Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO attempts (incident_id, step, action, started_at, outcome, dry_run)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+            params![incident, step, action, now as i64, dry_run],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Records an attempt that was never started (skipped, escalation).
+    pub fn note_attempt(
+        &self,
+        incident: i64,
+        step: u32,
+        action: &str,
+        outcome: AttemptOutcome,
+        detail: &serde_json::Value,
+        now: Millis,
+    ) -> anyhow::Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO attempts (incident_id, step, action, started_at, finished_at, outcome, detail)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+            params![incident, step, action, now as i64, outcome.as_str(), detail.to_string()],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn finish_attempt(
+        &self,
+        attempt: i64,
+        outcome: AttemptOutcome,
+        detail: &serde_json::Value,
+        duration_ms: u64,
+        fuel_used: Option<u64>,
+        now: Millis,
+    ) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE attempts SET outcome = ?2, detail = ?3, duration_ms = ?4, fuel_used = ?5, finished_at = ?6
+             WHERE id = ?1",
+            params![
+                attempt,
+                outcome.as_str(),
+                detail.to_string(),
+                duration_ms as i64,
+                fuel_used.map(|f| f as i64),
+                now as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Marks the incident escalated (once: a second call changes nothing
+    /// and returns false).
+    pub fn escalate_incident(
+        &self,
+        incident: i64,
+        now: Millis,
+        note: &str,
+    ) -> anyhow::Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE incidents SET state = 'escalated', escalated_at = ?2, note = ?3
+             WHERE id = ?1 AND escalated_at IS NULL",
+            params![incident, now as i64, note],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn close_incident(
+        &self,
+        incident: i64,
+        state: IncidentState,
+        now: Millis,
+        note: &str,
+    ) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE incidents SET state = ?2, closed_at = ?3,
+                 note = CASE WHEN ?4 = '' THEN note ELSE ?4 END
+             WHERE id = ?1 AND closed_at IS NULL",
+            params![incident, state.as_str(), now as i64, note],
+        )?;
+        Ok(())
+    }
+
+    /// The open incident of a policy, with its attempts.
+    pub fn open_incident_for(&self, policy: &str) -> anyhow::Result<Option<Incident>> {
+        let id: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT id FROM incidents WHERE policy = ?1 AND closed_at IS NULL ORDER BY id DESC LIMIT 1",
+                [policy],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match id {
+            Some(id) => self.incident(id),
+            None => Ok(None),
+        }
+    }
+
+    /// When the policy's last incident closed, for its cooldown.
+    pub fn last_closed(&self, policy: &str) -> anyhow::Result<Option<Millis>> {
+        let at: Option<i64> = self.conn().query_row(
+            "SELECT MAX(closed_at) FROM incidents WHERE policy = ?1",
+            [policy],
+            |r| r.get(0),
+        )?;
+        Ok(at.map(|v| v as Millis))
+    }
+
+    /// Start times of the policy's counted attempts since `since`, for its
+    /// attempt window.
+    pub fn attempt_times(&self, policy: &str, since: Millis) -> anyhow::Result<Vec<Millis>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.started_at, a.outcome FROM attempts a JOIN incidents i ON i.id = a.incident_id
+             WHERE i.policy = ?1 AND a.started_at > ?2 ORDER BY a.started_at",
+        )?;
+        let rows = stmt.query_map(params![policy, since as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as Millis, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (at, outcome) = row?;
+            if AttemptOutcome::parse(&outcome).counts_as_attempt() {
+                out.push(at);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn incident(&self, id: i64) -> anyhow::Result<Option<Incident>> {
+        let conn = self.conn();
+        let inc = conn
+            .query_row(
+                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
+                [id],
+                incident_row,
+            )
+            .optional()?;
+        let Some(mut inc) = inc else { return Ok(None) };
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts WHERE incident_id = ?1 ORDER BY id"
+        ))?;
+        inc.attempts = stmt
+            .query_map([id], attempt_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Some(inc))
+    }
+
+    /// Incidents, newest first, with their attempts.
+    pub fn incidents(&self, open_only: bool, limit: usize) -> anyhow::Result<Vec<Incident>> {
+        let ids: Vec<i64> = {
+            let conn = self.conn();
+            let sql = if open_only {
+                "SELECT id FROM incidents WHERE closed_at IS NULL ORDER BY id DESC LIMIT ?1"
+            } else {
+                "SELECT id FROM incidents ORDER BY id DESC LIMIT ?1"
+            };
+            let mut stmt = conn.prepare(sql)?;
+            stmt.query_map([limit as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(i) = self.incident(id)? {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(&dir.path().join("mend.db"), 0).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn incident_lifecycle() {
+        let (_d, s) = store();
+        let diag = json!({"reason": "3 failures"});
+        let id = s
+            .open_incident(&NewIncident {
+                policy: "p",
+                check: "c",
+                opened_at: 1000,
+                root_cause: "c",
+                diagnosis: &diag,
+                dry_run: false,
+            })
+            .unwrap();
+        let a = s.start_attempt(id, 0, "fix", false, 1100).unwrap();
+        s.finish_attempt(a, AttemptOutcome::NotHealed, &json!({}), 5, Some(42), 1200)
+            .unwrap();
+        assert!(s.escalate_incident(id, 1300, "ladder exhausted").unwrap());
+        assert!(
+            !s.escalate_incident(id, 1400, "again").unwrap(),
+            "escalates once"
+        );
+        let inc = s.open_incident_for("p").unwrap().unwrap();
+        assert_eq!(inc.state, IncidentState::Escalated);
+        assert_eq!(inc.escalated_at, Some(1300));
+        assert_eq!(inc.attempts.len(), 1);
+        assert_eq!(inc.attempts[0].fuel_used, Some(42));
+        assert_eq!(s.attempt_times("p", 0).unwrap(), vec![1100]);
+        s.close_incident(id, IncidentState::Recovered, 2000, "")
+            .unwrap();
+        assert!(s.open_incident_for("p").unwrap().is_none());
+        assert_eq!(s.last_closed("p").unwrap(), Some(2000));
+        assert_eq!(s.incident(id).unwrap().unwrap().note, "ladder exhausted");
+    }
+
+    #[test]
+    fn reopening_marks_running_attempts_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mend.db");
+        let (s, _) = Store::open(&path, 0).unwrap();
+        let diag = json!({});
+        let id = s
+            .open_incident(&NewIncident {
+                policy: "p",
+                check: "c",
+                opened_at: 1,
+                root_cause: "c",
+                diagnosis: &diag,
+                dry_run: false,
+            })
+            .unwrap();
+        s.start_attempt(id, 0, "fix", false, 2).unwrap();
+        drop(s);
+        let (s, rec) = Store::open(&path, 99).unwrap();
+        assert_eq!(
+            rec,
+            super::super::Recovery {
+                interrupted_attempts: 1,
+                open_incidents: 1
+            }
+        );
+        let inc = s.incident(id).unwrap().unwrap();
+        assert_eq!(inc.attempts[0].outcome, AttemptOutcome::Interrupted);
+        assert_eq!(inc.attempts[0].finished_at, Some(99));
+    }
+}

@@ -1,0 +1,94 @@
+//! The incident store: SQLite (WAL) in the state directory.
+//!
+//! Every fact is committed before mend acts on it: an incident is written
+//! before its first action runs, and an attempt is written as `running`
+//! before the action starts. So a crash or `kill -9` at any instant loses
+//! nothing: on the next start, [`Store::open`] marks attempts left
+//! `running` as `interrupted`, and the engine restores cooldowns, attempt
+//! windows and breakers from what is here.
+//!
+//! The store knows nothing of the engine: it records and answers.
+
+mod history;
+mod incidents;
+mod schema;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use rusqlite::Connection;
+
+pub use self::history::{CheckResult, WatchdogEvent};
+pub use self::incidents::{Attempt, AttemptOutcome, Incident, IncidentState, NewIncident};
+pub use self::stats::ActionStats;
+
+pub type Millis = u64;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+/// What [`Store::open`] found left over from a previous run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Attempts that were running when mend stopped, now `interrupted`.
+    pub interrupted_attempts: usize,
+    /// Incidents still open.
+    pub open_incidents: usize,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and recovers from an
+    /// unclean stop.
+    pub fn open(path: &Path, now: Millis) -> anyhow::Result<(Store, Recovery)> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening incident store {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a committed incident survives power loss, not just a crash.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        schema::migrate(&conn).with_context(|| format!("migrating {}", path.display()))?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        };
+        let recovery = store.recover(now)?;
+        Ok((store, recovery))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (every write is one transaction), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recover(&self, now: Millis) -> anyhow::Result<Recovery> {
+        let conn = self.conn();
+        let interrupted = conn.execute(
+            "UPDATE attempts SET outcome = 'interrupted', finished_at = ?1,
+                 detail = json_object('note', 'mend stopped while this attempt was running')
+             WHERE outcome = 'running'",
+            [now as i64],
+        )?;
+        let open: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(Recovery {
+            interrupted_attempts: interrupted,
+            open_incidents: open as usize,
+        })
+    }
+}

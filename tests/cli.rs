@@ -25,7 +25,10 @@ fn inspect_prints_what_describe_says() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.starts_with("stale-file 0.1.0"), "{out}");
     assert!(out.contains("roles:       detector"), "{out}");
-    assert!(out.contains("any granted directory (ro)"), "{out}");
+    assert!(
+        out.contains("detector needs:\n    directory  any granted directory (ro)"),
+        "{out}"
+    );
 
     let o = mend(
         &["plugin", "inspect", "--json", artifacts::STALE_FILE],

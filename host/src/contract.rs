@@ -61,18 +61,29 @@ pub struct Needs {
     pub state: bool,
 }
 
+/// A role a plugin plays and what it needs for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleNeeds {
+    pub role: Role,
+    pub needs: Needs,
+}
+
 /// What a plugin's `describe()` says about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub name: String,
     pub version: String,
     pub description: String,
-    pub roles: Vec<Role>,
-    pub needs: Needs,
+    pub roles: Vec<RoleNeeds>,
 }
 
 impl Manifest {
     pub fn has_role(&self, role: Role) -> bool {
-        self.roles.contains(&role)
+        self.roles.iter().any(|r| r.role == role)
+    }
+
+    /// What the plugin needs to play `role` (None: it does not play it).
+    pub fn needs(&self, role: Role) -> Option<&Needs> {
+        self.roles.iter().find(|r| r.role == role).map(|r| &r.needs)
     }
 }

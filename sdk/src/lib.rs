@@ -33,7 +33,7 @@ pub mod host;
 mod manifest;
 mod outcome;
 
-pub use config::{Duration, NoConfig};
+pub use config::{Bytes, Duration, NoConfig};
 pub use error::{Error, Result};
 pub use finding::{Finding, Status};
 pub use manifest::{Access, Needs};
@@ -43,7 +43,8 @@ pub use outcome::Outcome;
 /// description come from the plugin's `Cargo.toml`.
 pub trait Plugin {
     /// The capabilities this plugin needs. mend refuses to run it unless the
-    /// operator granted at least these.
+    /// operator granted at least these. A role can ask for something else
+    /// ([`Detector::detect_needs`], [`Action::remedy_needs`]).
     fn needs() -> Needs {
         Needs::default()
     }
@@ -55,6 +56,11 @@ pub trait Detector: Plugin {
     type Config: serde::de::DeserializeOwned;
 
     fn detect(cx: &Context, config: Self::Config) -> Result<Vec<Finding>>;
+
+    /// What detecting needs; by default [`Plugin::needs`].
+    fn detect_needs() -> Needs {
+        Self::needs()
+    }
 }
 
 /// A plugin that repairs something.
@@ -69,6 +75,11 @@ pub trait Action: Plugin {
         findings: &[Finding],
         dry_run: bool,
     ) -> Result<Outcome>;
+
+    /// What remedying needs; by default [`Plugin::needs`].
+    fn remedy_needs() -> Needs {
+        Self::needs()
+    }
 }
 
 /// Facts about the current call.
@@ -101,11 +112,11 @@ macro_rules! export {
 
         impl $crate::__private::MetaGuest for __MendExport {
             fn describe() -> $crate::__private::Manifest {
-                $crate::__private::manifest::<$ty>(
+                $crate::__private::manifest(
                     env!("CARGO_PKG_NAME"),
                     env!("CARGO_PKG_VERSION"),
                     env!("CARGO_PKG_DESCRIPTION"),
-                    &[$($crate::__private::Role::$role),+],
+                    vec![$($crate::export!(@needs $role $ty)),+],
                 )
             }
         }
@@ -115,6 +126,12 @@ macro_rules! export {
         // crate (for unit tests or benchmarks) links without them.
         #[cfg(target_arch = "wasm32")]
         $crate::__private::bindings::export!(__MendExport with_types_in $crate::__private::bindings);
+    };
+    (@needs Detector $ty:ty) => {
+        $crate::__private::role_needs($crate::__private::Role::Detector, <$ty as $crate::Detector>::detect_needs())
+    };
+    (@needs Action $ty:ty) => {
+        $crate::__private::role_needs($crate::__private::Role::Action, <$ty as $crate::Action>::remedy_needs())
     };
     (@detect_yes $ty:ty) => {
         impl $crate::__private::DetectionGuest for __MendExport {
@@ -158,7 +175,7 @@ pub mod __private {
     pub use crate::bindings::exports::mend::plugin::remediation::Guest as RemediationGuest;
     pub use crate::bindings::mend::plugin::types::{
         Finding as WitFinding, Invocation, Manifest, Outcome as WitOutcome, PluginError,
-        RemedyRequest, Role,
+        RemedyRequest, Role, RoleNeeds,
     };
     pub use wit_bindgen;
 
@@ -166,20 +183,26 @@ pub mod __private {
         pub use crate::bindings::*;
     }
 
-    use crate::{Action, Context, Detector, Error, Finding, Plugin};
+    use crate::{Action, Context, Detector, Error, Finding, Needs};
 
-    pub fn manifest<P: Plugin>(
+    pub fn manifest(
         name: &str,
         version: &str,
         description: &str,
-        roles: &[Role],
+        roles: Vec<RoleNeeds>,
     ) -> Manifest {
         Manifest {
             name: name.to_string(),
             version: version.to_string(),
             description: description.to_string(),
-            roles: roles.to_vec(),
-            needs: P::needs().into(),
+            roles,
+        }
+    }
+
+    pub fn role_needs(role: Role, needs: Needs) -> RoleNeeds {
+        RoleNeeds {
+            role,
+            needs: needs.into(),
         }
     }
 

@@ -82,6 +82,28 @@ pub async fn detect(
     detect_with(plugin, config, grants, Limits::default()).await
 }
 
+pub async fn remedy(
+    plugin: &Plugin,
+    config: serde_json::Value,
+    grants: &Grants,
+    dry_run: bool,
+) -> Result<Report<mend::contract::Outcome>, PluginError> {
+    let grants = resolved(grants);
+    runtime()
+        .remedy(
+            plugin,
+            &Request {
+                check: "test",
+                config: &config,
+                grants: &grants,
+                limits: Limits::default(),
+            },
+            &[],
+            dry_run,
+        )
+        .await
+}
+
 /// Limits for hostile calls: small and quick.
 pub fn tight() -> Limits {
     Limits {

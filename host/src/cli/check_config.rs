@@ -85,7 +85,10 @@ pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
                 return;
             }
             if let Ok(resolved) = grants.resolve()
-                && let Some(need) = missing_grant(&plugin.manifest().needs, &resolved)
+                && let Some(need) = plugin
+                    .manifest()
+                    .needs(role)
+                    .and_then(|n| missing_grant(n, &resolved))
             {
                 report(
                     name.span(),

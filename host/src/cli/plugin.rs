@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::capabilities::Grants;
 use crate::capabilities::fs::{DirGrant, Mode};
 use crate::config::values::parse_bytes;
-use crate::contract::Finding;
+use crate::contract::{Finding, Needs, Role};
 use crate::runtime::{Limits, Request, Runtime, RuntimeConfig};
 
 #[derive(Subcommand)]
@@ -118,39 +118,51 @@ async fn inspect(
     let roles: Vec<String> = m
         .roles
         .iter()
-        .map(|r| format!("{r:?}").to_lowercase())
+        .map(|r| role_name(r.role).to_string())
         .collect();
     println!("  roles:       {}", roles.join(", "));
     println!("  contract:    mend:plugin@{}", plugin.wit_version());
     println!("  sha256:      {}", plugin.sha256());
-    let n = &m.needs;
-    if n == &Default::default() {
-        println!("  needs:       nothing");
-    } else {
-        println!("  needs:");
-        for d in &n.dirs {
-            let mode = if d.write { "rw" } else { "ro" };
-            let path = if d.path == "*" {
-                "any granted directory"
-            } else {
-                &d.path
-            };
-            println!("    directory  {path} ({mode})");
-        }
-        for a in &n.addresses {
-            println!("    address    {a}");
-        }
-        for c in &n.connections {
-            println!("    connection {c}");
-        }
-        for c in &n.commands {
-            println!("    command    {c}");
-        }
-        if n.state {
-            println!("    state");
-        }
+    for r in &m.roles {
+        print_needs(role_name(r.role), &r.needs);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Detector => "detector",
+        Role::Action => "action",
+    }
+}
+
+fn print_needs(role: &str, n: &Needs) {
+    if n == &Needs::default() {
+        println!("  {role} needs: nothing");
+        return;
+    }
+    println!("  {role} needs:");
+    for d in &n.dirs {
+        let mode = if d.write { "rw" } else { "ro" };
+        let path = if d.path == "*" {
+            "any granted directory"
+        } else {
+            &d.path
+        };
+        println!("    directory  {path} ({mode})");
+    }
+    for a in &n.addresses {
+        println!("    address    {a}");
+    }
+    for c in &n.connections {
+        println!("    connection {c}");
+    }
+    for c in &n.commands {
+        println!("    command    {c}");
+    }
+    if n.state {
+        println!("    state");
+    }
 }
 
 async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {

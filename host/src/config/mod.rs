@@ -440,6 +440,27 @@ impl Config {
         }
     }
 
+    /// Makes relative directory grants relative to the config file, like
+    /// every other path in it.
+    fn anchor_grants(&mut self) {
+        let base = self.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let anchor = |g: &mut Grants| {
+            for d in &mut g.dirs {
+                if d.host.is_relative() {
+                    d.host = base.join(&d.host);
+                }
+            }
+        };
+        for c in &mut self.checks {
+            anchor(&mut c.grants);
+        }
+        for p in &mut self.policies {
+            for s in p.steps.iter_mut().chain(p.escalate.as_mut()) {
+                anchor(&mut s.grants);
+            }
+        }
+    }
+
     fn relative(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
@@ -508,12 +529,13 @@ pub fn parse(
             }
         },
     };
-    let config = Config {
+    let mut config = Config {
         file: file.to_path_buf(),
         engine: raw.engine,
         checks: raw.checks,
         policies: raw.policies,
     };
+    config.anchor_grants();
     validate::validate(&config, &mut report);
     if report.errors.is_empty() {
         Ok(config)

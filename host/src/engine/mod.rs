@@ -260,8 +260,8 @@ impl Engine {
             .collect()
     }
 
-    /// Schedule lag (how late checks started) over recent runs: p50, p99
-    /// and the number of samples.
+    /// Schedule lag (how late checks started) over recent runs: p50, p99,
+    /// and the number of check runs since start.
     pub fn schedule_lag(&self) -> (std::time::Duration, std::time::Duration, usize) {
         lock(&self.lag).percentiles()
     }

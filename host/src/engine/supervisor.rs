@@ -137,25 +137,29 @@ async fn housekeeping(engine: Arc<Engine>, mut shutdown: Shutdown) {
 #[derive(Default)]
 pub(super) struct LagSamples {
     samples: VecDeque<Duration>,
+    total: usize,
 }
 
 impl LagSamples {
     const KEEP: usize = 100_000;
 
     pub(super) fn push(&mut self, lag: Duration) {
+        self.total += 1;
         if self.samples.len() == Self::KEEP {
             self.samples.pop_front();
         }
         self.samples.push_back(lag);
     }
 
+    /// p50 and p99 of the retained samples, and how many runs there were
+    /// in all.
     pub(super) fn percentiles(&self) -> (Duration, Duration, usize) {
         if self.samples.is_empty() {
-            return (Duration::ZERO, Duration::ZERO, 0);
+            return (Duration::ZERO, Duration::ZERO, self.total);
         }
         let mut v: Vec<Duration> = self.samples.iter().copied().collect();
         v.sort();
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        (at(0.5), at(0.99), v.len())
+        (at(0.5), at(0.99), self.total)
     }
 }

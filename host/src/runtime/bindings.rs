@@ -81,6 +81,25 @@ pub mod v0_1 {
         }
     }
 
+    impl From<types::Needs> for c::Needs {
+        fn from(n: types::Needs) -> Self {
+            c::Needs {
+                dirs: n
+                    .dirs
+                    .into_iter()
+                    .map(|d| c::DirNeed {
+                        path: d.path,
+                        write: d.write,
+                    })
+                    .collect(),
+                addresses: n.addresses,
+                connections: n.connections,
+                commands: n.commands,
+                state: n.state,
+            }
+        }
+    }
+
     impl From<types::Manifest> for c::Manifest {
         fn from(m: types::Manifest) -> Self {
             c::Manifest {
@@ -90,26 +109,14 @@ pub mod v0_1 {
                 roles: m
                     .roles
                     .into_iter()
-                    .map(|r| match r {
-                        types::Role::Detector => c::Role::Detector,
-                        types::Role::Action => c::Role::Action,
+                    .map(|r| c::RoleNeeds {
+                        role: match r.role {
+                            types::Role::Detector => c::Role::Detector,
+                            types::Role::Action => c::Role::Action,
+                        },
+                        needs: r.needs.into(),
                     })
                     .collect(),
-                needs: c::Needs {
-                    dirs: m
-                        .needs
-                        .dirs
-                        .into_iter()
-                        .map(|d| c::DirNeed {
-                            path: d.path,
-                            write: d.write,
-                        })
-                        .collect(),
-                    addresses: m.needs.addresses,
-                    connections: m.needs.connections,
-                    commands: m.needs.commands,
-                    state: m.needs.state,
-                },
             }
         }
     }

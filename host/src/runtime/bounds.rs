@@ -62,10 +62,18 @@ pub(crate) fn manifest(m: &types::Manifest) -> Result<(), String> {
     }
     text("version", &m.version, MAX_NAME)?;
     text("description", &m.description, MAX_TEXT)?;
-    let n = &m.needs;
-    let count = n.dirs.len() + n.addresses.len() + n.connections.len() + n.commands.len();
-    if count > MAX_ENTRIES {
-        return Err(format!("{count} declared needs (max {MAX_ENTRIES})"));
+    if m.roles.len() > 2 {
+        return Err(format!(
+            "{} roles (a plugin has at most two)",
+            m.roles.len()
+        ));
+    }
+    for r in &m.roles {
+        let n = &r.needs;
+        let count = n.dirs.len() + n.addresses.len() + n.connections.len() + n.commands.len();
+        if count > MAX_ENTRIES {
+            return Err(format!("{count} declared needs (max {MAX_ENTRIES})"));
+        }
     }
     Ok(())
 }

@@ -248,6 +248,11 @@ impl Runtime {
                 )));
             }
         }
+        let mut roles: Vec<Role> = manifest.roles.iter().map(|r| r.role).collect();
+        roles.dedup();
+        if roles.len() != manifest.roles.len() {
+            return Err(invalid("lists a role twice".into()));
+        }
         if manifest.roles.is_empty() {
             return Err(invalid("declares no role (detector or action)".into()));
         }
@@ -274,7 +279,7 @@ impl Runtime {
                 role: "a detector",
             });
         }
-        self.check_grants(plugin, req.grants)?;
+        self.check_grants(plugin, Role::Detector, req.grants)?;
         let input = invocation(plugin, req)?;
         let invoked = self
             .invoke(plugin.target(), Call::Detect(input), req.grants, req.limits)
@@ -316,7 +321,7 @@ impl Runtime {
                 role: "an action",
             });
         }
-        self.check_grants(plugin, req.grants)?;
+        self.check_grants(plugin, Role::Action, req.grants)?;
         let request = v0_1::types::RemedyRequest {
             invocation: invocation(plugin, req)?,
             findings: findings.iter().map(Into::into).collect(),
@@ -344,8 +349,14 @@ impl Runtime {
         })
     }
 
-    fn check_grants(&self, plugin: &Plugin, grants: &ResolvedGrants) -> Result<(), PluginError> {
-        match capabilities::missing_grant(&plugin.manifest.needs, grants) {
+    fn check_grants(
+        &self,
+        plugin: &Plugin,
+        role: Role,
+        grants: &ResolvedGrants,
+    ) -> Result<(), PluginError> {
+        let needs = plugin.manifest.needs(role).cloned().unwrap_or_default();
+        match capabilities::missing_grant(&needs, grants) {
             Some(need) => Err(PluginError::MissingGrant {
                 plugin: plugin.name().into(),
                 need,

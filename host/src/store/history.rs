@@ -27,7 +27,7 @@ pub struct WatchdogEvent {
 
 impl Store {
     pub fn record_result(&self, r: &CheckResult) -> anyhow::Result<()> {
-        self.conn().execute(
+        self.history_conn().execute(
             "INSERT INTO check_results (check_name, at, health, status, findings) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![r.check, r.at as i64, r.health, r.status, r.findings.to_string()],
         )?;

@@ -28,6 +28,10 @@ pub type Millis = u64;
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// A second connection for check history: `synchronous = NORMAL`
+    /// (durable across a crash or kill, not a power cut), so a burst of
+    /// results does not cost an fsync each. Incidents use `conn` (FULL).
+    history: Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -55,12 +59,31 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&conn).with_context(|| format!("migrating {}", path.display()))?;
+        let history = Connection::open(path)?;
+        history.pragma_update(None, "synchronous", "NORMAL")?;
+        history.busy_timeout(std::time::Duration::from_secs(5))?;
         let store = Store {
             conn: Mutex::new(conn),
+            history: Mutex::new(history),
             path: path.to_path_buf(),
         };
         let recovery = store.recover(now)?;
         Ok((store, recovery))
+    }
+
+    /// Opens an existing store read-only, without recovery: for looking
+    /// at the store of a mend that may be running.
+    pub fn open_read_only(path: &Path) -> anyhow::Result<Store> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening incident store {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let history =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            history: Mutex::new(history),
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -71,6 +94,10 @@ impl Store {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (every write is one transaction), so a poisoned lock is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn history_conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn recover(&self, now: Millis) -> anyhow::Result<Recovery> {

@@ -69,8 +69,10 @@ impl Detector for StaleFile {
 }
 
 /// The check for one file: a pure function of the file's metadata and now.
+/// Opening first and asking the open file for its metadata resolves the
+/// path once, and proves the file is readable.
 pub fn check(path: &str, now: Duration, config: &Config) -> Finding {
-    let meta = match std::fs::metadata(path) {
+    let meta = match std::fs::File::open(path).and_then(|f| f.metadata()) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Finding::fail("file.missing", format!("{path} does not exist"))
@@ -83,9 +85,6 @@ pub fn check(path: &str, now: Duration, config: &Config) -> Finding {
     if !meta.is_file() {
         return Finding::fail("file.unreadable", format!("{path} is not a regular file"))
             .label("path", path);
-    }
-    if let Err(e) = std::fs::File::open(path) {
-        return Finding::fail("file.unreadable", format!("{path}: {e}")).label("path", path);
     }
     let mtime = meta
         .modified()

@@ -5,7 +5,7 @@
 //! `fixture-fixer` action writes into that file (or is told not to heal,
 //! or to fail) and logs every call, so tests can count attempts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,17 @@ impl World {
     /// Starts an engine on `toml`, where `{ctl}` is the control directory
     /// (holding `files`) and `{plugins}`/`{state}` are filled in.
     async fn start_with(toml: &str, files: &[(&str, &str)]) -> World {
+        let w = Self::launch(toml, files).await;
+        assert!(
+            w.engine.plugin_errors().is_empty(),
+            "{:?}",
+            w.engine.plugin_errors()
+        );
+        w
+    }
+
+    /// Like `start_with`, but a config naming a missing plugin is fine.
+    async fn launch(toml: &str, files: &[(&str, &str)]) -> World {
         let ctl = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
         let plugins = tempfile::tempdir().unwrap();
@@ -71,11 +82,6 @@ impl World {
         let engine = Engine::new(config, runtime(), Arc::new(store), clock)
             .await
             .unwrap();
-        assert!(
-            engine.plugin_errors().is_empty(),
-            "{:?}",
-            engine.plugin_errors()
-        );
         let (stop, shutdown) = shutdown::channel();
         let e = engine.clone();
         let task = tokio::spawn(async move { e.run(shutdown).await });
@@ -703,23 +709,10 @@ async fn a_missing_plugin_turns_its_check_unknown_with_a_clear_error() {
         &check("app", "").replace("fixture-scripted", "no-such-plugin"),
     ]
     .concat();
-    let ctl = tempfile::tempdir().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let text = toml
-        .replace("{ctl}", ctl.path().to_str().unwrap())
-        .replace("{plugins}", state.path().to_str().unwrap())
-        .replace("{state}", state.path().to_str().unwrap());
-    let config = mend::config::parse(&text, &PathBuf::from("x.toml"), |_| None).unwrap();
-    let clock = Clock::starting_at(START);
-    let (store, _) = Store::open(&state.path().join("mend.db"), clock.now()).unwrap();
-    let engine = Engine::new(config, runtime(), Arc::new(store), clock)
-        .await
-        .unwrap();
-    let (stop, sd) = shutdown::channel();
-    let e = engine.clone();
-    let task = tokio::spawn(async move { e.run(sd).await });
-    wait(Duration::from_secs(15)).await;
-    let snap = engine.snapshot();
+    let w = World::launch(&toml, &[]).await;
+    assert!(w.engine.plugin_errors().contains_key("no-such-plugin"));
+    w.next_run("app").await;
+    let snap = w.engine.snapshot();
     let f = &snap[0].last.as_ref().unwrap().findings[0];
     assert_eq!(f.code, "plugin.error");
     assert!(
@@ -727,8 +720,8 @@ async fn a_missing_plugin_turns_its_check_unknown_with_a_clear_error() {
         "{}",
         f.summary
     );
-    stop.fire();
-    task.await.unwrap();
+    assert_eq!(snap[0].health, Health::Unknown);
+    w.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -742,5 +735,41 @@ async fn the_watchdog_records_a_check_stuck_past_twice_its_interval() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].check, "app");
     assert!(events[0].late_ms >= 10_000);
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn maintenance_windows_and_pause_hold_actions() {
+    // START is Sunday 00:00 UTC: inside the window until 01:00.
+    let toml = [
+        header(),
+        &check("app", ""),
+        &policy(
+            "fix-app",
+            "app",
+            "trigger = { consecutive = 1 }\nmaintenance = [{ days = [\"sun\"], start = \"00:00\", end = \"01:00\" }]",
+        ),
+        &step("app", "fix", "ok", ""),
+        &check("other", ""),
+        &policy("fix-other", "other", "trigger = { consecutive = 1 }\npaused = true"),
+        &step("other", "fix-other", "ok", ""),
+    ]
+    .concat();
+    let w = World::start_with(&toml, &[("app", "fail"), ("other", "fail")]).await;
+    wait(Duration::from_secs(50 * 60)).await;
+    assert!(
+        w.calls("actions.log").is_empty(),
+        "no action inside the window"
+    );
+    assert!(w.incidents().is_empty());
+    wait(Duration::from_secs(11 * 60)).await;
+    let lines = w.calls("actions.log");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("app "),
+        "the paused policy never acts: {lines:?}"
+    );
+    assert_eq!(w.incidents()[0].policy, "fix-app");
+    assert!(w.incidents()[0].opened_at >= START + 3_600_000);
     w.stop().await;
 }

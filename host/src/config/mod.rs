@@ -394,6 +394,9 @@ pub struct PolicyConfig {
     /// Recurring windows (UTC) in which no action runs.
     #[serde(default)]
     pub maintenance: Vec<MaintenanceWindow>,
+    /// Detect and record, but take no action (maintenance without an end).
+    #[serde(default)]
+    pub paused: bool,
     /// Run once when the ladder is exhausted or the check flaps (e.g. a
     /// notification). Without it, escalation is logged and recorded.
     #[serde(default)]

@@ -68,6 +68,10 @@ impl Engine {
             d.reason = reason;
         };
 
+        if policy.config.paused {
+            suppress(&mut d, "the policy is paused".into());
+            return d;
+        }
         if let Some(w) = policy.config.maintenance.iter().find(|w| w.contains(now)) {
             suppress(
                 &mut d,
@@ -103,8 +107,7 @@ impl Engine {
             .filter(|c| lock(&c.state).is_failing())
             .map(|c| c.config.name().to_string())
             .collect();
-        let graph = crate::config::dependency_graph(&self.config.checks);
-        let roots = root_causes(&name, &graph, &failing);
+        let roots = root_causes(&name, &self.dependencies, &failing);
         if !roots.is_empty() {
             d.decision = Decision::Hold;
             d.root_cause = roots.join(", ");

@@ -54,6 +54,8 @@ pub struct Engine {
     plugin_errors: HashMap<String, String>,
     checks: Vec<CheckSlot>,
     policies: Vec<PolicySlot>,
+    /// Check name → the checks it depends on.
+    dependencies: BTreeMap<String, Vec<String>>,
     bulkhead: Semaphore,
     clock: Clock,
     /// Set when a policy asks for mend to exit (the "heavy heal").
@@ -211,6 +213,7 @@ impl Engine {
         }
 
         let engine = Engine {
+            dependencies: crate::config::dependency_graph(&config.checks),
             bulkhead: Semaphore::new(config.engine.max_concurrent as usize),
             config,
             runtime,

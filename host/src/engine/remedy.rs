@@ -194,22 +194,26 @@ impl Engine {
                 lock(&policy.state)
                     .attempts
                     .allows(now, policy.config.max_attempts, window);
+            // Skipping a step is recorded like any attempt.
+            let skip = |outcome: AttemptOutcome, detail: serde_json::Value| {
+                self.store
+                    .note_attempt(incident, si as u32, &step.name, outcome, &detail, now)
+            };
             if !allowed {
                 let note = format!(
                     "attempt cap reached: {} attempts in {}",
                     policy.config.max_attempts,
                     humantime::format_duration(window)
                 );
-                self.store.note_attempt(
-                    incident,
-                    si as u32,
-                    &step.name,
-                    AttemptOutcome::Skipped,
-                    &json!({"reason": note}),
-                    now,
-                )?;
+                skip(AttemptOutcome::Skipped, json!({"reason": note}))?;
                 return self.escalate(policy, incident, &evidence, &note).await;
             }
+            let Some(plugin) = self.plugins.get(&step.action) else {
+                let note = format!("action plugin {} is not loaded", step.action);
+                skip(AttemptOutcome::Failed, json!({"error": note}))?;
+                continue;
+            };
+            // Asked last: letting a half-open probe through commits to it.
             let breaker_allows = lock(&policy.state)
                 .breakers
                 .entry(step.name.clone())
@@ -218,28 +222,9 @@ impl Engine {
             if !breaker_allows {
                 let note = format!("circuit breaker for ({check_name}, {}) is open", step.name);
                 tracing::warn!(incident, "{note}");
-                self.store.note_attempt(
-                    incident,
-                    si as u32,
-                    &step.name,
-                    AttemptOutcome::Skipped,
-                    &json!({"reason": note}),
-                    now,
-                )?;
+                skip(AttemptOutcome::Skipped, json!({"reason": note}))?;
                 continue;
             }
-            let Some(plugin) = self.plugins.get(&step.action) else {
-                let note = format!("action plugin {} is not loaded", step.action);
-                self.store.note_attempt(
-                    incident,
-                    si as u32,
-                    &step.name,
-                    AttemptOutcome::Failed,
-                    &json!({"error": note}),
-                    now,
-                )?;
-                continue;
-            };
 
             // Durable before acting.
             let attempt = self

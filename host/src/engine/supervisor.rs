@@ -68,10 +68,13 @@ async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
             _ = shutdown.fired() => return,
         }
         lock(&engine.lag).push(Instant::now().saturating_duration_since(due));
-        let result = engine.detect(idx).await;
+        // Boxed: a sleeping check task then holds a few bytes, not the
+        // whole (large) state machine of a plugin call. It matters with
+        // thousands of checks.
+        let result = Box::pin(engine.detect(idx)).await;
         engine.observe(idx, &result);
         lock(&slot.state).remediating = true;
-        engine.evaluate(idx, &result, &shutdown).await;
+        Box::pin(engine.evaluate(idx, &result, &shutdown)).await;
         lock(&slot.state).remediating = false;
         // Stay on the grid unless a remediation made us fall behind.
         due = (due + interval).max(Instant::now()) + spread(jitter);

@@ -11,8 +11,8 @@ pub mod v0_1 {
         exports: { default: async },
     });
 
-    pub use exports::mend::plugin::{detection, meta, remediation};
-    pub use mend::plugin::types;
+    pub use self::exports::mend::plugin::{detection, meta, remediation};
+    pub use self::mend::plugin::types;
 
     use crate::contract as c;
 

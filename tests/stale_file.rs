@@ -118,9 +118,34 @@ async fn missing_and_unreadable_have_their_own_codes() {
         codes,
         vec![
             ("file.missing", Status::Fail),
-            ("file.unreadable", Status::Fail),
-            ("file.fresh", Status::Ok),
-        ]
+            ("file.unreadable", Status::Fail)
+        ],
+        "problems are reported one by one; the fresh file adds no noise"
+    );
+}
+
+#[tokio::test]
+async fn many_fresh_files_fold_into_one_finding() {
+    let tmp = data_dir();
+    for i in 0..20 {
+        std::fs::write(tmp.path().join(format!("f{i}.json")), "{}").unwrap();
+    }
+    age(&tmp.path().join("f7.json"), Duration::from_secs(300));
+    let paths: Vec<String> = (0..20).map(|i| format!("/data/f{i}.json")).collect();
+    let p = load(artifacts::STALE_FILE).await;
+    let r = detect(
+        &p,
+        json!({"paths": paths, "max_age": "10m"}),
+        &dir(tmp.path(), "/data", Mode::Ro),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.value.len(), 1);
+    assert_eq!(r.value[0].code, "file.fresh");
+    assert_eq!(r.value[0].metrics["files"], 20.0);
+    assert!(
+        (r.value[0].metrics["age_seconds"] - 300.0).abs() < 30.0,
+        "the oldest age is kept"
     );
 }
 

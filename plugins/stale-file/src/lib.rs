@@ -11,11 +11,14 @@
 //! | `file.stale` | fail | older than `max_age` |
 //! | `file.missing` | fail | the file does not exist |
 //! | `file.unreadable` | fail | it exists but cannot be read, or is not a file |
+//!
+//! With several files, each problem file gets its own finding and the
+//! fresh ones are folded into one `file.fresh` finding (when all are fresh).
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use mend_sdk::host::clock;
-use mend_sdk::{Access, Context, Detector, Error, Finding, Needs, Plugin, Result};
+use mend_sdk::{Access, Context, Detector, Error, Finding, Needs, Plugin, Result, Status};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -61,11 +64,38 @@ impl Detector for StaleFile {
             return Err(Error::bad_config("`warn_age` must be less than `max_age`"));
         }
         let now = Duration::from_millis(clock::now_ms());
-        Ok(paths
-            .into_iter()
-            .map(|path| check(path, now, &config))
-            .collect())
+        let findings: Vec<Finding> = paths.iter().map(|p| check(p, now, &config)).collect();
+        Ok(summarize(findings))
     }
+}
+
+/// One finding per problem file; healthy files are folded into a single
+/// `file.fresh` finding, so a check over many files reports what matters.
+pub fn summarize(findings: Vec<Finding>) -> Vec<Finding> {
+    if findings.len() == 1 {
+        return findings;
+    }
+    let (ok, problems): (Vec<Finding>, Vec<Finding>) =
+        findings.into_iter().partition(|f| f.status == Status::Ok);
+    if !problems.is_empty() {
+        return problems;
+    }
+    let oldest = ok
+        .iter()
+        .filter_map(|f| f.get_metric("age_seconds"))
+        .fold(0.0, f64::max);
+    vec![
+        Finding::ok(
+            "file.fresh",
+            format!(
+                "all {} files are fresh (oldest {})",
+                ok.len(),
+                humanize(Duration::from_secs_f64(oldest))
+            ),
+        )
+        .metric("files", ok.len() as f64)
+        .metric("age_seconds", oldest),
+    ]
 }
 
 /// The check for one file: a pure function of the file's metadata and now.

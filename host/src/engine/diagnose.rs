@@ -15,6 +15,7 @@ use super::{Engine, PolicySlot, lock};
 use crate::contract::Finding;
 use crate::policy::budget::cooldown_remaining;
 use crate::policy::root_cause::root_causes;
+use crate::policy::trigger::Trigger;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -117,9 +118,12 @@ impl Engine {
             );
             return d;
         }
+        let trigger = match policy.trigger {
+            Trigger::Consecutive(n) => format!("{n} bad results in a row"),
+            Trigger::NOfM { n, m } => format!("{n} bad results among the last {m}"),
+        };
         d.reason = format!(
-            "trigger {:?} holds on {}",
-            policy.trigger,
+            "{trigger}: {}",
             d.evidence
                 .iter()
                 .map(|f| f.code.as_str())

@@ -773,3 +773,63 @@ async fn maintenance_windows_and_pause_hold_actions() {
     assert!(w.incidents()[0].opened_at >= START + 3_600_000);
     w.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_window_that_opens_mid_ladder_pauses_it_until_it_closes() {
+    // The incident opens at once; the window 00:01–02:00 UTC starts during
+    // the backoff before step two, which must wait until 02:00.
+    let toml = [
+        header(),
+        &check("app", ""),
+        &policy(
+            "fix-app",
+            "app",
+            "trigger = { consecutive = 1 }\nbackoff = { base = \"2m\", jitter = 0.0 }\nmaintenance = [{ start = \"00:01\", end = \"02:00\" }]",
+        ),
+        &step("app", "first", "fail", ""),
+        &step("app", "second", "ok", ""),
+    ]
+    .concat();
+    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    wait(Duration::from_secs(3 * 3600)).await;
+    let inc = &w.incidents()[0];
+    assert_eq!(inc.state, IncidentState::Healed, "{inc:#?}");
+    let steps: Vec<(&str, u64)> = inc
+        .attempts
+        .iter()
+        .map(|a| (a.action.as_str(), a.started_at))
+        .collect();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert!(steps[0].1 < START + 60_000, "{steps:?}");
+    assert!(
+        steps[1].1 >= START + 2 * 3_600_000,
+        "step two waited for the window to close: {steps:?}"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fix_that_makes_things_worse_is_not_a_heal() {
+    let toml = [
+        header(),
+        &check("app", ""),
+        &policy(
+            "fix-app",
+            "app",
+            "trigger = { consecutive = 1 }\nstatus = [\"warn\"]",
+        ),
+        &step("app", "fix", "fail", ""),
+    ]
+    .concat();
+    let w = World::start_with(&toml, &[("app", "warn")]).await;
+    w.next_run("app").await;
+    wait(Duration::from_secs(8)).await;
+    let inc = &w.incidents()[0];
+    assert_eq!(
+        inc.attempts[0].outcome,
+        AttemptOutcome::NotHealed,
+        "warn → fail is worse, not healed"
+    );
+    assert_eq!(inc.state, IncidentState::Escalated);
+    w.stop().await;
+}

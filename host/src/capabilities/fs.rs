@@ -164,18 +164,24 @@ impl FsCap {
         let rest: PathBuf = want[depth..].iter().collect();
         let root = Dir::open_ambient_dir(&grant.host, ambient_authority())
             .map_err(|e| format!("{}: {e}", grant.guest))?;
+        // Nothing is ever opened but directories: opening a FIFO or a
+        // device could block the host. A file's filesystem is its
+        // directory's. cap-std resolves `rest` beneath `root`, so symlinks
+        // that point outside fail instead of being followed.
         let stat = if rest.as_os_str().is_empty() {
             rustix::fs::fstatvfs(&root)
         } else {
-            // cap-std resolves `rest` beneath `root`: symlinks that point
-            // outside fail instead of being followed.
-            match root.open_dir(&rest) {
-                Ok(d) => rustix::fs::fstatvfs(&d),
-                Err(_) => {
-                    let f = root.open(&rest).map_err(|e| format!("`{path}`: {e}"))?;
-                    rustix::fs::fstatvfs(&f)
+            let meta = root.metadata(&rest).map_err(|e| format!("`{path}`: {e}"))?;
+            let dir = if meta.is_dir() {
+                root.open_dir(&rest)
+            } else {
+                match rest.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    Some(parent) => root.open_dir(parent),
+                    None => root.try_clone(),
                 }
             }
+            .map_err(|e| format!("`{path}`: {e}"))?;
+            rustix::fs::fstatvfs(&dir)
         }
         .map_err(|e| format!("`{path}`: {e}"))?;
         let frsize = stat.f_frsize;
@@ -255,5 +261,15 @@ mod tests {
         );
         // A symlink inside the grant that points out is not followed.
         assert!(cap.disk_usage("/data/root-link").is_err());
+        // A FIFO is never opened (that would block until a writer came).
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            tmp.path().join("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(cap.disk_usage("/data/fifo").is_ok());
     }
 }

@@ -71,7 +71,9 @@ pub(crate) fn configure(builder: &mut WasiCtxBuilder, granted: &[ResolvedAddress
     builder
         .allow_tcp(true)
         .allow_udp(false)
-        .allow_ip_name_lookup(true)
+        // Grants are resolved to IP addresses when the config loads; name
+        // lookups from the plugin would be a channel out (DNS) for nothing.
+        .allow_ip_name_lookup(false)
         .socket_addr_check(move |addr, use_| {
             let ok = permitted(&allowed, addr, use_);
             if !ok {

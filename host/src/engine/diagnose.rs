@@ -46,7 +46,14 @@ pub struct Diagnosis {
 }
 
 impl Engine {
-    pub(super) fn diagnose(&self, policy: &PolicySlot, evidence: Vec<Finding>) -> Diagnosis {
+    /// `resuming`: for an incident already open, where the cooldown does
+    /// not apply.
+    pub(super) fn diagnose(
+        &self,
+        policy: &PolicySlot,
+        evidence: Vec<Finding>,
+        resuming: bool,
+    ) -> Diagnosis {
         let check = &self.checks[policy.check];
         let name = check.config.name().to_string();
         let now = self.clock.now();
@@ -69,19 +76,14 @@ impl Engine {
             d.reason = reason;
         };
 
-        if policy.config.paused {
-            suppress(&mut d, "the policy is paused".into());
-            return d;
-        }
-        if let Some(w) = policy.config.maintenance.iter().find(|w| w.contains(now)) {
-            suppress(
-                &mut d,
-                format!("inside maintenance window {}–{} UTC", w.start, w.end),
-            );
+        if let Some(why) = self.held_off(policy) {
+            suppress(&mut d, why);
             return d;
         }
         let last_closed = lock(&policy.state).last_closed;
-        if let Some(left) = cooldown_remaining(last_closed, now, policy.config.cooldown.0) {
+        if let Some(left) = cooldown_remaining(last_closed, now, policy.config.cooldown.0)
+            && !resuming
+        {
             suppress(
                 &mut d,
                 format!(

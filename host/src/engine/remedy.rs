@@ -6,13 +6,15 @@
 //! step: the policy's attempt window, the breaker of (check, action), and
 //! backoff with jitter between steps.
 
+use std::collections::BTreeSet;
+
 use serde_json::json;
 
 use super::check::LastResult;
 use super::diagnose::{Decision, Diagnosis};
 use super::shutdown::Shutdown;
 use super::{Engine, PolicySlot, lock};
-use crate::contract::Finding;
+use crate::contract::{Finding, Status};
 use crate::policy::adaptive;
 use crate::policy::health::Health;
 use crate::runtime::Request;
@@ -21,6 +23,28 @@ use crate::store::{AttemptOutcome, IncidentState, NewIncident};
 /// Exit code for the "heavy heal": EX_TEMPFAIL, so systemd's
 /// `Restart=on-failure` starts mend afresh.
 pub const EXIT_HEAVY_HEAL: i32 = 75;
+
+/// The step number recorded for the escalation action.
+pub const ESCALATION_STEP: u32 = u32::MAX;
+
+/// One walk of a policy's ladder for one incident.
+struct Ladder {
+    incident: i64,
+    opened_at: u64,
+    dry_run: bool,
+    /// Steps (by index) already tried for this incident.
+    done: BTreeSet<usize>,
+}
+
+/// Orders statuses from good to bad.
+fn severity(s: Status) -> u8 {
+    match s {
+        Status::Ok => 0,
+        Status::Unknown => 1,
+        Status::Warn => 2,
+        Status::Fail => 3,
+    }
+}
 
 impl Engine {
     /// After a detect: every policy of check `idx` looks at the result.
@@ -59,25 +83,51 @@ impl Engine {
                 }
                 return Ok(());
             }
-            let done = inc
+            // Resuming goes through the same guards as opening (but not the
+            // cooldown: this incident is the current one).
+            let diagnosis = self.diagnose(policy, evidence.clone(), true);
+            match diagnosis.decision {
+                Decision::Remediate => {}
+                Decision::Escalate => {
+                    return self
+                        .escalate(policy, inc.id, &evidence, &diagnosis.reason)
+                        .await;
+                }
+                Decision::Hold | Decision::Suppress => {
+                    tracing::info!(
+                        policy = policy.config.name(),
+                        incident = inc.id,
+                        "not resuming yet: {}",
+                        diagnosis.reason
+                    );
+                    return Ok(());
+                }
+            }
+            // Steps already tried are not tried again, whatever the order.
+            let done: BTreeSet<usize> = inc
                 .attempts
                 .iter()
-                .filter(|a| a.outcome != AttemptOutcome::Escalation)
-                .count();
+                .filter(|a| a.step != ESCALATION_STEP)
+                .map(|a| a.step as usize)
+                .collect();
             tracing::warn!(
                 policy = policy.config.name(),
                 incident = inc.id,
                 "resuming an incident left open"
             );
-            return self
-                .run_ladder(policy, inc.id, inc.opened_at, evidence, done, shutdown)
-                .await;
+            let run = Ladder {
+                incident: inc.id,
+                opened_at: inc.opened_at,
+                dry_run: inc.dry_run,
+                done,
+            };
+            return self.run_ladder(policy, run, evidence, shutdown).await;
         }
         if !fires {
             return Ok(());
         }
 
-        let diagnosis = self.diagnose(policy, evidence.clone());
+        let diagnosis = self.diagnose(policy, evidence.clone(), false);
         lock(&check.state).held_by = match diagnosis.decision {
             Decision::Hold => vec![diagnosis.root_cause.clone()],
             _ => Vec::new(),
@@ -99,11 +149,30 @@ impl Engine {
             }
             Decision::Remediate => {
                 let id = self.open(policy, &diagnosis)?;
-                let opened = self.clock.now();
-                self.run_ladder(policy, id, opened, evidence, 0, shutdown)
-                    .await
+                let run = Ladder {
+                    incident: id,
+                    opened_at: self.clock.now(),
+                    dry_run: self.dry_run(policy),
+                    done: BTreeSet::new(),
+                };
+                self.run_ladder(policy, run, evidence, shutdown).await
             }
         }
+    }
+
+    /// Why no action may run for this policy right now (pause,
+    /// maintenance), if so.
+    pub(super) fn held_off(&self, policy: &PolicySlot) -> Option<String> {
+        if policy.config.paused {
+            return Some("the policy is paused".into());
+        }
+        let now = self.clock.now();
+        policy
+            .config
+            .maintenance
+            .iter()
+            .find(|w| w.contains(now))
+            .map(|w| format!("inside maintenance window {}–{} UTC", w.start, w.end))
     }
 
     fn dry_run(&self, policy: &PolicySlot) -> bool {
@@ -165,28 +234,40 @@ impl Engine {
         })
     }
 
-    /// Walks the ladder from position `start`.
+    /// Walks the ladder, skipping the steps already tried.
     async fn run_ladder(
         &self,
         policy: &PolicySlot,
-        incident: i64,
-        opened_at: u64,
+        run: Ladder,
         evidence: Vec<Finding>,
-        start: usize,
         shutdown: &Shutdown,
     ) -> anyhow::Result<()> {
+        let Ladder {
+            incident,
+            opened_at,
+            dry_run,
+            done,
+        } = run;
         let mut shutdown = shutdown.clone();
         let check = &self.checks[policy.check];
         let check_name = check.config.name();
         let code = evidence.first().map(|f| f.code.clone()).unwrap_or_default();
         let order = self.ladder_order(policy, &evidence);
-        let dry_run = self.dry_run(policy);
         let window = policy.config.window.0;
         let mut tried = 0u32;
 
-        for (pos, &si) in order.iter().enumerate().skip(start) {
+        for (pos, &si) in order.iter().enumerate() {
+            if done.contains(&si) {
+                continue;
+            }
             if shutdown.is_fired() {
                 return Ok(()); // resumes on the next start
+            }
+            // A maintenance window (or a pause) that began mid-ladder: stop
+            // here; the incident stays open and resumes afterwards.
+            if let Some(why) = self.held_off(policy) {
+                tracing::info!(incident, "pausing the ladder: {why}");
+                return Ok(());
             }
             let step = &policy.steps[si];
             let now = self.clock.now();
@@ -214,11 +295,13 @@ impl Engine {
                 continue;
             };
             // Asked last: letting a half-open probe through commits to it.
-            let breaker_allows = lock(&policy.state)
-                .breakers
-                .entry(step.name.clone())
-                .or_default()
-                .allow(now);
+            // A dry run tests nothing, so it neither asks nor records.
+            let breaker_allows = dry_run
+                || lock(&policy.state)
+                    .breakers
+                    .entry(step.name.clone())
+                    .or_default()
+                    .allow(now, &policy.breaker);
             if !breaker_allows {
                 let note = format!("circuit breaker for ({check_name}, {}) is open", step.name);
                 tracing::warn!(incident, "{note}");
@@ -253,7 +336,9 @@ impl Engine {
                         None,
                         self.clock.now(),
                     )?;
-                    self.record_step(policy, &code, &step.name, false, opened_at)?;
+                    if !dry_run {
+                        self.record_step(policy, &code, &step.name, false, opened_at)?;
+                    }
                     tried += 1;
                     if !self
                         .backoff(policy, tried, pos, &order, &mut shutdown)
@@ -297,8 +382,16 @@ impl Engine {
             }
             let verify = self.detect(policy.check).await;
             self.observe(policy.check, &verify);
-            let healed = verify.status != crate::contract::Status::Unknown
-                && self.matching(policy, &verify.findings).is_empty();
+            // Healed: nothing the policy matches any more, and not worse than
+            // what triggered it (a fix that turns warn into fail is no heal).
+            let healed = verify.status != Status::Unknown
+                && self.matching(policy, &verify.findings).is_empty()
+                && severity(verify.status)
+                    <= evidence
+                        .iter()
+                        .map(|f| severity(f.status))
+                        .min()
+                        .unwrap_or(0);
             let outcome = if healed {
                 AttemptOutcome::Healed
             } else {
@@ -398,6 +491,14 @@ impl Engine {
             "escalating: {note}"
         );
         if let Some(step) = &policy.escalate {
+            // Durable before acting, like every step.
+            let attempt = self.store.start_attempt(
+                incident,
+                ESCALATION_STEP,
+                &step.name,
+                self.dry_run(policy),
+                now,
+            )?;
             let detail = match self.plugins.get(&step.action) {
                 None => {
                     json!({"error": format!("escalation plugin {} is not loaded", step.action)})
@@ -423,12 +524,13 @@ impl Engine {
                     }
                 }
             };
-            self.store.note_attempt(
-                incident,
-                u32::MAX,
-                &step.name,
+            let took = self.clock.now().saturating_sub(now);
+            self.store.finish_attempt(
+                attempt,
                 AttemptOutcome::Escalation,
                 &detail,
+                took,
+                None,
                 self.clock.now(),
             )?;
         }

@@ -44,9 +44,12 @@ pub enum BreakerState {
         until: Millis,
         trips: u32,
     },
-    /// One probe is in flight.
+    /// One probe is in flight since `since`. A probe whose outcome is never
+    /// recorded (a crash, a lost write) does not wedge the breaker: after
+    /// another `open_for`, a new probe is let through.
     HalfOpen {
         trips: u32,
+        since: Millis,
     },
 }
 
@@ -70,12 +73,16 @@ impl Breaker {
 
     /// Whether the action may run now. Past the open time this lets exactly
     /// one probe through and moves to half-open.
-    pub fn allow(&mut self, now: Millis) -> bool {
+    pub fn allow(&mut self, now: Millis, cfg: &BreakerConfig) -> bool {
         match self.state {
             BreakerState::Closed { .. } => true,
             BreakerState::Open { until, .. } if now < until => false,
             BreakerState::Open { trips, .. } => {
-                self.state = BreakerState::HalfOpen { trips };
+                self.state = BreakerState::HalfOpen { trips, since: now };
+                true
+            }
+            BreakerState::HalfOpen { trips, since } if now >= add(since, cfg.open_for) => {
+                self.state = BreakerState::HalfOpen { trips, since: now };
                 true
             }
             BreakerState::HalfOpen { .. } => false,
@@ -97,7 +104,7 @@ impl Breaker {
                     BreakerState::Closed { failures }
                 }
             }
-            (BreakerState::HalfOpen { trips }, false) => BreakerState::Open {
+            (BreakerState::HalfOpen { trips, .. }, false) => BreakerState::Open {
                 until: add(now, open_time(trips, cfg)),
                 trips: trips.saturating_add(1),
             },
@@ -131,7 +138,7 @@ mod tests {
     fn tripped(now: Millis, cfg: &BreakerConfig) -> Breaker {
         let mut b = Breaker::new();
         for _ in 0..cfg.failure_threshold {
-            assert!(b.allow(now));
+            assert!(b.allow(now, cfg));
             b.record(false, now, cfg);
         }
         assert_eq!(
@@ -146,11 +153,12 @@ mod tests {
 
     #[test]
     fn starts_closed_and_allows() {
+        let cfg = BreakerConfig::default();
         let mut b = Breaker::new();
         assert_eq!(b, Breaker::default());
         assert_eq!(b.name(), "closed");
-        assert!(b.allow(0));
-        assert!(b.allow(0), "closed allows any number of calls");
+        assert!(b.allow(0, &cfg));
+        assert!(b.allow(0, &cfg), "closed allows any number of calls");
     }
 
     #[test]
@@ -171,11 +179,17 @@ mod tests {
     fn open_refuses_until_the_wait_ends() {
         let cfg = BreakerConfig::default();
         let mut b = tripped(1_000, &cfg);
-        assert!(!b.allow(1_000));
-        assert!(!b.allow(1_000 + 10 * MIN - 1));
+        assert!(!b.allow(1_000, &cfg));
+        assert!(!b.allow(1_000 + 10 * MIN - 1, &cfg));
         assert_eq!(b.name(), "open");
-        assert!(b.allow(1_000 + 10 * MIN));
-        assert_eq!(b.state, BreakerState::HalfOpen { trips: 1 });
+        assert!(b.allow(1_000 + 10 * MIN, &cfg));
+        assert_eq!(
+            b.state,
+            BreakerState::HalfOpen {
+                trips: 1,
+                since: 1_000 + 10 * MIN
+            }
+        );
         assert_eq!(b.name(), "half-open");
     }
 
@@ -183,19 +197,22 @@ mod tests {
     fn half_open_lets_only_one_probe_through() {
         let cfg = BreakerConfig::default();
         let mut b = tripped(0, &cfg);
-        assert!(b.allow(10 * MIN));
-        assert!(!b.allow(10 * MIN));
-        assert!(!b.allow(100 * MIN));
+        assert!(b.allow(10 * MIN, &cfg));
+        assert!(!b.allow(10 * MIN, &cfg));
+        assert!(!b.allow(20 * MIN - 1, &cfg), "one probe at a time");
+        // A probe whose outcome never came back does not wedge it.
+        assert!(b.allow(20 * MIN, &cfg));
+        assert!(!b.allow(20 * MIN, &cfg));
     }
 
     #[test]
     fn successful_probe_closes() {
         let cfg = BreakerConfig::default();
         let mut b = tripped(0, &cfg);
-        assert!(b.allow(10 * MIN));
+        assert!(b.allow(10 * MIN, &cfg));
         b.record(true, 10 * MIN, &cfg);
         assert_eq!(b, Breaker::new());
-        assert!(b.allow(10 * MIN));
+        assert!(b.allow(10 * MIN, &cfg));
     }
 
     #[test]
@@ -209,7 +226,7 @@ mod tests {
                 panic!("expected open, got {:?}", b.state);
             };
             now = until;
-            assert!(b.allow(now));
+            assert!(b.allow(now, &cfg));
             b.record(false, now, &cfg);
             let BreakerState::Open { until, .. } = b.state else {
                 panic!("expected open, got {:?}", b.state);
@@ -230,7 +247,10 @@ mod tests {
     fn many_trips_do_not_overflow() {
         let cfg = BreakerConfig::default();
         let mut b = Breaker {
-            state: BreakerState::HalfOpen { trips: u32::MAX },
+            state: BreakerState::HalfOpen {
+                trips: u32::MAX,
+                since: 0,
+            },
         };
         b.record(false, Millis::MAX - 5, &cfg);
         assert_eq!(
@@ -267,10 +287,13 @@ mod tests {
     #[test]
     fn serde_uses_a_kebab_case_state_tag() {
         let b = Breaker {
-            state: BreakerState::HalfOpen { trips: 2 },
+            state: BreakerState::HalfOpen { trips: 2, since: 0 },
         };
         let json = serde_json::to_string(&b).unwrap();
-        assert_eq!(json, r#"{"state":{"state":"half-open","trips":2}}"#);
+        assert_eq!(
+            json,
+            r#"{"state":{"state":"half-open","trips":2,"since":0}}"#
+        );
         assert_eq!(serde_json::from_str::<Breaker>(&json).unwrap(), b);
         let open: BreakerState =
             serde_json::from_str(r#"{"state":"open","until":5,"trips":1}"#).unwrap();

@@ -321,7 +321,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT a.started_at, a.outcome FROM attempts a JOIN incidents i ON i.id = a.incident_id
-             WHERE i.policy = ?1 AND a.started_at > ?2 ORDER BY a.started_at",
+             WHERE i.policy = ?1 AND a.started_at > ?2 AND a.step != 4294967295 ORDER BY a.started_at",
         )?;
         let rows = stmt.query_map(params![policy, since as i64], |r| {
             Ok((r.get::<_, i64>(0)? as Millis, r.get::<_, String>(1)?))

@@ -38,6 +38,10 @@ fn runtime() -> Arc<Runtime> {
         Arc::new(
             Runtime::new(RuntimeConfig {
                 state_dir: Some(dir),
+                // Under tokio's paused clock, a file operation on the
+                // blocking pool would let virtual time jump to the call's
+                // deadline; inline, time stands still while it runs.
+                inline_file_io: true,
                 ..RuntimeConfig::default()
             })
             .unwrap(),

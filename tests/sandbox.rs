@@ -484,3 +484,32 @@ async fn many_concurrent_hostile_calls_do_not_take_the_host_down() {
     }
     still_serving().await;
 }
+
+#[tokio::test]
+async fn a_plugin_blocked_on_a_fifo_still_meets_its_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("pipe");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let grants = dir(tmp.path(), "/data", Mode::Ro);
+    let limits = Limits {
+        deadline: Duration::from_millis(300),
+        ..tight()
+    };
+    let err = hostile(
+        json!({"mode": "read", "path": "/data/pipe"}),
+        &grants,
+        limits,
+    )
+    .await;
+    assert!(matches!(err, PluginError::DeadlineExceeded { .. }), "{err}");
+    still_serving().await;
+    // Let the thread still blocked in open(2) go.
+    let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+}

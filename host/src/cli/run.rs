@@ -30,6 +30,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         .context("no state directory: set engine.state_dir or MEND_STATE_DIR")?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         state_dir: Some(state_dir.clone()),
+        inline_file_io: config.engine.inline_file_io,
         engine: EngineSettings {
             max_concurrent_calls: config.engine.max_concurrent.max(1) + 4,
             ..EngineSettings::default()

@@ -80,6 +80,11 @@ pub struct EngineConfig {
     /// How long check results are kept.
     #[serde(default = "default_retention")]
     pub history_retention: Dur,
+    /// Run plugins' file I/O inline (faster) instead of on a thread pool
+    /// (where a call blocked on a FIFO or hung mount still meets its
+    /// deadline).
+    #[serde(default)]
+    pub inline_file_io: bool,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +97,7 @@ impl Default for EngineConfig {
             dry_run: false,
             limits: LimitsConfig::default(),
             history_retention: default_retention(),
+            inline_file_io: false,
         }
     }
 }

@@ -101,7 +101,7 @@ impl Runtime {
         let stderr = BoundedOutput::new(self.output_limit);
         let mut wasi = WasiCtxBuilder::new();
         // Must precede the preopens: each captures the flag when added.
-        wasi.allow_blocking_current_thread(true)
+        wasi.allow_blocking_current_thread(self.inline_file_io)
             .stdout(stdout.clone())
             .stderr(stderr.clone());
         capabilities::fs::preopen(&mut wasi, &grants.dirs)

@@ -55,6 +55,12 @@ pub struct RuntimeConfig {
     /// Bytes of stdout and of stderr kept per call.
     pub output_limit: usize,
     pub clock: WallClock,
+    /// Run plugins' file I/O on the calling thread (about 3× faster) rather
+    /// than on tokio's blocking pool. Inline, a plugin that opens a FIFO or
+    /// a path on a hung mount inside its grant blocks a worker thread past
+    /// its deadline (no timer can interrupt a syscall); on the pool, the
+    /// deadline still ends the call. Default: off.
+    pub inline_file_io: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -68,6 +74,7 @@ impl Default for RuntimeConfig {
             },
             output_limit: 64 * 1024,
             clock: system_clock(),
+            inline_file_io: false,
         }
     }
 }
@@ -103,6 +110,7 @@ pub struct Runtime {
     state: Option<StateStore>,
     permits: Semaphore,
     output_limit: usize,
+    inline_file_io: bool,
     clock: WallClock,
     describe_limits: Limits,
     _ticker: engine::Ticker,
@@ -134,6 +142,7 @@ impl Runtime {
             state,
             permits: Semaphore::new(config.engine.max_concurrent_calls as usize),
             output_limit: config.output_limit,
+            inline_file_io: config.inline_file_io,
             clock: config.clock,
             describe_limits: config.describe_limits,
             _ticker: ticker,

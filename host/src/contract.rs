@@ -16,6 +16,18 @@ pub enum Status {
     Unknown,
 }
 
+impl Status {
+    /// Orders statuses from good (0) to bad (3).
+    pub fn severity(self) -> u8 {
+        match self {
+            Status::Ok => 0,
+            Status::Unknown => 1,
+            Status::Warn => 2,
+            Status::Fail => 3,
+        }
+    }
+}
+
 /// One observation made by a detector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {

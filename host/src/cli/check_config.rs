@@ -11,7 +11,7 @@ use crate::capabilities::{Grants, missing_grant};
 use crate::config::error::line_col;
 use crate::config::{self, ConfigError};
 use crate::contract::Role;
-use crate::runtime::{Plugin, Runtime, RuntimeConfig};
+use crate::runtime::{Runtime, RuntimeConfig};
 
 pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let config = match config::load(path) {
@@ -41,25 +41,13 @@ pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     };
 
     let dir = config.plugins_dir();
-    let mut plugins: HashMap<String, Plugin> = HashMap::new();
-    let mut broken: Vec<String> = Vec::new();
-    match std::fs::read_dir(&dir) {
-        Err(e) => broken.push(format!("plugins directory {}: {e}", dir.display())),
-        Ok(entries) => {
-            for entry in entries.flatten() {
-                let p = entry.path();
-                if p.extension().and_then(|e| e.to_str()) != Some("wasm") {
-                    continue;
-                }
-                match runtime.load_file(&p).await {
-                    Ok(plugin) => {
-                        plugins.insert(plugin.name().to_string(), plugin);
-                    }
-                    Err(e) => broken.push(e.to_string()),
-                }
-            }
-        }
-    }
+    let (plugins, broken): (HashMap<_, _>, Vec<String>) = match runtime.load_dir(&dir).await {
+        Ok(loaded) => (loaded.plugins, loaded.errors.into_values().collect()),
+        Err(e) => (
+            HashMap::new(),
+            vec![format!("plugins directory {}: {e}", dir.display())],
+        ),
+    };
 
     let mut check_plugin =
         |name: &toml::Spanned<String>, key: String, role: Role, grants: &Grants| {

@@ -21,7 +21,6 @@ pub mod shutdown;
 mod supervisor;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -131,7 +130,14 @@ impl Engine {
         store: Arc<Store>,
         clock: Clock,
     ) -> anyhow::Result<Arc<Engine>> {
-        let (plugins, mut plugin_errors) = load_plugins(&runtime, &config.plugins_dir()).await;
+        let dir = config.plugins_dir();
+        let (plugins, mut plugin_errors) = match runtime.load_dir(&dir).await {
+            Ok(loaded) => (loaded.plugins, loaded.errors),
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), "cannot read the plugins directory: {e}");
+                Default::default()
+            }
+        };
         let base_limits = config.limits();
 
         let mut checks = Vec::new();
@@ -290,58 +296,11 @@ impl Engine {
     }
 }
 
-/// Loads every `.wasm` in `dir`. Returns the plugins by manifest name, and
-/// errors by file name for those that failed.
-async fn load_plugins(
-    runtime: &Runtime,
-    dir: &Path,
-) -> (HashMap<String, Arc<Plugin>>, HashMap<String, String>) {
-    let mut plugins = HashMap::new();
-    let mut errors = HashMap::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), "cannot read the plugins directory: {e}");
-            return (plugins, errors);
-        }
-    };
-    let mut paths: Vec<_> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("wasm"))
-        .collect();
-    paths.sort();
-    for path in paths {
-        match runtime.load_file(&path).await {
-            Ok(p) => {
-                let name = p.name().to_string();
-                if plugins.contains_key(&name) {
-                    tracing::error!(plugin = %name, file = %path.display(), "two plugin files have the same name; keeping the first");
-                    continue;
-                }
-                tracing::info!(plugin = %name, version = %p.manifest().version, cached = p.from_cache(), "loaded plugin");
-                plugins.insert(name, Arc::new(p));
-            }
-            Err(e) => {
-                tracing::error!(file = %path.display(), kind = e.kind(), "{e}");
-                errors.insert(e.plugin().to_string(), e.to_string());
-            }
-        }
-    }
-    (plugins, errors)
-}
-
 /// The worst status among findings (no findings: ok).
 pub fn worst(findings: &[Finding]) -> Status {
-    let rank = |s: Status| match s {
-        Status::Ok => 0,
-        Status::Unknown => 1,
-        Status::Warn => 2,
-        Status::Fail => 3,
-    };
     findings
         .iter()
         .map(|f| f.status)
-        .max_by_key(|s| rank(*s))
+        .max_by_key(|s| s.severity())
         .unwrap_or(Status::Ok)
 }

@@ -36,16 +36,6 @@ struct Ladder {
     done: BTreeSet<usize>,
 }
 
-/// Orders statuses from good to bad.
-fn severity(s: Status) -> u8 {
-    match s {
-        Status::Ok => 0,
-        Status::Unknown => 1,
-        Status::Warn => 2,
-        Status::Fail => 3,
-    }
-}
-
 impl Engine {
     /// After a detect: every policy of check `idx` looks at the result.
     pub(super) async fn evaluate(&self, idx: usize, result: &LastResult, shutdown: &Shutdown) {
@@ -386,10 +376,10 @@ impl Engine {
             // what triggered it (a fix that turns warn into fail is no heal).
             let healed = verify.status != Status::Unknown
                 && self.matching(policy, &verify.findings).is_empty()
-                && severity(verify.status)
+                && verify.status.severity()
                     <= evidence
                         .iter()
-                        .map(|f| severity(f.status))
+                        .map(|f| f.status.severity())
                         .min()
                         .unwrap_or(0);
             let outcome = if healed {

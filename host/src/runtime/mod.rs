@@ -20,6 +20,7 @@ mod limits;
 mod output;
 mod plugin;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +91,15 @@ pub struct Report<T> {
 
 fn ser_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_micros() as u64)
+}
+
+/// What [`Runtime::load_dir`] found.
+#[derive(Default)]
+pub struct LoadedDir {
+    /// By the name in each plugin's manifest.
+    pub plugins: HashMap<String, Arc<Plugin>>,
+    /// Files that did not load, and why.
+    pub errors: HashMap<String, String>,
 }
 
 /// One detect or remedy call.
@@ -186,6 +196,44 @@ impl Runtime {
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         self.load_bytes(&name, bytes, Some(path.to_path_buf()))
             .await
+    }
+
+    /// Loads every `.wasm` in `dir`, in name order. A file that fails is
+    /// logged and listed by file name; the others still load.
+    pub async fn load_dir(&self, dir: &Path) -> std::io::Result<LoadedDir> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("wasm"))
+            .collect();
+        paths.sort();
+        let mut loaded = LoadedDir::default();
+        for path in paths {
+            let file = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            match self.load_file(&path).await {
+                Ok(p) if loaded.plugins.contains_key(p.name()) => {
+                    let why = format!(
+                        "another file is also plugin `{}`; keeping the first",
+                        p.name()
+                    );
+                    tracing::error!(file = %path.display(), "{why}");
+                    loaded.errors.insert(file, why);
+                }
+                Ok(p) => {
+                    tracing::info!(plugin = %p.name(), version = %p.manifest().version, cached = p.from_cache(), "loaded plugin");
+                    loaded.plugins.insert(p.name().to_string(), Arc::new(p));
+                }
+                Err(e) => {
+                    tracing::error!(file = %path.display(), kind = e.kind(), "{e}");
+                    loaded.errors.insert(e.plugin().to_string(), e.to_string());
+                }
+            }
+        }
+        Ok(loaded)
     }
 
     /// Loads a component from bytes. `name` is used in errors until the

@@ -20,3 +20,56 @@ guest_packages() {
         printf -- '-p %s ' "$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -n1)"
     done
 }
+
+# Installs Debian packages that are missing (as root, or with sudo).
+apt_install() {
+    local missing=()
+    local p
+    for p in "$@"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "==> installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+}
+
+# PostgreSQL (127.0.0.1:5432, trust auth for local connections) and Redis
+# (127.0.0.1:6379) for the tests of the database and cache plugins. Tests
+# use their own database or key prefix; outage tests start disposable
+# servers from the same binaries.
+ensure_services() {
+    local installed_pg=""
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        apt_install postgresql postgresql-client
+        installed_pg=1
+    fi
+    local version
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
+    if [ -z "$version" ]; then
+        version=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+        pg_createcluster "$version" main
+        installed_pg=1
+    fi
+    if [ -n "$installed_pg" ]; then
+        # A server installed here for the tests: password-less local access.
+        sed -i '1i # mend-tests\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\nlocal all all trust' \
+            "/etc/postgresql/$version/main/pg_hba.conf"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main restart 2>/dev/null || true
+    fi
+    if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+        echo "==> starting PostgreSQL $version"
+        pg_ctlcluster --skip-systemctl-redirect "$version" main start
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        apt_install redis-server
+    fi
+    if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        echo "==> starting Redis"
+        mkdir -p /var/lib/redis /var/log/redis
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" \
+            --appendonly no --dir /var/lib/redis --logfile /var/log/redis/mend-tests.log
+    fi
+}

@@ -513,3 +513,445 @@ async fn a_plugin_blocked_on_a_fifo_still_meets_its_deadline() {
     // Let the thread still blocked in open(2) go.
     let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
 }
+
+/// Backends for the capability tests: one command that proves it ran, the
+/// machine's Redis, and PostgreSQL.
+fn backends(marker: &std::path::Path) -> mend::capabilities::Backends {
+    mend::capabilities::Backends::from_toml(&format!(
+        r#"
+[commands.touch]
+argv = ["/usr/bin/touch", "{}"]
+[commands.other]
+argv = ["/bin/echo", "other"]
+[connections.cache]
+kind = "redis"
+url = "redis://127.0.0.1:6379/"
+[connections.db]
+kind = "postgres"
+url = "host=127.0.0.1 user=postgres dbname=postgres"
+"#,
+        marker.display()
+    ))
+    .unwrap()
+}
+
+fn granted(
+    b: &mend::capabilities::Backends,
+    f: impl FnOnce(&mut Grants),
+) -> mend::capabilities::ResolvedGrants {
+    let mut g = Grants::none();
+    f(&mut g);
+    g.resolve_with(b).unwrap()
+}
+
+#[tokio::test]
+async fn commands_run_only_by_granted_name_and_never_in_dry_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("ran");
+    let b = backends(&marker);
+    let p = load(artifacts::HOSTILE).await;
+
+    // Defined but not granted to this plugin.
+    let only_other = granted(&b, |g| g.commands = vec!["other".into()]);
+    let err = detect_in(&p, json!({"mode": "exec", "name": "touch"}), &only_other)
+        .await
+        .expect_err("ungranted command");
+    assert!(matches!(err, PluginError::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("touch"), "{err}");
+    // Not defined at all.
+    let err = detect_in(&p, json!({"mode": "exec", "name": "/bin/sh"}), &only_other)
+        .await
+        .expect_err("undefined command");
+    assert!(matches!(err, PluginError::Denied { .. }), "{err}");
+    assert!(!marker.exists());
+
+    // Control: granted, it runs.
+    let touch = granted(&b, |g| g.commands = vec!["touch".into()]);
+    detect_in(&p, json!({"mode": "exec", "name": "touch"}), &touch)
+        .await
+        .unwrap();
+    assert!(marker.exists(), "the granted command ran");
+
+    // A plugin that ignores dry-run still cannot run a command in one.
+    std::fs::remove_file(&marker).unwrap();
+    let err = remedy_in(
+        &p,
+        json!({"mode": "exec", "name": "touch"}),
+        &touch,
+        &[],
+        true,
+    )
+    .await
+    .expect_err("exec in a dry run");
+    assert!(err.to_string().contains("dry run"), "{err}");
+    assert!(!marker.exists(), "a command ran in a dry run");
+    // Control: the same remedy, not a dry run, runs it.
+    remedy_in(
+        &p,
+        json!({"mode": "exec", "name": "touch"}),
+        &touch,
+        &[],
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(marker.exists());
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn redis_connections_are_granted_by_name_and_dangerous_commands_refused() {
+    let b = backends(std::path::Path::new("/nonexistent"));
+    let p = load(artifacts::HOSTILE).await;
+    let none = granted(&b, |_| {});
+    let err = detect_in(
+        &p,
+        json!({"mode": "redis", "name": "cache", "args": ["PING"]}),
+        &none,
+    )
+    .await
+    .expect_err("ungranted connection");
+    assert!(matches!(err, PluginError::Denied { .. }), "{err}");
+
+    let cache = granted(&b, |g| g.connections = vec!["cache".into()]);
+    for args in [
+        vec!["FLUSHALL"],
+        vec!["keys", "*"],
+        vec!["CONFIG", "SET", "maxmemory", "1"],
+        vec!["SHUTDOWN", "NOSAVE"],
+        vec!["BLPOP", "q", "0"],
+        vec!["EVAL", "return 1", "0"],
+    ] {
+        let err = detect_in(
+            &p,
+            json!({"mode": "redis", "name": "cache", "args": args}),
+            &cache,
+        )
+        .await
+        .expect_err("refused command");
+        assert!(matches!(err, PluginError::Denied { .. }), "{args:?}: {err}");
+    }
+    // Control: a harmless command goes through to the real server.
+    let r = detect_in(
+        &p,
+        json!({"mode": "redis", "name": "cache", "args": ["PING"]}),
+        &cache,
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.value[0].summary.contains("PONG"),
+        "{}",
+        r.value[0].summary
+    );
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn sql_connections_are_granted_by_name() {
+    let b = backends(std::path::Path::new("/nonexistent"));
+    let p = load(artifacts::HOSTILE).await;
+    let cfg = json!({"mode": "sql", "name": "db", "path": "SELECT 1 AS one"});
+    let err = detect_in(&p, cfg.clone(), &granted(&b, |_| {}))
+        .await
+        .expect_err("ungranted connection");
+    assert!(matches!(err, PluginError::Denied { .. }), "{err}");
+    // A Redis grant does not open a PostgreSQL connection of the same name.
+    let r = detect_in(&p, cfg, &granted(&b, |g| g.connections = vec!["db".into()]))
+        .await
+        .unwrap();
+    assert_eq!(r.value[0].summary, "1");
+    still_serving().await;
+}
+
+/// A real HTTP server that answers 200 "ok" to anything and counts hits.
+async fn http_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (base, hits)
+}
+
+#[tokio::test]
+async fn http_goes_only_to_granted_urls() {
+    let (base, hits) = http_server().await;
+    let p = load(artifacts::HOSTILE).await;
+    let b = mend::capabilities::Backends::default();
+    let api = granted(&b, |g| g.urls = vec![format!("{base}/api")]);
+    for url in [
+        format!("{base}/admin"),
+        format!("{base}/apix"),
+        format!("{base}/api/../admin"),
+        format!("{base}/api/%2e%2e/admin"),
+        "http://127.0.0.1:9/api".to_string(),
+    ] {
+        let err = detect_in(&p, json!({"mode": "http", "name": url}), &api)
+            .await
+            .expect_err("ungranted URL");
+        assert!(matches!(err, PluginError::Denied { .. }), "{url}: {err}");
+    }
+    // A POST with a body is refused the same way (not a stream error).
+    let err = detect_in(
+        &p,
+        json!({"mode": "http-post", "name": format!("{base}/admin")}),
+        &api,
+    )
+    .await
+    .expect_err("ungranted POST");
+    assert!(matches!(err, PluginError::Denied { .. }), "{err}");
+    let err = detect_in(
+        &p,
+        json!({"mode": "http", "name": format!("{base}/api/x")}),
+        &granted(&b, |_| {}),
+    )
+    .await
+    .expect_err("no URL grant at all");
+    assert!(matches!(err, PluginError::Denied { .. }), "{err}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a denied request reached the server"
+    );
+
+    // Control: under the prefix, it goes out.
+    let r = detect_in(
+        &p,
+        json!({"mode": "http", "name": format!("{base}/api/health")}),
+        &api,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.value[0].summary, "200");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn a_slow_statement_is_cancelled_on_the_server_at_the_timeout() {
+    let b = mend::capabilities::Backends::from_toml(
+        r#"
+[connections.db]
+kind = "postgres"
+url = "host=127.0.0.1 user=postgres dbname=postgres application_name=mend-sandbox-slow"
+timeout = "400ms"
+[connections.ro]
+kind = "postgres"
+url = "host=127.0.0.1 user=postgres dbname=postgres"
+read_only = true
+"#,
+    )
+    .unwrap();
+    let p = load(artifacts::HOSTILE).await;
+    let g = granted(&b, |g| g.connections = vec!["db".into(), "ro".into()]);
+    let err = detect_in(
+        &p,
+        json!({"mode": "sql", "name": "db", "path": "SELECT pg_sleep(30)"}),
+        &g,
+    )
+    .await
+    .expect_err("a 30 s statement under a 400 ms timeout");
+    assert!(err.to_string().contains("after 400ms"), "{err}");
+    // The server stops running it (cancelled, not merely abandoned).
+    let mut still_running = true;
+    for _ in 0..50 {
+        let r = detect_in(
+            &p,
+            json!({"mode": "sql", "name": "ro", "path":
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'mend-sandbox-slow' AND state = 'active'"}),
+            &g,
+        )
+        .await
+        .unwrap();
+        if r.value[0].summary == "0" {
+            still_running = false;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!still_running, "pg_sleep kept running on the server");
+
+    // A read-only connection cannot write.
+    let err = detect_in(
+        &p,
+        json!({"mode": "sql", "name": "ro", "path": "CREATE TABLE mend_sandbox_should_not_exist (x int)"}),
+        &g,
+    )
+    .await
+    .expect_err("a write on a read-only connection");
+    assert!(err.to_string().contains("read-only"), "{err}");
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn sql_parameters_are_typed_by_the_server_and_results_bounded() {
+    use mend::capabilities::Connection;
+    use mend::runtime::bindings::v0_1::mend::plugin::sql::{Options, Value};
+    let b = backends(std::path::Path::new("/nonexistent"));
+    let g = granted(&b, |g| g.connections = vec!["db".into()]);
+    let Connection::Postgres(db) = &g.connections[0] else {
+        panic!("db is PostgreSQL")
+    };
+    let opts = Options {
+        fresh: true,
+        timeout_ms: None,
+    };
+    let rows = db
+        .query(
+            "SELECT $1::int + 1 AS n, $2::text AS t, $3::float8 * 2 AS f, $4::bool AS b, NULL::int AS z",
+            &[
+                Value::Int(41),
+                Value::Text("x".into()),
+                Value::Float(1.5),
+                Value::Boolean(true),
+            ],
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.columns, ["n", "t", "f", "b", "z"]);
+    assert!(matches!(rows.rows[0][0], Value::Int(42)));
+    assert!(matches!(&rows.rows[0][1], Value::Text(t) if t == "x"));
+    assert!(matches!(rows.rows[0][2], Value::Float(f) if f == 3.0));
+    assert!(matches!(rows.rows[0][3], Value::Boolean(true)));
+    assert!(matches!(rows.rows[0][4], Value::Null));
+    // A value that does not fit its placeholder says which one.
+    let err = db
+        .query("SELECT $1::int", &[Value::Text("nope".into())], &opts)
+        .await
+        .unwrap_err();
+    assert!(err.contains("$1"), "{err}");
+    // A type plugins cannot read says how to cast it.
+    let err = db
+        .query("SELECT now() AS at", &[], &opts)
+        .await
+        .unwrap_err();
+    assert!(err.contains("at::text"), "{err}");
+    // Too many rows is an error, not a memory bomb.
+    let err = db
+        .query("SELECT generate_series(1, 20000)", &[], &opts)
+        .await
+        .unwrap_err();
+    assert!(err.contains("limit"), "{err}");
+}
+
+#[tokio::test]
+async fn nothing_a_statement_sets_outlives_it_on_a_shared_connection() {
+    let b = mend::capabilities::Backends::from_toml(
+        r#"
+[connections.ro]
+kind = "postgres"
+url = "host=127.0.0.1 user=postgres dbname=postgres"
+read_only = true
+[connections.rw]
+kind = "postgres"
+url = "host=127.0.0.1 user=postgres dbname=postgres"
+"#,
+    )
+    .unwrap();
+    let p = load(artifacts::HOSTILE).await;
+    let g = granted(&b, |g| g.connections = vec!["ro".into(), "rw".into()]);
+    let sql = |conn: &str, stmt: &str| json!({"mode": "sql", "name": conn, "path": stmt});
+
+    // Switching read-only off does not carry over to the next statement.
+    detect_in(&p, sql("ro", "SET default_transaction_read_only = off"), &g)
+        .await
+        .unwrap();
+    let err = detect_in(
+        &p,
+        sql("ro", "CREATE TABLE mend_sandbox_ro_escape (x int)"),
+        &g,
+    )
+    .await
+    .expect_err("a write after turning read-only off");
+    assert!(err.to_string().contains("read-only"), "{err}");
+
+    // A setting is gone by the next statement.
+    detect_in(&p, sql("rw", "SET statement_timeout = 1234"), &g)
+        .await
+        .unwrap();
+    let r = detect_in(
+        &p,
+        sql(
+            "rw",
+            "SELECT 1 WHERE current_setting('statement_timeout') = '0'",
+        ),
+        &g,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.value[0].summary, "1",
+        "a SET leaked into the next statement"
+    );
+
+    // So is a transaction, and the locks it took.
+    detect_in(&p, sql("rw", "BEGIN"), &g).await.unwrap();
+    detect_in(&p, sql("rw", "SELECT pg_advisory_xact_lock(424242)"), &g)
+        .await
+        .unwrap();
+    let fresh = mend::capabilities::Backends::from_toml(
+        "[connections.other]\nkind = \"postgres\"\nurl = \"host=127.0.0.1 user=postgres dbname=postgres\"",
+    )
+    .unwrap();
+    let other = granted(&fresh, |g| g.connections = vec!["other".into()]);
+    let r = detect_in(
+        &p,
+        sql("other", "SELECT 1 WHERE pg_try_advisory_xact_lock(424242)"),
+        &other,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.value[0].summary, "1",
+        "a transaction outlived its statement and kept its lock"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_value_over_the_reply_limit_is_refused_before_it_is_read() {
+    let client = ::redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("mend-sandbox-{}:big", std::process::id());
+    let _: () = ::redis::cmd("SET")
+        .arg(&key)
+        .arg(vec![b'x'; 5 << 20])
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let b = backends(std::path::Path::new("/nonexistent"));
+    let p = load(artifacts::HOSTILE).await;
+    let g = granted(&b, |g| g.connections = vec!["cache".into()]);
+    let err = detect_in(
+        &p,
+        json!({"mode": "redis", "name": "cache", "args": ["GET", key]}),
+        &g,
+    )
+    .await
+    .expect_err("a 5 MiB value");
+    let _: () = ::redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(matches!(err, PluginError::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("reply limit"), "{err}");
+    still_serving().await;
+}

@@ -68,6 +68,9 @@ pub struct DirNeed {
 pub struct Needs {
     pub dirs: Vec<DirNeed>,
     pub addresses: Vec<String>,
+    /// `scheme://host[:port][/path]` prefixes for outbound HTTP.
+    #[serde(default)]
+    pub urls: Vec<String>,
     pub connections: Vec<String>,
     pub commands: Vec<String>,
     pub state: bool,

@@ -1,5 +1,7 @@
 //! Safe wrappers over what the host offers: logging, the clock, persistent
-//! state and disk usage.
+//! state, disk usage, named commands, and named PostgreSQL and Redis
+//! connections. Every error that starts with `denied` is a refusal
+//! ([`crate::Error::Denied`]).
 
 use crate::bindings::mend::plugin as wit;
 
@@ -107,13 +109,7 @@ pub mod fs {
     /// Usage of the filesystem holding `path`, a path inside a granted
     /// directory.
     pub fn disk_usage(path: &str) -> Result<DiskUsage, Error> {
-        let u = super::wit::fs::disk_usage(path).map_err(|m| {
-            if m.starts_with("denied") {
-                Error::Denied(m)
-            } else {
-                Error::Failed(m)
-            }
-        })?;
+        let u = super::wit::fs::disk_usage(path).map_err(super::classify)?;
         Ok(DiskUsage {
             total_bytes: u.total_bytes,
             free_bytes: u.free_bytes,
@@ -121,5 +117,256 @@ pub mod fs {
             total_inodes: u.total_inodes,
             free_inodes: u.free_inodes,
         })
+    }
+}
+
+/// Commands the operator defined under `[commands]`, run by name. Needs
+/// [`crate::Needs::command`].
+pub mod exec {
+    use crate::Error;
+
+    /// What a command did.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct CommandOutput {
+        /// None when it was killed (timeout or signal).
+        pub exit_code: Option<i32>,
+        pub stdout: String,
+        pub stderr: String,
+        pub timed_out: bool,
+        /// Output was cut at the host's limit.
+        pub truncated: bool,
+        pub duration_ms: u64,
+    }
+
+    impl CommandOutput {
+        /// Exited with status 0.
+        pub fn success(&self) -> bool {
+            self.exit_code == Some(0)
+        }
+        /// One line for an outcome or error message.
+        pub fn describe(&self) -> String {
+            let how = match (self.exit_code, self.timed_out) {
+                (_, true) => "timed out".to_string(),
+                (Some(c), _) => format!("exited with {c}"),
+                (None, _) => "was killed".to_string(),
+            };
+            let tail = self
+                .stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| format!(": {}", l.trim()))
+                .unwrap_or_default();
+            format!("{how} after {} ms{tail}", self.duration_ms)
+        }
+    }
+
+    /// Runs the named command and waits for it. An error means it could
+    /// not run at all (not granted, not defined, dry run, spawn failed); a
+    /// command that ran and failed is an `Ok` with a non-zero exit code.
+    pub fn run(name: &str) -> Result<CommandOutput, Error> {
+        let o = super::wit::exec::run(name).map_err(super::classify)?;
+        Ok(CommandOutput {
+            exit_code: o.exit_code,
+            stdout: o.stdout,
+            stderr: o.stderr,
+            timed_out: o.timed_out,
+            truncated: o.truncated,
+            duration_ms: o.duration_ms,
+        })
+    }
+}
+
+/// Named PostgreSQL connections defined under `[connections]`. Needs
+/// [`crate::Needs::connection`].
+pub mod sql {
+    pub use super::wit::sql::Value;
+    use crate::Error;
+
+    /// Options for one statement.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Options {
+        /// Open a new connection rather than reuse the host's.
+        pub fresh: bool,
+        /// At most the connection's `timeout`.
+        pub timeout: Option<std::time::Duration>,
+    }
+
+    impl Options {
+        /// A fresh connection, to test connectivity for real.
+        pub fn fresh() -> Self {
+            Options {
+                fresh: true,
+                timeout: None,
+            }
+        }
+        pub fn timeout(mut self, t: std::time::Duration) -> Self {
+            self.timeout = Some(t);
+            self
+        }
+    }
+
+    /// The rows a query returned.
+    #[derive(Debug, Clone)]
+    pub struct Rows {
+        pub columns: Vec<String>,
+        pub rows: Vec<Vec<Value>>,
+    }
+
+    impl Rows {
+        /// The value in `row` under `column`.
+        pub fn get(&self, row: usize, column: &str) -> Option<&Value> {
+            let i = self.columns.iter().position(|c| c == column)?;
+            self.rows.get(row)?.get(i)
+        }
+        pub fn len(&self) -> usize {
+            self.rows.len()
+        }
+        pub fn is_empty(&self) -> bool {
+            self.rows.is_empty()
+        }
+    }
+
+    impl Value {
+        pub fn as_i64(&self) -> Option<i64> {
+            match self {
+                Value::Int(i) => Some(*i),
+                Value::Float(f) => Some(*f as i64),
+                _ => None,
+            }
+        }
+        pub fn as_f64(&self) -> Option<f64> {
+            match self {
+                Value::Int(i) => Some(*i as f64),
+                Value::Float(f) => Some(*f),
+                _ => None,
+            }
+        }
+        pub fn as_str(&self) -> Option<&str> {
+            match self {
+                Value::Text(s) => Some(s),
+                _ => None,
+            }
+        }
+        pub fn as_bool(&self) -> Option<bool> {
+            match self {
+                Value::Boolean(b) => Some(*b),
+                _ => None,
+            }
+        }
+    }
+
+    impl From<&str> for Value {
+        fn from(s: &str) -> Self {
+            Value::Text(s.into())
+        }
+    }
+    impl From<String> for Value {
+        fn from(s: String) -> Self {
+            Value::Text(s)
+        }
+    }
+    impl From<i64> for Value {
+        fn from(i: i64) -> Self {
+            Value::Int(i)
+        }
+    }
+    impl From<f64> for Value {
+        fn from(f: f64) -> Self {
+            Value::Float(f)
+        }
+    }
+    impl From<bool> for Value {
+        fn from(b: bool) -> Self {
+            Value::Boolean(b)
+        }
+    }
+
+    fn wit_options(o: Options) -> super::wit::sql::Options {
+        super::wit::sql::Options {
+            fresh: o.fresh,
+            timeout_ms: o
+                .timeout
+                .map(|t| t.as_millis().min(u32::MAX as u128) as u32),
+        }
+    }
+
+    /// Runs a statement that returns rows; parameters are `$1`, `$2`...
+    pub fn query(
+        connection: &str,
+        statement: &str,
+        params: &[Value],
+        options: Options,
+    ) -> Result<Rows, Error> {
+        let r = super::wit::sql::query(connection, statement, params, wit_options(options))
+            .map_err(super::classify)?;
+        Ok(Rows {
+            columns: r.columns,
+            rows: r.rows,
+        })
+    }
+
+    /// Runs a statement; returns how many rows it affected.
+    pub fn execute(
+        connection: &str,
+        statement: &str,
+        params: &[Value],
+        options: Options,
+    ) -> Result<u64, Error> {
+        super::wit::sql::execute(connection, statement, params, wit_options(options))
+            .map_err(super::classify)
+    }
+}
+
+/// Named Redis connections defined under `[connections]`. Needs
+/// [`crate::Needs::connection`].
+pub mod redis {
+    pub use super::wit::redis::Reply;
+    use crate::Error;
+
+    /// Runs one command, e.g. `command("cache", &["GET", "k"])`.
+    pub fn command<A: AsRef<[u8]>>(connection: &str, args: &[A]) -> Result<Reply, Error> {
+        let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
+        super::wit::redis::command(connection, &args).map_err(super::classify)
+    }
+
+    /// One SCAN step: `(next_cursor, keys)`; the cursor is 0 when done.
+    pub fn scan(
+        connection: &str,
+        cursor: u64,
+        pattern: &str,
+        count: u32,
+    ) -> Result<(u64, Vec<String>), Error> {
+        super::wit::redis::scan(connection, cursor, pattern, count).map_err(super::classify)
+    }
+
+    impl Reply {
+        /// The reply as text, for bulk strings and statuses.
+        pub fn as_text(&self) -> Option<String> {
+            match self {
+                Reply::Data(d) => Some(String::from_utf8_lossy(d).into_owned()),
+                Reply::Int(i) => Some(i.to_string()),
+                _ => None,
+            }
+        }
+        pub fn as_int(&self) -> Option<i64> {
+            match self {
+                Reply::Int(i) => Some(*i),
+                Reply::Data(d) => std::str::from_utf8(d).ok()?.trim().parse().ok(),
+                _ => None,
+            }
+        }
+        pub fn is_nil(&self) -> bool {
+            matches!(self, Reply::Nil)
+        }
+    }
+}
+
+/// Host errors that start with `denied` are refusals; the rest failures.
+fn classify(message: String) -> crate::Error {
+    if message.starts_with("denied") {
+        crate::Error::Denied(message)
+    } else {
+        crate::Error::Failed(message)
     }
 }

@@ -30,6 +30,7 @@ mod config;
 mod error;
 mod finding;
 pub mod host;
+pub mod http;
 mod manifest;
 mod outcome;
 

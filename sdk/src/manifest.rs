@@ -19,6 +19,7 @@ pub enum Access {
 pub struct Needs {
     dirs: Vec<(String, Access)>,
     addresses: Vec<String>,
+    urls: Vec<String>,
     connections: Vec<String>,
     commands: Vec<String>,
     state: bool,
@@ -37,6 +38,12 @@ impl Needs {
     /// A `host:port` the plugin connects to; `"*"` for "any granted".
     pub fn address(mut self, address: impl Into<String>) -> Self {
         self.addresses.push(address.into());
+        self
+    }
+    /// A URL prefix (`scheme://host[:port][/path]`) the plugin sends HTTP
+    /// requests to with [`crate::http`]; `"*"` for "any granted".
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
         self
     }
     /// A named connection defined by the operator; `"*"` for "any granted".
@@ -68,6 +75,7 @@ impl From<Needs> for wit::Needs {
                 })
                 .collect(),
             addresses: n.addresses,
+            urls: n.urls,
             connections: n.connections,
             commands: n.commands,
             state: n.state,

@@ -2,6 +2,9 @@
 //! (with its own compile cache), and short ways to load and call plugins.
 #![allow(dead_code)]
 
+pub mod postgres;
+pub mod redis;
+
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -122,4 +125,46 @@ pub async fn still_serving() {
         .expect("the host keeps serving after a hostile call");
     assert_eq!(r.value.len(), 1);
     assert_eq!(r.value[0].code, "trivial.ok");
+}
+
+/// Detects with grants already resolved (e.g. against [`mend::capabilities::Backends`]).
+pub async fn detect_in(
+    plugin: &Plugin,
+    config: serde_json::Value,
+    grants: &ResolvedGrants,
+) -> Result<Report<Vec<Finding>>, PluginError> {
+    runtime()
+        .detect(
+            plugin,
+            &Request {
+                check: "test",
+                config: &config,
+                grants,
+                limits: Limits::default(),
+            },
+        )
+        .await
+}
+
+/// Remedies with grants already resolved, for `findings`.
+pub async fn remedy_in(
+    plugin: &Plugin,
+    config: serde_json::Value,
+    grants: &ResolvedGrants,
+    findings: &[Finding],
+    dry_run: bool,
+) -> Result<Report<mend::contract::Outcome>, PluginError> {
+    runtime()
+        .remedy(
+            plugin,
+            &Request {
+                check: "test",
+                config: &config,
+                grants,
+                limits: Limits::default(),
+            },
+            findings,
+            dry_run,
+        )
+        .await
 }

@@ -7,15 +7,97 @@
 //! declared [`Needs`](crate::contract::Needs) fit within the grants.
 
 pub mod clock;
+pub mod exec;
 pub mod fs;
+pub mod http;
 pub mod log;
 pub mod net;
+pub mod redis;
+pub mod sql;
 pub mod state;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use wasmtime::component::Linker;
 
 use crate::contract::Needs;
+
+/// `[connections.NAME]`: a database or cache the operator lets plugins
+/// reach by name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ConnectionDef {
+    Postgres(sql::PostgresDef),
+    Redis(redis::RedisDef),
+}
+
+/// A named connection, ready for calls (it keeps its live client).
+#[derive(Debug, Clone)]
+pub enum Connection {
+    Postgres(Arc<sql::PgConnection>),
+    Redis(Arc<redis::RedisConnection>),
+}
+
+impl Connection {
+    pub fn name(&self) -> &str {
+        match self {
+            Connection::Postgres(c) => &c.name,
+            Connection::Redis(c) => &c.name,
+        }
+    }
+}
+
+/// The named connections and commands of a config, checked once. Grants
+/// refer to them by name; the live clients inside are shared by every
+/// call that is granted them.
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    connections: BTreeMap<String, Connection>,
+    commands: BTreeMap<String, Arc<exec::Command>>,
+}
+
+impl Backends {
+    /// Checks every definition (no connection is opened here).
+    pub fn new(
+        connections: &BTreeMap<String, ConnectionDef>,
+        commands: &BTreeMap<String, exec::CommandDef>,
+    ) -> anyhow::Result<Backends> {
+        let mut b = Backends::default();
+        for (name, def) in connections {
+            let c = match def {
+                ConnectionDef::Postgres(d) => {
+                    Connection::Postgres(Arc::new(sql::PgConnection::new(name, d)?))
+                }
+                ConnectionDef::Redis(d) => {
+                    Connection::Redis(Arc::new(redis::RedisConnection::new(name, d)?))
+                }
+            };
+            b.connections.insert(name.clone(), c);
+        }
+        for (name, def) in commands {
+            b.commands
+                .insert(name.clone(), Arc::new(exec::Command::new(name, def)?));
+        }
+        Ok(b)
+    }
+
+    /// Backends from TOML holding `[connections.*]` and `[commands.*]`
+    /// tables (for tests and tools; `mend.toml` goes through `config`).
+    pub fn from_toml(text: &str) -> anyhow::Result<Backends> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Defs {
+            #[serde(default)]
+            connections: BTreeMap<String, ConnectionDef>,
+            #[serde(default)]
+            commands: BTreeMap<String, exec::CommandDef>,
+        }
+        let defs: Defs = toml::from_str(text)?;
+        Backends::new(&defs.connections, &defs.commands)
+    }
+}
 
 /// What the operator granted one plugin, for one check or ladder step.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +109,10 @@ pub struct Grants {
     /// `host:port` addresses the plugin may connect to over TCP.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// URL prefixes (`scheme://host[:port][/path]`) the plugin may send
+    /// HTTP requests to.
+    #[serde(default)]
+    pub urls: Vec<String>,
     /// Named connections (defined under `[connections]`).
     #[serde(default)]
     pub connections: Vec<String>,
@@ -43,9 +129,41 @@ pub struct Grants {
 pub struct ResolvedGrants {
     pub dirs: Vec<fs::ResolvedDir>,
     pub addresses: Vec<net::ResolvedAddress>,
-    pub connections: Vec<String>,
-    pub commands: Vec<String>,
+    pub urls: Vec<http::UrlGrant>,
+    pub connections: Vec<Connection>,
+    pub commands: Vec<Arc<exec::Command>>,
     pub state: bool,
+}
+
+impl ResolvedGrants {
+    /// The longest a single granted command or connection may take.
+    pub fn longest_wait(&self) -> Option<std::time::Duration> {
+        let commands = self.commands.iter().map(|c| c.def.timeout.0);
+        let connections = self.connections.iter().map(|c| match c {
+            Connection::Postgres(p) => p.timeout(),
+            Connection::Redis(r) => r.timeout(),
+        });
+        commands.chain(connections).max()
+    }
+
+    pub(crate) fn postgres(&self) -> Vec<Arc<sql::PgConnection>> {
+        self.connections
+            .iter()
+            .filter_map(|c| match c {
+                Connection::Postgres(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+    pub(crate) fn redis(&self) -> Vec<Arc<redis::RedisConnection>> {
+        self.connections
+            .iter()
+            .filter_map(|c| match c {
+                Connection::Redis(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 impl Grants {
@@ -54,14 +172,39 @@ impl Grants {
         Self::default()
     }
 
-    /// Validates every grant: directories exist, guest paths are clean and
-    /// distinct, addresses resolve.
+    /// [`Grants::resolve_with`] no named connections or commands.
     pub fn resolve(&self) -> anyhow::Result<ResolvedGrants> {
+        self.resolve_with(&Backends::default())
+    }
+
+    /// Validates every grant: directories exist, guest paths are clean and
+    /// distinct, addresses resolve, URLs parse, and named connections and
+    /// commands are defined in `backends`.
+    pub fn resolve_with(&self, backends: &Backends) -> anyhow::Result<ResolvedGrants> {
+        let connections = self
+            .connections
+            .iter()
+            .map(|n| {
+                backends.connections.get(n).cloned().ok_or_else(|| {
+                    anyhow::anyhow!("connection `{n}` is not defined under [connections]")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let commands =
+            self.commands
+                .iter()
+                .map(|n| {
+                    backends.commands.get(n).cloned().ok_or_else(|| {
+                        anyhow::anyhow!("command `{n}` is not defined under [commands]")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
         Ok(ResolvedGrants {
             dirs: fs::resolve(&self.dirs)?,
             addresses: net::resolve(&self.addresses)?,
-            connections: self.connections.clone(),
-            commands: self.commands.clone(),
+            urls: http::resolve(&self.urls)?,
+            connections,
+            commands,
             state: self.state,
         })
     }
@@ -76,13 +219,18 @@ pub fn missing_grant(needs: &Needs, grants: &ResolvedGrants) -> Option<String> {
     if let Some(m) = net::missing(&needs.addresses, &grants.addresses) {
         return Some(m);
     }
+    if let Some(m) = http::missing(&needs.urls, &grants.urls) {
+        return Some(m);
+    }
+    let connections: Vec<&str> = grants.connections.iter().map(|c| c.name()).collect();
     for c in &needs.connections {
-        if !named_granted(c, &grants.connections) {
+        if !named_granted(c, &connections) {
             return Some(format!("connection `{c}`"));
         }
     }
+    let commands: Vec<&str> = grants.commands.iter().map(|c| c.name.as_str()).collect();
     for c in &needs.commands {
-        if !named_granted(c, &grants.commands) {
+        if !named_granted(c, &commands) {
             return Some(format!("command `{c}`"));
         }
     }
@@ -92,11 +240,11 @@ pub fn missing_grant(needs: &Needs, grants: &ResolvedGrants) -> Option<String> {
     None
 }
 
-fn named_granted(need: &str, granted: &[String]) -> bool {
+fn named_granted(need: &str, granted: &[&str]) -> bool {
     if need == "*" {
         !granted.is_empty()
     } else {
-        granted.iter().any(|g| g == need)
+        granted.contains(&need)
     }
 }
 
@@ -106,6 +254,9 @@ pub struct HostCaps {
     pub clock: clock::ClockCap,
     pub state: state::StateCap,
     pub fs: fs::FsCap,
+    pub exec: exec::ExecCap,
+    pub sql: sql::SqlCap,
+    pub redis: redis::RedisCap,
 }
 
 /// Gives the linker access to [`HostCaps`] inside the store's data.
@@ -120,6 +271,9 @@ pub fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
     clock::add_to_linker(linker)?;
     state::add_to_linker(linker)?;
     fs::add_to_linker(linker)?;
+    exec::add_to_linker(linker)?;
+    sql::add_to_linker(linker)?;
+    redis::add_to_linker(linker)?;
     Ok(())
 }
 
@@ -138,7 +292,18 @@ mod tests {
                     write: *w,
                 })
                 .collect(),
-            commands: vec!["restart-poller".into()],
+            commands: vec![Arc::new(
+                exec::Command::new(
+                    "restart-poller",
+                    &exec::CommandDef {
+                        argv: vec!["/bin/true".into()],
+                        cwd: None,
+                        env: Default::default(),
+                        timeout: crate::config::values::Dur(std::time::Duration::from_secs(1)),
+                    },
+                )
+                .unwrap(),
+            )],
             state,
             ..Default::default()
         }
@@ -205,5 +370,72 @@ mod tests {
             None
         );
         assert!(missing_grant(&needs, &grants(&[("/var/lo", false)], false)).is_some());
+    }
+
+    #[test]
+    fn named_grants_must_be_defined() {
+        let b = Backends::from_toml(
+            r#"
+[connections.db]
+kind = "postgres"
+url = "host=127.0.0.1 user=postgres"
+[connections.cache]
+kind = "redis"
+url = "redis://127.0.0.1:6379/"
+[commands.restart]
+argv = ["/bin/true"]
+"#,
+        )
+        .unwrap();
+        let ok = Grants {
+            connections: vec!["db".into(), "cache".into()],
+            commands: vec!["restart".into()],
+            ..Grants::none()
+        }
+        .resolve_with(&b)
+        .unwrap();
+        assert_eq!(ok.postgres().len(), 1);
+        assert_eq!(ok.redis().len(), 1);
+        let unknown = Grants {
+            connections: vec!["nope".into()],
+            ..Grants::none()
+        };
+        assert!(
+            unknown
+                .resolve_with(&b)
+                .unwrap_err()
+                .to_string()
+                .contains("connection `nope` is not defined")
+        );
+        let cmd = Grants {
+            commands: vec!["restart".into()],
+            ..Grants::none()
+        };
+        assert!(cmd.resolve().is_err(), "no backends, no commands");
+    }
+
+    #[test]
+    fn bad_definitions_are_refused_by_name() {
+        for (toml, want) in [
+            (
+                "[connections.db]\nkind = \"postgres\"\nurl = \"host=x port=notaport\"",
+                "connection `db`",
+            ),
+            (
+                "[connections.c]\nkind = \"redis\"\nurl = \"http://x\"",
+                "connection `c`",
+            ),
+            ("[commands.x]\nargv = []", "command `x`"),
+        ] {
+            let e = Backends::from_toml(toml).unwrap_err();
+            assert!(format!("{e:#}").contains(want), "{toml}: {e:#}");
+        }
+        assert!(Backends::from_toml("[connections.m]\nkind = \"mysql\"\nurl = \"x\"").is_err());
+        assert!(
+            Backends::from_toml(
+                "[connections.m]\nkind = \"redis\"\nurl = \"redis://x/\"\nextra = 1"
+            )
+            .is_err()
+        );
     }
 }

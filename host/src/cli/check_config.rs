@@ -40,6 +40,7 @@ pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
         })
     };
 
+    let backends = config.backends().unwrap_or_default();
     let dir = config.plugins_dir();
     let (plugins, broken): (HashMap<_, _>, Vec<String>) = match runtime.load_dir(&dir).await {
         Ok(loaded) => (loaded.plugins, loaded.errors.into_values().collect()),
@@ -72,7 +73,7 @@ pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
                 );
                 return;
             }
-            if let Ok(resolved) = grants.resolve()
+            if let Ok(resolved) = grants.resolve_with(&backends)
                 && let Some(need) = plugin
                     .manifest()
                     .needs(role)

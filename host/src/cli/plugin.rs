@@ -27,7 +27,7 @@ pub enum PluginCommand {
         state_dir: Option<PathBuf>,
     },
     /// Run one sandboxed call and print the result as JSON.
-    Call(CallArgs),
+    Call(Box<CallArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -53,6 +53,18 @@ pub struct CallArgs {
     /// Grant TCP connections to HOST:PORT.
     #[arg(long = "grant-addr", value_name = "HOST:PORT")]
     grant_addrs: Vec<String>,
+    /// Grant HTTP requests under a URL prefix.
+    #[arg(long = "grant-url", value_name = "URL")]
+    grant_urls: Vec<String>,
+    /// Grant a named connection (defined in --defs).
+    #[arg(long = "grant-connection", value_name = "NAME")]
+    grant_connections: Vec<String>,
+    /// Grant a named command (defined in --defs).
+    #[arg(long = "grant-command", value_name = "NAME")]
+    grant_commands: Vec<String>,
+    /// A mend.toml whose `[connections]` and `[commands]` define the names.
+    #[arg(long, value_name = "FILE")]
+    defs: Option<PathBuf>,
     /// Grant the plugin its persistent state.
     #[arg(long)]
     grant_state: bool,
@@ -83,7 +95,7 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             json,
             state_dir,
         } => inspect(file, json, state_dir).await,
-        PluginCommand::Call(args) => call(args).await,
+        PluginCommand::Call(args) => call(*args).await,
     }
 }
 
@@ -154,6 +166,9 @@ fn print_needs(role: &str, n: &Needs) {
     for a in &n.addresses {
         println!("    address    {a}");
     }
+    for u in &n.urls {
+        println!("    url        {u}");
+    }
     for c in &n.connections {
         println!("    connection {c}");
     }
@@ -177,10 +192,17 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
             .map(|s| parse_grant_dir(s))
             .collect::<anyhow::Result<_>>()?,
         addresses: args.grant_addrs.clone(),
+        urls: args.grant_urls.clone(),
+        connections: args.grant_connections.clone(),
+        commands: args.grant_commands.clone(),
         state: args.grant_state,
-        ..Grants::none()
     }
-    .resolve()?;
+    .resolve_with(&match &args.defs {
+        Some(file) => crate::config::load(file)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .backends()?,
+        None => Default::default(),
+    })?;
     let defaults = Limits::default();
     let limits = Limits {
         fuel: args.fuel.unwrap_or(defaults.fuel),

@@ -22,7 +22,8 @@ use self::error::Reporter;
 pub use self::error::{ConfigError, ConfigErrors};
 pub(crate) use self::validate::dependency_graph;
 use self::values::{Bytes, Dur};
-use crate::capabilities::Grants;
+use crate::capabilities::exec::CommandDef;
+use crate::capabilities::{Backends, ConnectionDef, Grants};
 use crate::contract::Status;
 use crate::policy::backoff::Backoff;
 use crate::policy::breaker::BreakerConfig;
@@ -38,6 +39,10 @@ pub struct Config {
     /// The file it came from.
     pub file: PathBuf,
     pub engine: EngineConfig,
+    /// `[connections.NAME]`: databases and caches plugins may be granted.
+    pub connections: BTreeMap<String, ConnectionDef>,
+    /// `[commands.NAME]`: commands plugins may be granted.
+    pub commands: BTreeMap<String, CommandDef>,
     pub checks: Vec<CheckConfig>,
     pub policies: Vec<PolicyConfig>,
 }
@@ -47,6 +52,10 @@ pub struct Config {
 struct ConfigFile {
     #[serde(default)]
     engine: EngineConfig,
+    #[serde(default)]
+    connections: BTreeMap<String, ConnectionDef>,
+    #[serde(default)]
+    commands: BTreeMap<String, CommandDef>,
     #[serde(default, rename = "check")]
     checks: Vec<CheckConfig>,
     #[serde(default, rename = "policy")]
@@ -125,6 +134,19 @@ pub struct LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// [`LimitsConfig::over`], with a deadline that, unless set here, is
+    /// long enough for the slowest granted command or connection to run
+    /// out its own timeout (plus a margin for the plugin's own work).
+    pub fn over_for(&self, base: Limits, grants: &crate::capabilities::ResolvedGrants) -> Limits {
+        let mut limits = self.over(base);
+        if self.deadline.is_none()
+            && let Some(longest) = grants.longest_wait()
+        {
+            limits.deadline = limits.deadline.max(longest + Duration::from_secs(2));
+        }
+        limits
+    }
+
     /// These limits over `base`.
     pub fn over(&self, base: Limits) -> Limits {
         Limits {
@@ -449,10 +471,22 @@ impl Config {
         }
     }
 
-    /// Makes relative directory grants relative to the config file, like
-    /// every other path in it.
+    /// The named connections and commands, checked (nothing is opened).
+    pub fn backends(&self) -> anyhow::Result<Backends> {
+        Backends::new(&self.connections, &self.commands)
+    }
+
+    /// Makes relative directory grants (and command working directories)
+    /// relative to the config file, like every other path in it.
     fn anchor_grants(&mut self) {
         let base = self.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        for c in self.commands.values_mut() {
+            if let Some(cwd) = &mut c.cwd
+                && cwd.is_relative()
+            {
+                *cwd = base.join(&*cwd);
+            }
+        }
         let anchor = |g: &mut Grants| {
             for d in &mut g.dirs {
                 if d.host.is_relative() {
@@ -541,6 +575,8 @@ pub fn parse(
     let mut config = Config {
         file: file.to_path_buf(),
         engine: raw.engine,
+        connections: raw.connections,
+        commands: raw.commands,
         checks: raw.checks,
         policies: raw.policies,
     };

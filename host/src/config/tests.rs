@@ -171,3 +171,84 @@ fn grants_are_checked() {
         "{e:?}"
     );
 }
+
+#[test]
+fn connections_and_commands_are_defined_once_and_granted_by_name() {
+    let text = r#"
+[connections.appdb]
+kind = "postgres"
+url = "host=127.0.0.1 user=app password=${TOKEN}"
+timeout = "3s"
+
+[connections.cache]
+kind = "redis"
+url = "redis://127.0.0.1:6379/"
+
+[commands.restart]
+argv = ["/bin/true"]
+cwd = "."
+timeout = "1m"
+
+[[check]]
+name = "db"
+plugin = "pg-reconnect"
+grants = { connections = ["appdb"], urls = ["http://127.0.0.1:8080/pool"] }
+
+[[policy]]
+name = "fix-db"
+check = "db"
+
+[[policy.step]]
+action = "service-restart"
+grants = { commands = ["restart"] }
+"#;
+    let c = parse_str(text).unwrap();
+    assert_eq!(c.connections.len(), 2);
+    assert_eq!(c.commands["restart"].timeout.0, Duration::from_secs(60));
+    assert!(c.commands["restart"].cwd.is_some());
+    assert!(c.backends().is_ok());
+}
+
+#[test]
+fn undefined_names_and_bad_definitions_are_all_reported() {
+    let errs = errors(
+        r#"
+[connections.appdb]
+kind = "postgres"
+url = "host=x port=notaport"
+
+[commands.empty]
+argv = []
+
+[[check]]
+name = "db"
+plugin = "pg-reconnect"
+grants = { connections = ["nope"], urls = ["ftp://x/"] }
+
+[[policy]]
+name = "p"
+check = "db"
+
+[[policy.step]]
+action = "service-restart"
+grants = { commands = ["missing"] }
+"#,
+    );
+    let all = errors_text(&errs);
+    assert!(all.contains("connections.appdb"), "{all}");
+    assert!(all.contains("commands.empty"), "{all}");
+    assert!(all.contains("check[0].grants"), "{all}");
+    assert!(all.contains("command `missing` is not defined"), "{all}");
+}
+
+#[test]
+fn an_unknown_connection_kind_names_the_key() {
+    let errs = errors("[connections.m]\nkind = \"mysql\"\nurl = \"x\"\n");
+    let all = errors_text(&errs);
+    assert!(all.contains("connections"), "{all}");
+    assert!(all.contains("mysql"), "{all}");
+}
+
+fn errors_text(errs: &[String]) -> String {
+    errs.join("\n")
+}

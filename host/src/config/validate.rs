@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use super::error::Reporter;
 use super::{CheckConfig, Config, StepConfig};
+use crate::capabilities::Backends;
 use crate::policy::root_cause::find_cycle;
 
 pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
+    let backends = backends(c, r);
     if c.engine.interval.0.is_zero() {
         r.at(None, "engine.interval", "must be more than 0s");
     }
@@ -60,8 +62,18 @@ pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
         if let Err(e) = check.flap.validate() {
             r.at(span.clone(), key("flap"), e);
         }
-        if let Err(e) = check.grants.resolve() {
+        if let Err(e) = check.grants.resolve_with(&backends) {
             r.at(span.clone(), key("grants"), format!("{e:#}"));
+        }
+        if let Some(deadline) = check.limits.deadline {
+            commands_fit(
+                c,
+                r,
+                span.clone(),
+                &key("grants"),
+                &check.grants.commands,
+                deadline.0,
+            );
         }
         limits(r, span, &key("limits"), check.limits.deadline.map(|d| d.0));
     }
@@ -158,7 +170,7 @@ pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
         }
         let mut step_names = BTreeSet::new();
         for (j, s) in p.steps.iter().enumerate() {
-            step(r, s, &key(&format!("step[{j}]")));
+            step(c, r, &backends, s, &key(&format!("step[{j}]")));
             if !step_names.insert(s.name()) {
                 r.at(
                     Some(s.action.span()),
@@ -171,18 +183,28 @@ pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
             }
         }
         if let Some(s) = &p.escalate {
-            step(r, s, &key("escalate"));
+            step(c, r, &backends, s, &key("escalate"));
         }
     }
 }
 
-fn step(r: &mut Reporter<'_>, s: &StepConfig, key: &str) {
+fn step(c: &Config, r: &mut Reporter<'_>, backends: &Backends, s: &StepConfig, key: &str) {
     let span = Some(s.action.span());
     if s.action.get_ref().is_empty() {
         r.at(span.clone(), format!("{key}.action"), "is empty");
     }
-    if let Err(e) = s.grants.resolve() {
+    if let Err(e) = s.grants.resolve_with(backends) {
         r.at(span.clone(), format!("{key}.grants"), format!("{e:#}"));
+    }
+    if let Some(deadline) = s.limits.deadline {
+        commands_fit(
+            c,
+            r,
+            span.clone(),
+            &format!("{key}.grants"),
+            &s.grants.commands,
+            deadline.0,
+        );
     }
     limits(
         r,
@@ -201,6 +223,70 @@ fn limits(
     if deadline.is_some_and(|d| d.is_zero()) {
         r.at(span, format!("{key}.deadline"), "must be more than 0s");
     }
+}
+
+/// A granted command must be able to finish within a deadline set for the
+/// call, or the deadline kills it mid-way. (An unset deadline is extended
+/// to fit: `LimitsConfig::over_for`.)
+fn commands_fit(
+    c: &Config,
+    r: &mut Reporter<'_>,
+    span: Option<std::ops::Range<usize>>,
+    key: &str,
+    granted: &[String],
+    deadline: Duration,
+) {
+    for name in granted {
+        if let Some(def) = c.commands.get(name)
+            && def.timeout.0 > deadline
+        {
+            r.at(
+                span.clone(),
+                key.to_string(),
+                format!(
+                    "command `{name}` may run for {} but `limits.deadline` here is {}: raise it, leave it unset, or lower the command's `timeout`",
+                    humantime::format_duration(def.timeout.0),
+                    humantime::format_duration(deadline)
+                ),
+            );
+        }
+    }
+}
+
+/// Checks `[connections]` and `[commands]` one by one, so each problem
+/// is reported; grants are then resolved against those that are sound.
+fn backends(c: &Config, r: &mut Reporter<'_>) -> Backends {
+    let mut connections = BTreeMap::new();
+    for (name, def) in &c.connections {
+        let one = BTreeMap::from([(name.clone(), def.clone())]);
+        match Backends::new(&one, &BTreeMap::new()) {
+            Ok(_) if valid_name(name) => {
+                connections.insert(name.clone(), def.clone());
+            }
+            Ok(_) => r.at(
+                None,
+                format!("connections.{name}"),
+                "use letters, digits, `-`, `_` and `.` in names",
+            ),
+            Err(e) => r.at(None, format!("connections.{name}"), format!("{e:#}")),
+        }
+    }
+    let mut commands = BTreeMap::new();
+    for (name, def) in &c.commands {
+        let one = BTreeMap::from([(name.clone(), def.clone())]);
+        match Backends::new(&BTreeMap::new(), &one) {
+            Ok(_) if valid_name(name) => {
+                commands.insert(name.clone(), def.clone());
+            }
+            Ok(_) => r.at(
+                None,
+                format!("commands.{name}"),
+                "use letters, digits, `-`, `_` and `.` in names",
+            ),
+            Err(e) => r.at(None, format!("commands.{name}"), format!("{e:#}")),
+        }
+    }
+    Backends::new(&connections, &commands).unwrap_or_default()
 }
 
 fn valid_name(n: &str) -> bool {

@@ -139,10 +139,12 @@ impl Engine {
             }
         };
         let base_limits = config.limits();
+        let backends = config.backends()?;
 
         let mut checks = Vec::new();
         for c in &config.checks {
-            let grants = c.grants.resolve()?;
+            let grants = c.grants.resolve_with(&backends)?;
+            let limits = c.limits.over_for(base_limits, &grants);
             let plugin = c.plugin.get_ref();
             match plugins.get(plugin) {
                 Some(p) if !p.manifest().has_role(Role::Detector) => {
@@ -160,7 +162,7 @@ impl Engine {
                 config: c.clone(),
                 grants,
                 config_json: to_json(&c.config),
-                limits: c.limits.over(base_limits),
+                limits,
                 policies: Vec::new(),
                 state: Mutex::new(CheckState::default()),
             });
@@ -179,12 +181,13 @@ impl Engine {
                 codes.add(Glob::new(code)?);
             }
             let step = |s: &StepConfig| -> anyhow::Result<Step> {
+                let grants = s.grants.resolve_with(&backends)?;
                 Ok(Step {
                     name: s.name().to_string(),
                     action: s.action.get_ref().clone(),
                     config_json: to_json(&s.config),
-                    grants: s.grants.resolve()?,
-                    limits: s.limits.over(base_limits),
+                    limits: s.limits.over_for(base_limits, &grants),
+                    grants,
                     settle: s.settle.0,
                 })
             };

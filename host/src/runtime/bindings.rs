@@ -9,6 +9,13 @@ pub mod v0_1 {
         path: "../wit",
         world: "plugin",
         exports: { default: async },
+        imports: {
+            "mend:plugin/exec.run": async,
+            "mend:plugin/sql.query": async,
+            "mend:plugin/sql.execute": async,
+            "mend:plugin/redis.command": async,
+            "mend:plugin/redis.scan": async,
+        },
     });
 
     pub use self::exports::mend::plugin::{detection, meta, remediation};
@@ -93,6 +100,7 @@ pub mod v0_1 {
                     })
                     .collect(),
                 addresses: n.addresses,
+                urls: n.urls,
                 connections: n.connections,
                 commands: n.commands,
                 state: n.state,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Runtime;
 use super::bindings::v0_1::types;
@@ -25,6 +26,8 @@ use crate::capabilities::{self, HasCaps, HostCaps, ResolvedGrants};
 /// The data of one call's `Store`.
 pub struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: capabilities::http::HttpHooks,
     table: ResourceTable,
     caps: HostCaps,
     limiter: MemoryLimiter,
@@ -35,6 +38,16 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }
@@ -109,14 +122,31 @@ impl Runtime {
         capabilities::net::configure(&mut wasi, &grants.addresses);
 
         let plugin: Arc<str> = name.into();
+        let dry_run = matches!(call, Call::Remedy(_, true));
         let state = CallState {
             wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            http_hooks: capabilities::http::HttpHooks {
+                plugin: plugin.clone(),
+                grants: grants.urls.clone(),
+            },
             table: ResourceTable::new(),
             limiter: MemoryLimiter::new(limits.memory),
             caps: HostCaps {
                 log: capabilities::log::LogCap::new(plugin.clone()),
                 clock: capabilities::clock::ClockCap {
                     clock: self.clock.clone(),
+                },
+                exec: capabilities::exec::ExecCap {
+                    plugin: plugin.clone(),
+                    commands: grants.commands.clone(),
+                    dry_run,
+                },
+                sql: capabilities::sql::SqlCap {
+                    connections: grants.postgres(),
+                },
+                redis: capabilities::redis::RedisCap {
+                    connections: grants.redis(),
                 },
                 state: capabilities::state::StateCap {
                     plugin,

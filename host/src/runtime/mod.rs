@@ -17,7 +17,7 @@ mod call;
 pub mod engine;
 mod error;
 mod limits;
-mod output;
+pub(crate) mod output;
 mod plugin;
 
 use std::collections::HashMap;
@@ -131,6 +131,9 @@ impl Runtime {
         let (engine, allocator) = engine::build(&config.engine)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        // Always linked; the per-call hooks send only to granted URLs.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
         capabilities::add_to_linker(&mut linker)?;
         let (cache, state) = match &config.state_dir {
             Some(dir) => {

@@ -31,7 +31,7 @@ impl BoundedOutput {
         }
     }
 
-    fn push(&self, bytes: &[u8]) {
+    pub(crate) fn push(&self, bytes: &[u8]) {
         let mut b = self.buffer.lock().unwrap();
         let room = self.limit.saturating_sub(b.kept.len());
         let keep = bytes.len().min(room);

@@ -1,0 +1,332 @@
+//! `mend:plugin/exec`: commands the operator defined by name.
+//!
+//! Restarting a service is the most common remedy, and a shell is the
+//! most dangerous thing to hand a plugin. So the operator writes the whole
+//! command in `[commands.NAME]` (argv, working directory, environment,
+//! timeout) and a plugin can only ask for it by name: there is no way to
+//! add an argument. The command runs without a shell, with an empty
+//! environment but `PATH` and what the operator lists, in its own process
+//! group (killed as a whole at the timeout), and its output is captured up
+//! to a limit. A dry-run remedy call runs nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::HasCaps;
+use crate::config::values::Dur;
+use crate::runtime::bindings::v0_1::mend::plugin::exec;
+use crate::runtime::output::BoundedOutput;
+
+/// Bytes of stdout and of stderr kept per run.
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+/// `PATH` for commands that do not set their own.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `[commands.NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandDef {
+    /// The program and its arguments, run without a shell.
+    pub argv: Vec<String>,
+    /// Working directory (relative to the config file). Default: `/`.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// The environment, besides `PATH` (which may be overridden here).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Killed (with its whole process group) after this long.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+/// A defined command, ready to run.
+#[derive(Debug)]
+pub struct Command {
+    pub name: String,
+    pub def: CommandDef,
+}
+
+impl Command {
+    pub(super) fn new(name: &str, def: &CommandDef) -> anyhow::Result<Command> {
+        let ctx = |m: &str| anyhow::anyhow!("command `{name}`: {m}");
+        if def.argv.is_empty() || def.argv[0].is_empty() {
+            return Err(ctx("`argv` needs at least the program"));
+        }
+        if def.timeout.0.is_zero() {
+            return Err(ctx("`timeout` must be more than 0s"));
+        }
+        if let Some(cwd) = &def.cwd
+            && !cwd.is_dir()
+        {
+            return Err(ctx(&format!("`cwd` {} is not a directory", cwd.display())));
+        }
+        Ok(Command {
+            name: name.to_string(),
+            def: def.clone(),
+        })
+    }
+
+    /// Runs the command to completion (or its timeout).
+    pub async fn run(&self) -> Result<exec::CommandOutput, String> {
+        let def = &self.def;
+        let mut cmd = tokio::process::Command::new(&def.argv[0]);
+        cmd.args(&def.argv[1..])
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .envs(&def.env)
+            .current_dir(def.cwd.as_deref().unwrap_or("/".as_ref()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = cmd.spawn().map_err(|e| {
+            format!(
+                "command `{}`: cannot start `{}`: {e}",
+                self.name, def.argv[0]
+            )
+        })?;
+        // Kills the whole group if this future is dropped (the plugin's
+        // deadline) or the command times out.
+        let mut group = GroupGuard(child.id().map(|p| p as i32));
+        let stdout = BoundedOutput::new(OUTPUT_LIMIT);
+        let stderr = BoundedOutput::new(OUTPUT_LIMIT);
+        let readers = [
+            child.stdout.take().map(|s| drain(s, stdout.clone())),
+            child.stderr.take().map(|s| drain(s, stderr.clone())),
+        ];
+        let readers: Vec<_> = readers.into_iter().flatten().collect();
+
+        let status = match tokio::time::timeout(def.timeout.0, child.wait()).await {
+            Ok(Ok(status)) => {
+                // Exited: whatever it left running (a daemon it started)
+                // is not ours to kill.
+                group.0 = None;
+                Some(status)
+            }
+            Ok(Err(e)) => return Err(format!("command `{}`: waiting: {e}", self.name)),
+            Err(_elapsed) => {
+                group.kill();
+                let _ = child.wait().await;
+                None
+            }
+        };
+        // A daemon started by the command may hold the pipes open; take
+        // what arrived, briefly, then stop reading.
+        let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
+        let _ = tokio::time::timeout(Duration::from_millis(200), join_all(readers)).await;
+        for a in aborts {
+            a.abort();
+        }
+        let (out, out_dropped) = stdout.take();
+        let (err, err_dropped) = stderr.take();
+        Ok(exec::CommandOutput {
+            exit_code: status.and_then(|s| s.code()),
+            timed_out: status.is_none(),
+            stdout: out,
+            stderr: err,
+            truncated: out_dropped + err_dropped > 0,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+async fn join_all(readers: Vec<tokio::task::JoinHandle<()>>) {
+    for r in readers {
+        let _ = r.await;
+    }
+}
+
+fn drain(
+    mut from: impl AsyncRead + Unpin + Send + 'static,
+    into: BoundedOutput,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => into.push(&buf[..n]),
+            }
+        }
+    })
+}
+
+/// SIGKILLs a process group when dropped, unless disarmed.
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pid) = self.0.take()
+            && let Some(pid) = rustix::process::Pid::from_raw(pid)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Per-call state: the commands granted to this call.
+pub struct ExecCap {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) commands: Vec<Arc<Command>>,
+    /// A dry-run remedy call: nothing runs.
+    pub(crate) dry_run: bool,
+}
+
+impl exec::Host for ExecCap {
+    async fn run(&mut self, name: String) -> Result<exec::CommandOutput, String> {
+        let Some(cmd) = self.commands.iter().find(|c| c.name == name).cloned() else {
+            return Err(format!(
+                "denied: command `{name}` is not granted to this plugin"
+            ));
+        };
+        if self.dry_run {
+            return Err(format!("denied: dry run: command `{name}` was not run"));
+        }
+        tracing::info!(plugin = %self.plugin, command = %name, argv = ?cmd.def.argv, "running command");
+        let out = cmd.run().await?;
+        tracing::info!(
+            plugin = %self.plugin,
+            command = %name,
+            exit = ?out.exit_code,
+            timed_out = out.timed_out,
+            duration_ms = out.duration_ms,
+            "command finished"
+        );
+        Ok(out)
+    }
+}
+
+pub(super) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+    exec::add_to_linker::<T, HasSelf<ExecCap>>(linker, |t| &mut t.caps().exec)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(argv: &[&str], timeout: Duration) -> Command {
+        Command::new(
+            "t",
+            &CommandDef {
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                cwd: None,
+                env: BTreeMap::from([("GREETING".into(), "hi".into())]),
+                timeout: Dur(timeout),
+            },
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn runs_without_a_shell_with_only_the_given_environment() {
+        let c = cmd(
+            &[
+                "/bin/sh",
+                "-c",
+                "echo $GREETING $HOME; echo oops >&2; exit 3",
+            ],
+            Duration::from_secs(10),
+        );
+        let o = c.run().await.unwrap();
+        assert_eq!(o.exit_code, Some(3));
+        assert_eq!(o.stdout.trim(), "hi");
+        assert_eq!(o.stderr.trim(), "oops");
+        assert!(!o.timed_out);
+    }
+
+    #[tokio::test]
+    async fn the_timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survived");
+        let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
+        let c = cmd(&["/bin/sh", "-c", &script], Duration::from_millis(300));
+        let o = c.run().await.unwrap();
+        assert!(o.timed_out);
+        assert_eq!(o.exit_code, None);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(!marker.exists(), "a child of the command outlived the kill");
+    }
+
+    #[tokio::test]
+    async fn output_is_bounded() {
+        let c = cmd(
+            &["/bin/sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' x"],
+            Duration::from_secs(10),
+        );
+        let o = c.run().await.unwrap();
+        assert_eq!(o.stdout.len(), OUTPUT_LIMIT);
+        assert!(o.truncated);
+    }
+
+    #[tokio::test]
+    async fn a_daemon_holding_the_pipes_does_not_hang_the_call() {
+        let c = cmd(
+            &["/bin/sh", "-c", "sleep 5 & echo started"],
+            Duration::from_secs(10),
+        );
+        let o = c.run().await.unwrap();
+        assert_eq!(o.exit_code, Some(0));
+        assert_eq!(o.stdout.trim(), "started");
+        assert!(o.duration_ms < 5000);
+    }
+
+    #[tokio::test]
+    async fn only_granted_commands_run_and_never_in_dry_run() {
+        let c = Arc::new(cmd(&["/bin/true"], Duration::from_secs(5)));
+        let mut cap = ExecCap {
+            plugin: "p".into(),
+            commands: vec![c],
+            dry_run: false,
+        };
+        use exec::Host;
+        assert!(
+            cap.run("other".into())
+                .await
+                .unwrap_err()
+                .starts_with("denied")
+        );
+        assert_eq!(cap.run("t".into()).await.unwrap().exit_code, Some(0));
+        cap.dry_run = true;
+        assert!(cap.run("t".into()).await.unwrap_err().contains("dry run"));
+    }
+
+    #[test]
+    fn definitions_are_checked() {
+        let def = |argv: &[&str]| CommandDef {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cwd: None,
+            env: BTreeMap::new(),
+            timeout: default_timeout(),
+        };
+        assert!(Command::new("x", &def(&[])).is_err());
+        assert!(Command::new("x", &def(&["/bin/true"])).is_ok());
+        let mut d = def(&["/bin/true"]);
+        d.cwd = Some("/nonexistent-dir".into());
+        assert!(
+            Command::new("x", &d)
+                .unwrap_err()
+                .to_string()
+                .contains("cwd")
+        );
+    }
+}

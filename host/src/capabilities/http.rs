@@ -1,0 +1,230 @@
+//! URL grants: outbound HTTP through `wasi:http/outgoing-handler`.
+//!
+//! `wasi:http` is always linked, so any plugin can build a request; this
+//! module decides whether it is sent. A request goes out only if its URL
+//! falls under a granted prefix (`scheme://host[:port][/path]`): same
+//! scheme, host and port, and a path under the granted one, segment by
+//! segment. Paths with `..`/`.` segments (plain or percent-encoded) are
+//! refused outright, so a prefix cannot be climbed out of. Redirects are
+//! not followed. Everything else fails with `HTTP-request-denied`.
+
+use http::Uri;
+use http::uri::Scheme;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// One granted URL prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlGrant {
+    pub spec: String,
+    scheme: Scheme,
+    host: String,
+    port: u16,
+    /// Ends with `/` unless it is exactly `/`-less root handled as `/`.
+    path: String,
+}
+
+fn default_port(scheme: &Scheme) -> u16 {
+    if *scheme == Scheme::HTTPS { 443 } else { 80 }
+}
+
+pub(super) fn resolve(specs: &[String]) -> anyhow::Result<Vec<UrlGrant>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let bad = |why: &str| anyhow::anyhow!("URL grant `{spec}`: {why}");
+            let uri: Uri = spec
+                .parse()
+                .map_err(|e| bad(&format!("{e} (expected scheme://host[:port][/path])")))?;
+            let scheme = uri
+                .scheme()
+                .cloned()
+                .ok_or_else(|| bad("needs a scheme, http:// or https://"))?;
+            if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+                return Err(bad("only http and https are supported"));
+            }
+            let authority = uri.authority().ok_or_else(|| bad("needs a host"))?;
+            if authority.as_str().contains('@') {
+                return Err(bad("must not contain credentials"));
+            }
+            if uri.query().is_some() {
+                return Err(bad("must not contain a query"));
+            }
+            if has_dot_segments(uri.path()) {
+                return Err(bad("must not contain `.` or `..` segments"));
+            }
+            Ok(UrlGrant {
+                spec: spec.clone(),
+                host: authority.host().to_ascii_lowercase(),
+                port: authority.port_u16().unwrap_or(default_port(&scheme)),
+                path: uri.path().trim_end_matches('/').to_string(),
+                scheme,
+            })
+        })
+        .collect()
+}
+
+/// Paths some servers would read as climbing out of a prefix: `.`/`..`
+/// segments (plain or percent-encoded), encoded slashes, backslashes
+/// (IIS and others treat them as separators) and `;` path parameters
+/// (`/api/..;/admin` is `..` to Tomcat and Spring).
+fn has_dot_segments(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.contains(';')
+        || lower.contains('\\')
+        || ["%2f", "%5c", "%3b"].iter().any(|e| lower.contains(e))
+        || lower.split('/').any(|seg| {
+            let seg = seg.replace("%2e", ".");
+            seg == "." || seg == ".."
+        })
+}
+
+impl UrlGrant {
+    /// Whether `uri` (absolute) falls under this grant.
+    pub fn permits(&self, uri: &Uri) -> bool {
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return false;
+        };
+        if *scheme != self.scheme
+            || !authority.host().eq_ignore_ascii_case(&self.host)
+            || authority.port_u16().unwrap_or(default_port(scheme)) != self.port
+            || authority.as_str().contains('@')
+        {
+            return false;
+        }
+        let path = uri.path();
+        if has_dot_segments(path) {
+            return false;
+        }
+        // "/api" covers "/api", "/api/" and "/api/x", not "/apix".
+        self.path.is_empty()
+            || path == self.path
+            || path
+                .strip_prefix(&self.path)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// The first URL need not covered by a grant.
+pub(super) fn missing(needs: &[String], granted: &[UrlGrant]) -> Option<String> {
+    for need in needs {
+        let ok = if need == "*" {
+            !granted.is_empty()
+        } else {
+            need.parse::<Uri>()
+                .is_ok_and(|u| granted.iter().any(|g| g.permits(&u)))
+        };
+        if !ok {
+            return Some(format!("URL `{need}`"));
+        }
+    }
+    None
+}
+
+/// `wasi:http` hooks for one call: the allowlist.
+pub struct HttpHooks {
+    pub(crate) plugin: std::sync::Arc<str>,
+    pub(crate) grants: Vec<UrlGrant>,
+}
+
+impl WasiHttpHooks for HttpHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                    ),
+                    HttpError,
+                >,
+            > + Send,
+    > {
+        let uri = request.uri().clone();
+        if !self.grants.iter().any(|g| g.permits(&uri)) {
+            tracing::warn!(plugin = %self.plugin, %uri, "HTTP request denied: not in the plugin's `urls` grant");
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        tracing::debug!(plugin = %self.plugin, method = %request.method(), %uri, "HTTP request");
+        drop(fut);
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(s: &str) -> UrlGrant {
+        resolve(&[s.to_string()]).unwrap().remove(0)
+    }
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_grant_covers_its_origin_and_path_prefix_only() {
+        let g = grant("https://hooks.example.com/services/");
+        assert!(g.permits(&uri("https://hooks.example.com/services/T0/B1")));
+        assert!(g.permits(&uri("https://HOOKS.example.com:443/services")));
+        assert!(!g.permits(&uri("https://hooks.example.com/servicesx")));
+        assert!(!g.permits(&uri("https://hooks.example.com/admin")));
+        assert!(!g.permits(&uri("http://hooks.example.com/services/x")));
+        assert!(!g.permits(&uri("https://hooks.example.com:8443/services/x")));
+        assert!(!g.permits(&uri("https://evil.com/services/x")));
+        assert!(!g.permits(&uri("https://hooks.example.com.evil.com/services/x")));
+    }
+
+    #[test]
+    fn dot_segments_cannot_climb_out_of_a_prefix() {
+        let g = grant("http://127.0.0.1:8080/api");
+        assert!(g.permits(&uri("http://127.0.0.1:8080/api/health")));
+        assert!(!g.permits(&uri("http://127.0.0.1:8080/api/../admin")));
+        assert!(!g.permits(&uri("http://127.0.0.1:8080/api/%2e%2E/admin")));
+        assert!(!g.permits(&uri("http://127.0.0.1:8080/api%2f..%2fadmin")));
+        assert!(!g.permits(&uri("http://127.0.0.1:8080/api/..;/admin")));
+        assert!(!g.permits(&uri("http://127.0.0.1:8080/api/..%5cadmin")));
+        assert!(!g.permits(&uri("http://127.0.0.1:8080/api/x;jsessionid=1")));
+    }
+
+    #[test]
+    fn a_bare_origin_covers_every_path() {
+        let g = grant("http://127.0.0.1:9000");
+        assert!(g.permits(&uri("http://127.0.0.1:9000/")));
+        assert!(g.permits(&uri("http://127.0.0.1:9000/anything?q=1")));
+        assert!(!g.permits(&uri("http://127.0.0.1:9001/")));
+    }
+
+    #[test]
+    fn bad_grants_are_refused() {
+        for s in [
+            "ftp://x/",
+            "//x/",
+            "http://user:pw@x/",
+            "http://x/?q",
+            "http://x/a/../b",
+            "no-scheme",
+        ] {
+            assert!(resolve(&[s.to_string()]).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn needs_are_matched_against_grants() {
+        let g = vec![grant("http://127.0.0.1:8080/")];
+        assert_eq!(missing(&["*".into()], &g), None);
+        assert_eq!(missing(&["http://127.0.0.1:8080/x".into()], &g), None);
+        assert!(missing(&["http://127.0.0.1:9/".into()], &g).is_some());
+        assert!(missing(&["*".into()], &[]).is_some());
+    }
+}

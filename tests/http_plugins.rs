@@ -1,0 +1,1 @@
+//! The http-probe, webhook-notify and stale-file action tests (being written).

@@ -2,10 +2,13 @@
 //!
 //! A real engine and the real API on a loopback port. Webhooks arrive at
 //! `MEND_BENCH_RATE` per second (default 200) for `MEND_BENCH_SECS`
-//! seconds (default 5), each firing one alert for its own failing check.
-//! Measured: from just before the request is sent to the moment the
-//! engine starts the remediation action ("running action", after the
-//! fresh detect, the incident and the attempt are committed), p50/p99.
+//! seconds (default 5). Each new alert fires for its own failing check;
+//! with `MEND_BENCH_REPEATS=K` every alert is delivered K more times
+//! (Alertmanager's at-least-once delivery), so 1 in K+1 requests starts a
+//! remediation. Measured: from just before a new alert's request is sent
+//! to the moment the engine starts the remediation action ("running
+//! action", after the fresh detect, the incident and the attempt are
+//! committed), p50/p99.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,7 +71,9 @@ fn main() {
     unsafe { std::env::remove_var("RUST_BACKTRACE") };
     let rate = env("MEND_BENCH_RATE", 200);
     let secs = env("MEND_BENCH_SECS", 5);
-    let n = (rate * secs) as usize;
+    let repeats = env("MEND_BENCH_REPEATS", 0) as usize;
+    let requests_n = (rate * secs) as usize;
+    let n = requests_n.div_ceil(repeats + 1);
     let started = Started::default();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::filter::LevelFilter::WARN)
@@ -81,7 +86,11 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let state = tempfile::tempdir().unwrap();
+        // MEND_BENCH_DIR=/dev/shm shows what the disk's fsyncs cost.
+        let state = match std::env::var_os("MEND_BENCH_DIR") {
+            Some(d) => tempfile::tempdir_in(d).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
         let ctl = state.path().join("ctl");
         let plugins = state.path().join("plugins");
         std::fs::create_dir(&plugins).unwrap();
@@ -164,7 +173,9 @@ config = {{ file = "/ctl/c{i}", log = "/ctl/actions.log" }}
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let t0 = Instant::now();
         let mut requests = Vec::new();
-        for i in 0..n {
+        for r in 0..requests_n {
+            let i = r / (repeats + 1);
+            let first = r % (repeats + 1) == 0;
             tick.tick().await;
             let (url, sent) = (url.clone(), sent.clone());
             requests.push(tokio::task::spawn_blocking(move || {
@@ -181,7 +192,9 @@ config = {{ file = "/ctl/c{i}", log = "/ctl/actions.log" }}
                     .http_status_as_error(false)
                     .build()
                     .into();
-                sent.lock().unwrap().insert(format!("c{i}"), Instant::now());
+                if first {
+                    sent.lock().unwrap().insert(format!("c{i}"), Instant::now());
+                }
                 let resp = agent
                     .post(&url)
                     .header("Authorization", "Bearer bench")
@@ -211,8 +224,7 @@ config = {{ file = "/ctl/c{i}", log = "/ctl/actions.log" }}
         lat.sort();
         let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
         println!(
-            "alertmanager webhook → action started: {} requests at {rate}/s (offered over {:.2}s), {} actions started",
-            n,
+            "alertmanager webhook → action started: {requests_n} requests at {rate}/s (offered over {:.2}s), {n} new alerts, {} actions started",
             offered.as_secs_f64(),
             lat.len()
         );

@@ -251,7 +251,12 @@ impl Engine {
         if d.decision != Decision::Remediate {
             return Ok(Err((None, d.reason)));
         }
-        d.reason = format!("manual heal requested by {source}: {}", d.reason);
+        // The trigger did not fire: the evidence is the reason.
+        let codes: BTreeSet<&str> = evidence.iter().map(|f| f.code.as_str()).collect();
+        d.reason = format!(
+            "manual heal requested by {source}: {}",
+            codes.into_iter().collect::<Vec<_>>().join(", ")
+        );
         let id = self.open(policy, &d, dry_run)?;
         let run = Ladder {
             incident: id,

@@ -244,6 +244,13 @@ impl Metrics {
         }
     }
 
+    /// Forgets every check's status and health series (a reload may have
+    /// removed checks; the new engine's first runs fill them again).
+    pub fn forget_checks(&self) {
+        self.check_status.clear();
+        self.check_health.clear();
+    }
+
     /// A detector call that returned (successfully or not).
     pub fn detect(&self, check: &str, plugin: &str, took: Option<Duration>, fuel: Option<u64>) {
         if let Some(t) = took {

@@ -186,6 +186,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             }
         };
         engine.adopt_state(&old);
+        parts.metrics.forget_checks();
         if engine.config().api.listen != old.config().api.listen {
             tracing::warn!("[api] listen changed: it takes effect when mend restarts");
         }

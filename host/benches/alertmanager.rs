@@ -173,11 +173,17 @@ config = {{ file = "/ctl/c{i}", log = "/ctl/actions.log" }}
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let t0 = Instant::now();
         let mut requests = Vec::new();
+        // One client with a connection pool, as Alertmanager keeps its
+        // connections alive.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
         for r in 0..requests_n {
             let i = r / (repeats + 1);
             let first = r % (repeats + 1) == 0;
             tick.tick().await;
-            let (url, sent) = (url.clone(), sent.clone());
+            let (url, sent, agent) = (url.clone(), sent.clone(), agent.clone());
             requests.push(tokio::task::spawn_blocking(move || {
                 let body = serde_json::json!({
                     "version": "4", "status": "firing",
@@ -188,10 +194,6 @@ config = {{ file = "/ctl/c{i}", log = "/ctl/actions.log" }}
                         "fingerprint": format!("f{i}"),
                     }],
                 });
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
                 if first {
                     sent.lock().unwrap().insert(format!("c{i}"), Instant::now());
                 }

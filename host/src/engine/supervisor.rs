@@ -121,9 +121,7 @@ async fn watchdog(engine: Arc<Engine>, mut shutdown: Shutdown) {
             let allowed = 2 * interval + slot.config.jitter(&engine.config.engine);
             let mut st = lock(&slot.state);
             let since = now.saturating_sub(st.last_run.unwrap_or(started));
-            // Stalled: well past anything a run may legitimately take.
-            let stall = allowed + slot.limits.deadline + STALL_GRACE;
-            if !st.remediating && since > stall.as_millis() as u64 {
+            if !st.remediating && is_stalled(since, allowed, slot.limits.deadline) {
                 stalled = Some(slot.config.name());
             }
             if st.remediating || st.reported_late {
@@ -163,6 +161,14 @@ async fn watchdog(engine: Arc<Engine>, mut shutdown: Shutdown) {
 /// How far past twice its interval plus its deadline a check task may be
 /// before it counts as stalled.
 const STALL_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether a check task that last finished a run `since_ms` ago is
+/// stalled: later than anything a run may legitimately take (twice the
+/// interval plus jitter, `allowed`; one plugin deadline; a grace).
+/// Remediations are not counted: their settle and backoff are on purpose.
+fn is_stalled(since_ms: u64, allowed: Duration, deadline: Duration) -> bool {
+    since_ms > (allowed + deadline + STALL_GRACE).as_millis() as u64
+}
 
 /// Prunes history past the retention period, hourly.
 async fn housekeeping(engine: Arc<Engine>, mut shutdown: Shutdown) {
@@ -211,5 +217,19 @@ impl LagSamples {
         v.sort();
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
         (at(0.5), at(0.99), self.total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_is_stalled_only_past_twice_its_interval_its_deadline_and_a_grace() {
+        let allowed = Duration::from_secs(60); // 2 × 30 s
+        let deadline = Duration::from_secs(5);
+        assert!(!is_stalled(60_000, allowed, deadline), "merely late");
+        assert!(!is_stalled(75_000, allowed, deadline), "within the grace");
+        assert!(is_stalled(75_001, allowed, deadline));
     }
 }

@@ -322,3 +322,17 @@ async fn the_engine_beats_a_heartbeat_while_its_checks_run() {
     let _ = &w.state;
     w.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_heartbeat_follows_a_shorter_watchdog_interval() {
+    let w = World::start("ok").await;
+    // systemd's WatchdogSec=500ms: beat every 250 ms.
+    w.engine.set_heartbeat_interval(Duration::from_millis(250));
+    let mut beats = w.engine.heartbeats();
+    tokio::time::sleep(Duration::from_secs(1)).await; // the current 1 s tick ends
+    let first = *beats.borrow_and_update();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = *beats.borrow_and_update();
+    assert!(later >= first + 7, "{first} → {later}");
+    w.stop().await;
+}

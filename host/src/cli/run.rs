@@ -114,6 +114,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             api = %engine.config().api.listen,
             "mend is running"
         );
+        if let Some(every) = notifier.heartbeat_interval() {
+            engine.set_heartbeat_interval(every);
+        }
         let (trigger, shutdown) = shutdown::channel();
         let beats = tokio::spawn(systemd::forward_heartbeats(
             engine.clone(),

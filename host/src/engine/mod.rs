@@ -79,6 +79,8 @@ pub struct Engine {
     heartbeat: tokio::sync::watch::Sender<u64>,
     /// Clock time of the last heartbeat.
     last_beat: AtomicU64,
+    /// How often the watchdog looks and beats (milliseconds).
+    beat_every_ms: AtomicU64,
 }
 
 /// One check: its config, resolved grants, and live state.
@@ -264,6 +266,7 @@ impl Engine {
             accepting: AtomicBool::new(false),
             heartbeat: tokio::sync::watch::Sender::new(0),
             last_beat: AtomicU64::new(0),
+            beat_every_ms: AtomicU64::new(1000),
         };
         for (name, why) in &engine.plugin_set().errors {
             tracing::error!(plugin = %name, "{why}");
@@ -307,6 +310,13 @@ impl Engine {
     /// once a second while no check task is stalled.
     pub fn heartbeats(&self) -> tokio::sync::watch::Receiver<u64> {
         self.heartbeat.subscribe()
+    }
+
+    /// Beats (and watchdog looks) every `every`, at most once a second,
+    /// at least every 10 ms: under systemd, half of `WatchdogSec`.
+    pub fn set_heartbeat_interval(&self, every: std::time::Duration) {
+        let ms = every.as_millis().clamp(10, 1000) as u64;
+        self.beat_every_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Clock time of the last heartbeat (0: none yet).

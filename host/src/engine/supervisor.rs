@@ -113,7 +113,11 @@ async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
 async fn watchdog(engine: Arc<Engine>, mut shutdown: Shutdown) {
     let started = engine.clock.now();
     let mut stalled_before = false;
-    while shutdown.sleep(Duration::from_secs(1)).await {
+    loop {
+        let tick = Duration::from_millis(engine.beat_every_ms.load(Ordering::Relaxed));
+        if !shutdown.sleep(tick).await {
+            break;
+        }
         let now = engine.clock.now();
         let mut stalled = None;
         for slot in &engine.checks {

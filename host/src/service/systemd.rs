@@ -25,14 +25,7 @@ impl Notifier {
             std::env::var("WATCHDOG_PID").ok().as_deref(),
         );
         if let Some(d) = watchdog {
-            if d < Duration::from_secs(2) {
-                tracing::warn!(
-                    watchdog = ?d,
-                    "WatchdogSec is under 2s; mend's heartbeat is once a second, so pings may be late"
-                );
-            } else {
-                tracing::info!(watchdog = ?d, "systemd watchdog enabled");
-            }
+            tracing::info!(watchdog = ?d, "systemd watchdog enabled");
         }
         Notifier { watchdog }
     }
@@ -70,6 +63,12 @@ impl Notifier {
 
     pub fn status(&self, status: &str) {
         self.send(&[NotifyState::Status(status)]);
+    }
+
+    /// How often the engine should beat: half of `WatchdogSec`, as
+    /// systemd recommends (the engine beats at least once a second).
+    pub fn heartbeat_interval(&self) -> Option<Duration> {
+        self.watchdog.map(|d| d / 2)
     }
 
     fn ping(&self) {

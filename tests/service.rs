@@ -415,10 +415,10 @@ fn api_refuses_changes_without_the_token_and_serves_reads() {
     }
     let metrics = m.get_text("/metrics");
     assert!(
-        metrics.contains("mend_check_status{check=\"app\",state=\"ok\"} 1"),
+        metrics.contains("mend_check_status{check=\"app\"} 0"),
         "{metrics}"
     );
-    assert!(metrics.contains("mend_detect_duration_seconds_count{check=\"app\"}"));
+    assert!(metrics.contains("mend_detect_duration_seconds_count{plugin=\"fixture-scripted\"}"));
     assert!(metrics.contains("mend_open_incidents 0"));
     let page = m.get_text("/");
     assert!(page.contains("<title>mend</title>"));

@@ -145,12 +145,8 @@ impl Engine {
         };
         match self.runtime.detect(&plugin, &req).await {
             Ok(report) => {
-                self.metrics.detect(
-                    name,
-                    plugin_name,
-                    Some(report.duration),
-                    Some(report.fuel_used),
-                );
+                self.metrics
+                    .detect(plugin_name, Some(report.duration), Some(report.fuel_used));
                 LastResult {
                     at,
                     status: super::worst(&report.value),

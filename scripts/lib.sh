@@ -71,5 +71,20 @@ ensure_services() {
         mkdir -p /var/lib/redis /var/log/redis
         redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" \
             --appendonly no --dir /var/lib/redis --logfile /var/log/redis/mend-tests.log
+# Headless Chromium, for the dashboard's end-to-end test (tests/dashboard.rs).
+# Not fatal: without it that test skips and says why.
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing chromium (for the dashboard test)"
+        if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 ||
+            { apt-get update >/dev/null 2>&1 &&
+                DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; }; }; then
+            echo "    could not install chromium; the dashboard test will skip" >&2
+        fi
+    else
+        echo "    chromium missing and not root with apt-get; the dashboard test will skip" >&2
     fi
 }

@@ -107,6 +107,10 @@ fn a_failing_call_exits_non_zero_with_one_line() {
             r#"{"mode": "loop"}"#,
             "--timeout",
             "100ms",
+            // Fuel enough that the deadline, not the fuel, ends the loop
+            // even on a fast machine (1e9 can run out within 100 ms).
+            "--fuel",
+            "1000000000000",
         ],
         state.path(),
     );

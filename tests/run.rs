@@ -34,6 +34,9 @@ plugins_dir = "plugins"
 state_dir = "."
 interval = "500ms"
 
+[api]
+listen = "off"
+
 [[check]]
 name = "app"
 plugin = "fixture-scripted"

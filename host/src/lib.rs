@@ -13,13 +13,19 @@
 //! - [`policy`]: pure policy logic (triggers, health, flapping, breakers...).
 //! - [`engine`]: the detect → diagnose → recover → verify loop.
 //! - [`store`]: the crash-safe incident store (SQLite).
+//! - [`metrics`]: Prometheus metrics the engine records.
+//! - [`service`]: systemd notify, signals, plugin hot reload.
+//! - [`api`]: the admin HTTP API, metrics endpoint and dashboard.
 //! - [`cli`]: the `mend` command line.
 
+pub mod api;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod engine;
+pub mod metrics;
 pub mod policy;
 pub mod runtime;
+pub mod service;
 pub mod store;

@@ -1,6 +1,8 @@
 //! The `mend` command line.
 
+mod admin;
 mod check_config;
+mod client;
 mod plugin;
 mod run;
 
@@ -34,7 +36,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the engine in the foreground until Ctrl-C or SIGTERM.
+    /// Run the engine in the foreground until Ctrl-C or SIGTERM (SIGHUP
+    /// reloads the config).
     Run {
         /// The config file.
         #[arg(long, short, default_value = "/etc/mend/mend.toml")]
@@ -48,12 +51,27 @@ enum Command {
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log);
+    // The API client needs no async runtime.
+    let command = match cli.command {
+        Command::Admin(cmd) => {
+            return match admin::run(cmd) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("mend: {}", one_line(&format!("{e:#}")));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        other => other,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,10 +83,11 @@ pub fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        match cli.command {
+        match command {
             Command::Run { config } => run::run(&config).await,
             Command::CheckConfig { file } => check_config::check_config(&file).await,
             Command::Plugin(cmd) => plugin::run(cmd).await,
+            Command::Admin(_) => unreachable!("handled above"),
         }
     });
     match result {

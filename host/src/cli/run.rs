@@ -1,4 +1,8 @@
-//! `mend run`: the engine in the foreground, until Ctrl-C or SIGTERM.
+//! `mend run`: the engine as a service, in the foreground. SIGTERM or
+//! Ctrl-C stops it (no new action starts; work in flight finishes within a
+//! grace period and is recorded either way); SIGHUP reloads the config
+//! (validated first: a bad one is logged and the running one stays).
+//! Under systemd it speaks the notify protocol (see `service::systemd`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,13 +11,38 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::config;
+use crate::config::{self, Config};
 use crate::engine::{Clock, Engine, shutdown};
+use crate::metrics::Metrics;
 use crate::runtime::{EngineSettings, Runtime, RuntimeConfig};
+use crate::service::signals::{Signal, Signals};
+use crate::service::systemd::{self, Notifier};
+use crate::service::{Current, plugin_watch};
 use crate::store::Store;
 
 /// How long in-flight actions get to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(30);
+
+/// What `run` needs to build engines, again on each reload.
+struct Parts {
+    runtime: Arc<Runtime>,
+    store: Arc<Store>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+}
+
+impl Parts {
+    async fn engine(&self, config: Config) -> anyhow::Result<Arc<Engine>> {
+        Engine::with_metrics(
+            config,
+            self.runtime.clone(),
+            self.store.clone(),
+            self.clock,
+            self.metrics.clone(),
+        )
+        .await
+    }
+}
 
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = match config::load(config_path) {
@@ -25,6 +54,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let mut signals = Signals::install().context("installing signal handlers")?;
     let state_dir = config
         .state_dir()
         .context("no state directory: set engine.state_dir or MEND_STATE_DIR")?;
@@ -38,7 +68,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         ..RuntimeConfig::default()
     })?);
     let clock = Clock::system();
-    let (store, recovery) = Store::open(&state_dir.join("mend.db"), clock.now())?;
+    let db = state_dir.join("mend.db");
+    let (store, recovery) = Store::open(&db, clock.now())?;
     if recovery.interrupted_attempts > 0 || recovery.open_incidents > 0 {
         tracing::warn!(
             interrupted_attempts = recovery.interrupted_attempts,
@@ -46,28 +77,127 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             "recovered from an unclean stop: interrupted attempts are marked, open incidents resume"
         );
     }
-    let engine = Engine::new(config, runtime, Arc::new(store), clock).await?;
-    tracing::info!(
-        checks = engine.config().checks.len(),
-        policies = engine.config().policies.len(),
-        plugins = engine.plugins().count(),
-        state_dir = %state_dir.display(),
-        dry_run = engine.config().engine.dry_run,
-        "mend is running"
-    );
+    let parts = Parts {
+        runtime,
+        store: Arc::new(store),
+        clock,
+        metrics: Arc::new(Metrics::new()),
+    };
+    let notifier = Notifier::from_env();
+    let mut engine = parts.engine(config).await?;
+    let current = Arc::new(Current::new(engine.clone()));
 
-    let (trigger, shutdown) = shutdown::channel();
-    let mut stop = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping: no new actions; letting work in flight finish");
-        trigger.fire();
-    });
-    tokio::select! {
-        _ = engine.run(shutdown) => {}
-        _ = async { stop.fired().await; tokio::time::sleep(GRACE).await } => {
-            tracing::error!("work in flight did not finish within {GRACE:?}; exiting anyway (it is recorded as interrupted)");
+    let api = match engine.config().api.listen_addr() {
+        Some(addr) => {
+            let reader = Store::open_read_only(&db)?;
+            let max_body = engine.config().api.max_body.0;
+            let (_, server) = crate::api::serve(addr, current.clone(), reader, max_body)
+                .await
+                .with_context(|| format!("starting the API on {addr} ([api] listen)"))?;
+            Some(server)
         }
+        None => None,
+    };
+    if engine.config().api.token().is_none() && api.is_some() {
+        tracing::warn!(
+            "no API token ([api] token or $MEND_API_TOKEN): endpoints that change something refuse"
+        );
+    }
+
+    loop {
+        tracing::info!(
+            checks = engine.config().checks.len(),
+            policies = engine.config().policies.len(),
+            plugins = engine.plugins().len(),
+            state_dir = %state_dir.display(),
+            dry_run = engine.config().engine.dry_run,
+            api = %engine.config().api.listen,
+            "mend is running"
+        );
+        if let Some(every) = notifier.heartbeat_interval() {
+            engine.set_heartbeat_interval(every);
+        }
+        let (trigger, shutdown) = shutdown::channel();
+        let beats = tokio::spawn(systemd::forward_heartbeats(
+            engine.clone(),
+            engine.heartbeats(),
+            notifier,
+        ));
+        let watcher = {
+            let (current, dir) = (current.clone(), engine.config().plugins_dir());
+            tokio::spawn(async move {
+                if let Err(e) = plugin_watch::watch(current, dir).await {
+                    tracing::error!("plugins will not be reloaded on change: {e:#}");
+                }
+            })
+        };
+        let mut task = {
+            let e = engine.clone();
+            tokio::spawn(async move { e.run(shutdown).await })
+        };
+
+        let next = loop {
+            tokio::select! {
+                _ = &mut task => break None, // a policy asked for a restart
+                sig = signals.next() => match sig {
+                    Signal::Stop => {
+                        tracing::info!("stopping: no new actions; letting work in flight finish");
+                        notifier.stopping();
+                        trigger.fire();
+                        if tokio::time::timeout(GRACE, &mut task).await.is_err() {
+                            let n = parts.store.interrupt_running(clock.now()).unwrap_or(0);
+                            tracing::error!(
+                                attempts = n,
+                                "work in flight did not finish within {GRACE:?}; exiting anyway (recorded as interrupted)"
+                            );
+                        }
+                        break None;
+                    }
+                    Signal::Reload => match validate(config_path, &parts).await {
+                        Err(e) => {
+                            parts.metrics.reload("config", false);
+                            tracing::error!("config reload refused; the running config stays: {e:#}");
+                        }
+                        Ok(new) => {
+                            tracing::info!("reloading: letting work in flight finish first");
+                            notifier.reloading();
+                            trigger.fire();
+                            // In-flight work is bounded by plugin deadlines.
+                            let _ = (&mut task).await;
+                            break Some(new);
+                        }
+                    },
+                },
+            }
+        };
+        beats.abort();
+        watcher.abort();
+        let Some(new) = next else { break };
+        // Built again now the old engine is stopped, so the new one reads
+        // the policy state (cooldowns, attempts, breakers) as it left it.
+        let old = engine.clone();
+        engine = match parts.engine(new).await {
+            Ok(e) => {
+                parts.metrics.reload("config", true);
+                tracing::info!("config reloaded");
+                e
+            }
+            Err(e) => {
+                parts.metrics.reload("config", false);
+                tracing::error!("config reload failed; going on with the previous config: {e:#}");
+                parts.engine(old.config().clone()).await?
+            }
+        };
+        engine.adopt_state(&old);
+        parts.metrics.forget_checks();
+        if engine.config().api.listen != old.config().api.listen {
+            tracing::warn!("[api] listen changed: it takes effect when mend restarts");
+        }
+        current.set(engine.clone());
+    }
+
+    if let Some(api) = api {
+        api.abort();
     }
     match engine.exit_code() {
         Some(code) => {
@@ -81,16 +211,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+/// Loads the config again and builds an engine from it (then drops it):
+/// everything a reload could trip over, checked while the old engine runs.
+async fn validate(path: &Path, parts: &Parts) -> anyhow::Result<Config> {
+    let config = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    parts.engine(config.clone()).await?;
+    Ok(config)
 }

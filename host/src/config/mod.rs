@@ -6,6 +6,7 @@
 //! validates everything that can be checked without running plugins, and
 //! reports all problems at once; `mend check-config` adds the plugin checks.
 
+pub mod api;
 pub mod env;
 pub mod error;
 mod validate;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use self::api::ApiConfig;
 use self::error::Reporter;
 pub use self::error::{ConfigError, ConfigErrors};
 pub(crate) use self::validate::dependency_graph;
@@ -45,6 +47,7 @@ pub struct Config {
     pub commands: BTreeMap<String, CommandDef>,
     pub checks: Vec<CheckConfig>,
     pub policies: Vec<PolicyConfig>,
+    pub api: ApiConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +63,8 @@ struct ConfigFile {
     checks: Vec<CheckConfig>,
     #[serde(default, rename = "policy")]
     policies: Vec<PolicyConfig>,
+    #[serde(default)]
+    api: ApiConfig,
 }
 
 /// `[engine]`.
@@ -579,9 +584,11 @@ pub fn parse(
         commands: raw.commands,
         checks: raw.checks,
         policies: raw.policies,
+        api: raw.api,
     };
     config.anchor_grants();
     validate::validate(&config, &mut report);
+    api::validate(&config, &mut report);
     if report.errors.is_empty() {
         Ok(config)
     } else {

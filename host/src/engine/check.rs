@@ -25,6 +25,9 @@ pub(super) struct CheckState {
     pub reported_late: bool,
     /// Why this check's policies are held (a dependency is the root cause).
     pub held_by: Vec<String>,
+    /// When the check's current run of warn/fail results began (for the
+    /// time-to-detect metric).
+    pub bad_since: Option<Millis>,
 }
 
 /// The most recent result of a check.
@@ -125,12 +128,14 @@ impl Engine {
             fuel_used: None,
             duration_us: None,
         };
-        if let Some(why) = self.plugin_errors.get(plugin_name) {
-            return error(why.clone(), "not-loaded");
+        let set = self.plugin_set();
+        if let Some(why) = set.error(plugin_name) {
+            return error(why.to_string(), "not-loaded");
         }
-        let Some(plugin) = self.plugins.get(plugin_name) else {
+        let Some(plugin) = set.plugins.get(plugin_name).cloned() else {
             return error(format!("plugin {plugin_name} is not loaded"), "not-loaded");
         };
+        drop(set);
         let _permit = self.bulkhead.acquire().await;
         let req = Request {
             check: name,
@@ -138,14 +143,18 @@ impl Engine {
             grants: &slot.grants,
             limits: slot.limits,
         };
-        match self.runtime.detect(plugin, &req).await {
-            Ok(report) => LastResult {
-                at,
-                status: super::worst(&report.value),
-                findings: report.value,
-                fuel_used: Some(report.fuel_used),
-                duration_us: Some(report.duration.as_micros() as u64),
-            },
+        match self.runtime.detect(&plugin, &req).await {
+            Ok(report) => {
+                self.metrics
+                    .detect(plugin_name, Some(report.duration), Some(report.fuel_used));
+                LastResult {
+                    at,
+                    status: super::worst(&report.value),
+                    findings: report.value,
+                    fuel_used: Some(report.fuel_used),
+                    duration_us: Some(report.duration.as_micros() as u64),
+                }
+            }
             Err(e) => {
                 tracing::warn!(check = name, plugin = plugin_name, kind = e.kind(), "{e}");
                 error(e.to_string(), e.kind())
@@ -163,11 +172,18 @@ impl Engine {
             let obs = observation(result.status);
             let health = st.health.observe(obs, &slot.config.health());
             st.flap.record(obs, &slot.config.flap);
+            st.bad_since = match result.status {
+                Status::Warn | Status::Fail => st.bad_since.or(Some(result.at)),
+                Status::Ok => None,
+                Status::Unknown => st.bad_since,
+            };
             st.last = Some(result.clone());
             st.last_run = Some(self.clock.now());
             st.reported_late = false;
             (before != (health, Some(result.status)), health)
         };
+        self.metrics
+            .check(slot.config.name(), result.status, health);
         if changed {
             tracing::info!(
                 check = slot.config.name(),

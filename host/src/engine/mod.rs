@@ -15,27 +15,33 @@
 
 mod check;
 pub mod clock;
+mod control;
 mod diagnose;
+mod plugins;
 mod remedy;
 pub mod shutdown;
 mod supervisor;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::sync::Semaphore;
 
 pub use self::check::{CheckSnapshot, LastResult};
 pub use self::clock::Clock;
+pub use self::control::{ControlError, HealOutcome, Pause, PolicyHeal};
 pub use self::diagnose::{Decision, Diagnosis};
+pub use self::plugins::{PluginReload, PluginSet};
 pub use self::remedy::EXIT_HEAVY_HEAL;
 pub use self::shutdown::Shutdown;
 
 use self::check::CheckState;
 use crate::capabilities::ResolvedGrants;
 use crate::config::{CheckConfig, Config, PolicyConfig, StepConfig};
-use crate::contract::{Finding, Role, Status};
+use crate::contract::{Finding, Status};
+use crate::metrics::Metrics;
 use crate::policy::Millis;
 use crate::policy::breaker::{Breaker, BreakerConfig};
 use crate::policy::budget::AttemptWindow;
@@ -48,9 +54,10 @@ pub struct Engine {
     config: Config,
     runtime: Arc<Runtime>,
     store: Arc<Store>,
-    plugins: HashMap<String, Arc<Plugin>>,
-    /// Why a plugin named in the config is not usable.
-    plugin_errors: HashMap<String, String>,
+    /// The loaded plugins and why others are not usable; swapped whole
+    /// when the plugins directory changes (calls in flight keep the
+    /// `Arc<Plugin>` they started with).
+    plugins: RwLock<Arc<PluginSet>>,
     checks: Vec<CheckSlot>,
     policies: Vec<PolicySlot>,
     /// Check name → the checks it depends on.
@@ -62,6 +69,18 @@ pub struct Engine {
     exit_requested: tokio::sync::Notify,
     /// Recent schedule lag samples, for the benchmark and metrics.
     lag: Mutex<supervisor::LagSamples>,
+    metrics: Arc<Metrics>,
+    /// Operator pause (maintenance for every policy); kept in the store.
+    pause: Mutex<Option<Pause>>,
+    /// Whether check tasks are running and take commands.
+    accepting: AtomicBool,
+    /// Bumped by the engine's own watchdog each second while no check task
+    /// is stalled: the source of systemd's `WATCHDOG=1`.
+    heartbeat: tokio::sync::watch::Sender<u64>,
+    /// Clock time of the last heartbeat.
+    last_beat: AtomicU64,
+    /// How often the watchdog looks and beats (milliseconds).
+    beat_every_ms: AtomicU64,
 }
 
 /// One check: its config, resolved grants, and live state.
@@ -73,6 +92,10 @@ struct CheckSlot {
     /// Indices of the policies that watch this check.
     policies: Vec<usize>,
     state: Mutex<CheckState>,
+    /// Operator commands (run now, heal), handled by the check's own task
+    /// between runs, so one task alone ever acts for a check.
+    commands: Mutex<VecDeque<control::Command>>,
+    wake: tokio::sync::Notify,
 }
 
 /// One policy, resolved for use.
@@ -130,34 +153,37 @@ impl Engine {
         store: Arc<Store>,
         clock: Clock,
     ) -> anyhow::Result<Arc<Engine>> {
+        Self::with_metrics(config, runtime, store, clock, Arc::new(Metrics::new())).await
+    }
+
+    /// Like [`Engine::new`], recording into `metrics` (which outlive a
+    /// config reload).
+    pub async fn with_metrics(
+        config: Config,
+        runtime: Arc<Runtime>,
+        store: Arc<Store>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Engine>> {
         let dir = config.plugins_dir();
-        let (plugins, mut plugin_errors) = match runtime.load_dir(&dir).await {
-            Ok(loaded) => (loaded.plugins, loaded.errors),
+        let loaded = match runtime.load_dir(&dir).await {
+            Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!(dir = %dir.display(), "cannot read the plugins directory: {e}");
                 Default::default()
             }
         };
+        let plugin_set = PluginSet::resolve(&config, loaded);
         let base_limits = config.limits();
         let backends = config.backends()?;
 
         let mut checks = Vec::new();
         for c in &config.checks {
-            let grants = c.grants.resolve_with(&backends)?;
+            let grants = c
+                .grants
+                .resolve_with(&backends)
+                .map_err(|e| anyhow::anyhow!("check {}: {e:#}", c.name()))?;
             let limits = c.limits.over_for(base_limits, &grants);
-            let plugin = c.plugin.get_ref();
-            match plugins.get(plugin) {
-                Some(p) if !p.manifest().has_role(Role::Detector) => {
-                    plugin_errors
-                        .insert(plugin.clone(), format!("plugin {plugin} is not a detector"));
-                }
-                Some(_) => {}
-                None => {
-                    plugin_errors
-                        .entry(plugin.clone())
-                        .or_insert_with(|| format!("plugin {plugin} is not loaded (no such plugin in the plugins directory)"));
-                }
-            }
             checks.push(CheckSlot {
                 config: c.clone(),
                 grants,
@@ -165,6 +191,8 @@ impl Engine {
                 limits,
                 policies: Vec::new(),
                 state: Mutex::new(CheckState::default()),
+                commands: Mutex::new(VecDeque::new()),
+                wake: tokio::sync::Notify::new(),
             });
         }
 
@@ -221,25 +249,82 @@ impl Engine {
             });
         }
 
+        let pause = control::load_pause(&store);
+        metrics.set_paused(pause.is_some());
         let engine = Engine {
             dependencies: crate::config::dependency_graph(&config.checks),
             bulkhead: Semaphore::new(config.engine.max_concurrent as usize),
             config,
             runtime,
             store,
-            plugins,
-            plugin_errors,
+            plugins: RwLock::new(Arc::new(plugin_set)),
             checks,
             policies,
             clock,
             exit_code: Mutex::new(None),
             exit_requested: tokio::sync::Notify::new(),
             lag: Mutex::new(supervisor::LagSamples::default()),
+            metrics,
+            pause: Mutex::new(pause),
+            accepting: AtomicBool::new(false),
+            heartbeat: tokio::sync::watch::Sender::new(0),
+            last_beat: AtomicU64::new(0),
+            beat_every_ms: AtomicU64::new(1000),
         };
-        for (name, why) in &engine.plugin_errors {
+        for (name, why) in &engine.plugin_set().errors {
             tracing::error!(plugin = %name, "{why}");
         }
         Ok(Arc::new(engine))
+    }
+
+    /// Takes over the live state (health, flapping, last result) of the
+    /// checks `old` also had, by name: a config reload does not reset what
+    /// mend knows about unchanged checks. Call before [`Engine::run`].
+    pub fn adopt_state(&self, old: &Engine) {
+        for slot in &self.checks {
+            if let Some(prev) = old.checks.iter().find(|c| {
+                c.config.name() == slot.config.name() && c.config.plugin == slot.config.plugin
+            }) {
+                let mut st = std::mem::take(&mut *lock(&prev.state));
+                st.remediating = false;
+                st.reported_late = false;
+                *lock(&slot.state) = st;
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The plugins in use now, and why others are not usable.
+    pub fn plugin_set(&self) -> Arc<PluginSet> {
+        self.plugins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Heartbeats of the engine's own watchdog: the value changes about
+    /// once a second while no check task is stalled.
+    pub fn heartbeats(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.heartbeat.subscribe()
+    }
+
+    /// Beats (and watchdog looks) every `every`, at most once a second,
+    /// at least every 10 ms: under systemd, half of `WatchdogSec`.
+    pub fn set_heartbeat_interval(&self, every: std::time::Duration) {
+        let ms = every.as_millis().clamp(10, 1000) as u64;
+        self.beat_every_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Clock time of the last heartbeat (0: none yet).
+    pub fn last_heartbeat(&self) -> crate::policy::Millis {
+        self.last_beat.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &Config {
@@ -254,14 +339,14 @@ impl Engine {
         self.clock
     }
 
-    /// The loaded plugins, by name.
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
-        self.plugins.values()
+    /// The loaded plugins.
+    pub fn plugins(&self) -> Vec<Arc<Plugin>> {
+        self.plugin_set().plugins.values().cloned().collect()
     }
 
     /// Plugins that are named in the config but cannot be used, and why.
-    pub fn plugin_errors(&self) -> &HashMap<String, String> {
-        &self.plugin_errors
+    pub fn plugin_errors(&self) -> HashMap<String, String> {
+        self.plugin_set().errors.clone()
     }
 
     /// A snapshot of every check's state.

@@ -10,7 +10,10 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
+use tokio::sync::oneshot;
+
 use super::check::LastResult;
+use super::control::{HealOutcome, PolicyHeal};
 use super::diagnose::{Decision, Diagnosis};
 use super::shutdown::Shutdown;
 use super::{Engine, PolicySlot, lock};
@@ -67,6 +70,7 @@ impl Engine {
                     self.close(
                         policy,
                         inc.id,
+                        inc.opened_at,
                         IncidentState::Recovered,
                         "the check is healthy again",
                     )?;
@@ -133,12 +137,12 @@ impl Engine {
                 Ok(())
             }
             Decision::Escalate => {
-                let id = self.open(policy, &diagnosis)?;
+                let id = self.open(policy, &diagnosis, self.dry_run(policy))?;
                 self.escalate(policy, id, &evidence, &diagnosis.reason)
                     .await
             }
             Decision::Remediate => {
-                let id = self.open(policy, &diagnosis)?;
+                let id = self.open(policy, &diagnosis, self.dry_run(policy))?;
                 let run = Ladder {
                     incident: id,
                     opened_at: self.clock.now(),
@@ -150,11 +154,133 @@ impl Engine {
         }
     }
 
+    /// A manual heal of check `idx` on `result` (a fresh detect): each of
+    /// its policies opens an incident and walks its ladder now. The trigger
+    /// and cooldown are skipped (an operator asked); pause, maintenance,
+    /// flapping, root cause, breakers and attempt caps are not. `reply`
+    /// learns the decisions before any action runs.
+    pub(super) async fn heal_now(
+        &self,
+        idx: usize,
+        result: &LastResult,
+        dry_run: bool,
+        source: &str,
+        reply: oneshot::Sender<HealOutcome>,
+        shutdown: &Shutdown,
+    ) {
+        let check = &self.checks[idx];
+        let mut decisions = Vec::new();
+        let mut ladders = Vec::new();
+        for &pi in &check.policies {
+            let policy = &self.policies[pi];
+            let dry_run = dry_run || self.dry_run(policy);
+            let mut heal = PolicyHeal {
+                policy: policy.config.name().to_string(),
+                started: false,
+                incident: None,
+                dry_run,
+                reason: String::new(),
+            };
+            match self.start_manual(policy, result, dry_run, source) {
+                Ok(Ok((run, evidence, reason))) => {
+                    heal.started = true;
+                    heal.incident = Some(run.incident);
+                    heal.reason = reason;
+                    ladders.push((policy, run, evidence));
+                }
+                Ok(Err((incident, reason))) => {
+                    tracing::info!(
+                        policy = policy.config.name(),
+                        source,
+                        "manual heal not started: {reason}"
+                    );
+                    heal.incident = incident;
+                    heal.reason = reason;
+                }
+                Err(e) => {
+                    tracing::error!(policy = policy.config.name(), "manual heal: {e:#}");
+                    heal.reason = format!("{e:#}");
+                }
+            }
+            decisions.push(heal);
+        }
+        let _ = reply.send(HealOutcome {
+            check: check.config.name().to_string(),
+            result: result.clone(),
+            policies: decisions,
+        });
+        for (policy, run, evidence) in ladders {
+            if let Err(e) = self.run_ladder(policy, run, evidence, shutdown).await {
+                tracing::error!(policy = policy.config.name(), "{e:#}");
+            }
+        }
+    }
+
+    /// Opens the incident of a manual heal, or says why not (with the
+    /// incident already open, if that is why).
+    #[allow(clippy::type_complexity)]
+    fn start_manual(
+        &self,
+        policy: &PolicySlot,
+        result: &LastResult,
+        dry_run: bool,
+        source: &str,
+    ) -> anyhow::Result<Result<(Ladder, Vec<Finding>, String), (Option<i64>, String)>> {
+        if let Some(inc) = self.store.open_incident_for(policy.config.name())? {
+            return Ok(Err((
+                Some(inc.id),
+                format!(
+                    "incident {} is already open ({})",
+                    inc.id,
+                    inc.state.as_str()
+                ),
+            )));
+        }
+        let evidence = self.matching(policy, &result.findings);
+        if evidence.is_empty() {
+            return Ok(Err((
+                None,
+                format!(
+                    "nothing to heal: no finding matches the policy (the check says {:?})",
+                    result.status
+                )
+                .to_lowercase(),
+            )));
+        }
+        let mut d = self.diagnose(policy, evidence.clone(), true);
+        if d.decision != Decision::Remediate {
+            return Ok(Err((None, d.reason)));
+        }
+        // The trigger did not fire: the evidence is the reason.
+        let codes: BTreeSet<&str> = evidence.iter().map(|f| f.code.as_str()).collect();
+        d.reason = format!(
+            "manual heal requested by {source}: {}",
+            codes.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        let id = self.open(policy, &d, dry_run)?;
+        let run = Ladder {
+            incident: id,
+            opened_at: self.clock.now(),
+            dry_run,
+            done: BTreeSet::new(),
+        };
+        Ok(Ok((run, evidence, d.reason)))
+    }
+
+    /// Counts an attempt's outcome in the metrics.
+    fn count(&self, policy: &PolicySlot, step: &str, outcome: AttemptOutcome) {
+        self.metrics
+            .attempt(policy.config.name(), step, outcome.as_str());
+    }
+
     /// Why no action may run for this policy right now (pause,
     /// maintenance), if so.
     pub(super) fn held_off(&self, policy: &PolicySlot) -> Option<String> {
         if policy.config.paused {
             return Some("the policy is paused".into());
+        }
+        if let Some(p) = self.paused() {
+            return Some(format!("mend is paused: {}", p.reason));
         }
         let now = self.clock.now();
         policy
@@ -169,15 +295,21 @@ impl Engine {
         self.config.engine.dry_run || policy.config.dry_run
     }
 
-    fn open(&self, policy: &PolicySlot, d: &Diagnosis) -> anyhow::Result<i64> {
+    fn open(&self, policy: &PolicySlot, d: &Diagnosis, dry_run: bool) -> anyhow::Result<i64> {
+        let now = self.clock.now();
         let id = self.store.open_incident(&NewIncident {
             policy: policy.config.name(),
             check: &d.check,
-            opened_at: self.clock.now(),
+            opened_at: now,
             root_cause: &d.root_cause,
             diagnosis: &serde_json::to_value(d)?,
-            dry_run: self.dry_run(policy),
+            dry_run,
         })?;
+        let bad_since = lock(&self.checks[policy.check].state).bad_since;
+        self.metrics.opened(
+            policy.config.name(),
+            bad_since.map(|b| now.saturating_sub(b)),
+        );
         tracing::warn!(
             incident = id,
             check = %d.check,
@@ -193,11 +325,17 @@ impl Engine {
         &self,
         policy: &PolicySlot,
         id: i64,
+        opened_at: u64,
         state: IncidentState,
         note: &str,
     ) -> anyhow::Result<()> {
         let now = self.clock.now();
         self.store.close_incident(id, state, now, note)?;
+        self.metrics.closed(
+            policy.config.name(),
+            state.as_str(),
+            now.saturating_sub(opened_at),
+        );
         let mut st = lock(&policy.state);
         st.last_closed = Some(now);
         st.trigger.reset();
@@ -267,6 +405,7 @@ impl Engine {
                     .allows(now, policy.config.max_attempts, window);
             // Skipping a step is recorded like any attempt.
             let skip = |outcome: AttemptOutcome, detail: serde_json::Value| {
+                self.count(policy, &step.name, outcome);
                 self.store
                     .note_attempt(incident, si as u32, &step.name, outcome, &detail, now)
             };
@@ -279,7 +418,7 @@ impl Engine {
                 skip(AttemptOutcome::Skipped, json!({"reason": note}))?;
                 return self.escalate(policy, incident, &evidence, &note).await;
             }
-            let Some(plugin) = self.plugins.get(&step.action) else {
+            let Some(plugin) = self.plugin_set().plugins.get(&step.action).cloned() else {
                 let note = format!("action plugin {} is not loaded", step.action);
                 skip(AttemptOutcome::Failed, json!({"error": note}))?;
                 continue;
@@ -313,11 +452,12 @@ impl Engine {
             };
             let result = {
                 let _permit = self.bulkhead.acquire().await;
-                self.runtime.remedy(plugin, &req, &evidence, dry_run).await
+                self.runtime.remedy(&plugin, &req, &evidence, dry_run).await
             };
             let report = match result {
                 Err(e) => {
                     tracing::error!(incident, action = %step.action, kind = e.kind(), "{e}");
+                    self.count(policy, &step.name, AttemptOutcome::Failed);
                     self.store.finish_attempt(
                         attempt,
                         AttemptOutcome::Failed,
@@ -341,7 +481,9 @@ impl Engine {
                 Ok(r) => r,
             };
             let duration_ms = report.duration.as_millis() as u64;
+            self.metrics.fuel(&step.action, report.fuel_used);
             if dry_run {
+                self.count(policy, &step.name, AttemptOutcome::Planned);
                 self.store.finish_attempt(
                     attempt,
                     AttemptOutcome::Planned,
@@ -353,6 +495,7 @@ impl Engine {
                 return self.close(
                     policy,
                     incident,
+                    opened_at,
                     IncidentState::Planned,
                     "dry-run: plan recorded, nothing changed",
                 );
@@ -360,6 +503,7 @@ impl Engine {
 
             // Verify after the settle delay.
             if !shutdown.sleep(step.settle).await {
+                self.count(policy, &step.name, AttemptOutcome::Interrupted);
                 self.store.finish_attempt(
                     attempt,
                     AttemptOutcome::Interrupted,
@@ -387,6 +531,7 @@ impl Engine {
             } else {
                 AttemptOutcome::NotHealed
             };
+            self.count(policy, &step.name, outcome);
             self.store.finish_attempt(
                 attempt,
                 outcome,
@@ -400,6 +545,7 @@ impl Engine {
                 return self.close(
                     policy,
                     incident,
+                    opened_at,
                     IncidentState::Healed,
                     &format!("healed by {}", step.name),
                 );
@@ -457,6 +603,7 @@ impl Engine {
             b.record(healed, now, &policy.breaker);
             *b
         };
+        self.metrics.breaker(check, step, &breaker.state);
         self.store.save_breaker(check, step, &breaker)?;
         self.store
             .record_step_result(code, step, healed, now.saturating_sub(opened_at))
@@ -475,6 +622,7 @@ impl Engine {
         if !self.store.escalate_incident(incident, now, note)? {
             return Ok(());
         }
+        self.metrics.escalated(policy.config.name());
         tracing::error!(
             incident,
             policy = policy.config.name(),
@@ -489,7 +637,8 @@ impl Engine {
                 self.dry_run(policy),
                 now,
             )?;
-            let detail = match self.plugins.get(&step.action) {
+            let plugin = self.plugin_set().plugins.get(&step.action).cloned();
+            let detail = match plugin {
                 None => {
                     json!({"error": format!("escalation plugin {} is not loaded", step.action)})
                 }
@@ -503,7 +652,7 @@ impl Engine {
                     let _permit = self.bulkhead.acquire().await;
                     match self
                         .runtime
-                        .remedy(plugin, &req, evidence, self.dry_run(policy))
+                        .remedy(&plugin, &req, evidence, self.dry_run(policy))
                         .await
                     {
                         Ok(r) => json!({"outcome": r.value, "note": note}),
@@ -515,6 +664,7 @@ impl Engine {
                 }
             };
             let took = self.clock.now().saturating_sub(now);
+            self.count(policy, &step.name, AttemptOutcome::Escalation);
             self.store.finish_attempt(
                 attempt,
                 AttemptOutcome::Escalation,

@@ -1,10 +1,13 @@
 //! mend's own liveness. The status-page incident was a poller that died
 //! silently; mend must not. Every check task is supervised and restarted if
 //! it panics, and a watchdog records any check that missed twice its
-//! interval. Housekeeping (history retention) runs here too.
+//! interval. The same watchdog beats a heartbeat (systemd's `WATCHDOG=1`)
+//! only while no check task is stalled, so a wedged engine is restarted
+//! from outside. Housekeeping (history retention) runs here too.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -25,12 +28,24 @@ pub(super) async fn run(engine: Arc<Engine>, mut external: Shutdown) {
     }
     tasks.spawn(watchdog(engine.clone(), shutdown.clone()));
     tasks.spawn(housekeeping(engine.clone(), shutdown.clone()));
+    engine.accepting.store(true, Ordering::Release);
+    // Every check is scheduled: the first heartbeat says so.
+    beat(&engine);
     tokio::select! {
         _ = external.fired() => {}
         _ = engine.exit_requested.notified() => {}
     }
+    engine.accepting.store(false, Ordering::Release);
     trigger.fire();
     while tasks.join_next().await.is_some() {}
+    engine.drop_commands();
+}
+
+fn beat(engine: &Engine) {
+    engine
+        .last_beat
+        .store(engine.clock.now(), Ordering::Relaxed);
+    engine.heartbeat.send_modify(|n| *n += 1);
 }
 
 /// Keeps check `idx` running: a panic is logged and the task restarted.
@@ -65,6 +80,15 @@ async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
+            _ = slot.wake.notified() => {
+                // Operator commands, between scheduled runs.
+                while !shutdown.is_fired()
+                    && let Some(cmd) = engine.next_command(idx)
+                {
+                    Box::pin(engine.handle(idx, cmd, &shutdown)).await;
+                }
+                continue;
+            }
             _ = shutdown.fired() => return,
         }
         lock(&engine.lag).push(Instant::now().saturating_duration_since(due));
@@ -73,6 +97,9 @@ async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
         // thousands of checks.
         let result = Box::pin(engine.detect(idx)).await;
         engine.observe(idx, &result);
+        if shutdown.is_fired() {
+            return; // no new incident while stopping
+        }
         lock(&slot.state).remediating = true;
         Box::pin(engine.evaluate(idx, &result, &shutdown)).await;
         lock(&slot.state).remediating = false;
@@ -85,16 +112,25 @@ async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
 /// past its deadline, a starved runtime, a bug).
 async fn watchdog(engine: Arc<Engine>, mut shutdown: Shutdown) {
     let started = engine.clock.now();
-    while shutdown.sleep(Duration::from_secs(1)).await {
+    let mut stalled_before = false;
+    loop {
+        let tick = Duration::from_millis(engine.beat_every_ms.load(Ordering::Relaxed));
+        if !shutdown.sleep(tick).await {
+            break;
+        }
         let now = engine.clock.now();
+        let mut stalled = None;
         for slot in &engine.checks {
             let interval = slot.config.interval(&engine.config.engine);
             let allowed = 2 * interval + slot.config.jitter(&engine.config.engine);
             let mut st = lock(&slot.state);
+            let since = now.saturating_sub(st.last_run.unwrap_or(started));
+            if !st.remediating && is_stalled(since, allowed, slot.limits.deadline) {
+                stalled = Some(slot.config.name());
+            }
             if st.remediating || st.reported_late {
                 continue;
             }
-            let since = now.saturating_sub(st.last_run.unwrap_or(started));
             if since > allowed.as_millis() as u64 {
                 st.reported_late = true;
                 drop(st);
@@ -114,7 +150,28 @@ async fn watchdog(engine: Arc<Engine>, mut shutdown: Shutdown) {
                 }
             }
         }
+        match stalled {
+            None => beat(&engine),
+            Some(check) if !stalled_before => tracing::error!(
+                check,
+                "watchdog: check task stalled; withholding the heartbeat so the supervisor restarts mend"
+            ),
+            Some(_) => {}
+        }
+        stalled_before = stalled.is_some();
     }
+}
+
+/// How far past twice its interval plus its deadline a check task may be
+/// before it counts as stalled.
+const STALL_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether a check task that last finished a run `since_ms` ago is
+/// stalled: later than anything a run may legitimately take (twice the
+/// interval plus jitter, `allowed`; one plugin deadline; a grace).
+/// Remediations are not counted: their settle and backoff are on purpose.
+fn is_stalled(since_ms: u64, allowed: Duration, deadline: Duration) -> bool {
+    since_ms > (allowed + deadline + STALL_GRACE).as_millis() as u64
 }
 
 /// Prunes history past the retention period, hourly.
@@ -164,5 +221,19 @@ impl LagSamples {
         v.sort();
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
         (at(0.5), at(0.99), self.total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_is_stalled_only_past_twice_its_interval_its_deadline_and_a_grace() {
+        let allowed = Duration::from_secs(60); // 2 × 30 s
+        let deadline = Duration::from_secs(5);
+        assert!(!is_stalled(60_000, allowed, deadline), "merely late");
+        assert!(!is_stalled(75_000, allowed, deadline), "within the grace");
+        assert!(is_stalled(75_001, allowed, deadline));
     }
 }

@@ -355,6 +355,27 @@ impl Store {
         Ok(Some(inc))
     }
 
+    /// How many incidents are open.
+    pub fn open_incident_count(&self) -> anyhow::Result<usize> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
+    /// Marks attempts still `running` as `interrupted` (mend is exiting
+    /// before they finished); returns how many.
+    pub fn interrupt_running(&self, now: Millis) -> anyhow::Result<usize> {
+        Ok(self.conn().execute(
+            "UPDATE attempts SET outcome = 'interrupted', finished_at = ?1,
+                 detail = json_object('note', 'mend stopped before this attempt finished')
+             WHERE outcome = 'running'",
+            [now as i64],
+        )?)
+    }
+
     /// Incidents, newest first, with their attempts.
     pub fn incidents(&self, open_only: bool, limit: usize) -> anyhow::Result<Vec<Incident>> {
         let ids: Vec<i64> = {

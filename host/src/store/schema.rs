@@ -63,6 +63,11 @@ const MIGRATIONS: &[&str] = &[
         at         INTEGER NOT NULL,
         late_ms    INTEGER NOT NULL
     );",
+    // 2: operator flags (the pause), kept across restarts.
+    "CREATE TABLE flags (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -1,0 +1,29 @@
+//! `GET /api/v1/plugins`: the plugins in use (which version, which file,
+//! which hash) and the files or names that are not usable, and why; the
+//! way to see that a replaced plugin file was picked up.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::AppState;
+
+pub(super) async fn list(State(s): AppState) -> Json<Value> {
+    let set = s.current.get().plugin_set();
+    let mut plugins: Vec<Value> = set
+        .plugins
+        .values()
+        .map(|p| {
+            json!({
+                "name": p.name(),
+                "version": p.manifest().version,
+                "sha256": p.sha256(),
+                "file": p.source().map(|f| f.display().to_string()),
+                "detector": p.is_detector(),
+                "action": p.is_action(),
+            })
+        })
+        .collect();
+    plugins.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Json(json!({ "plugins": plugins, "errors": set.errors }))
+}

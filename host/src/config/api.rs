@@ -1,0 +1,123 @@
+//! `[api]`: the admin HTTP API, and `[[api.alert]]`, which maps
+//! Alertmanager alerts to checks. Kept in its own file so the API's
+//! settings evolve apart from the engine's.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Config;
+use super::error::Reporter;
+use super::values::Bytes;
+
+/// The environment variable read for the API token when `[api] token` is
+/// not set.
+pub const TOKEN_ENV: &str = "MEND_API_TOKEN";
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where the API listens; `"off"` disables it.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Bearer token for the endpoints that change something. Default:
+    /// `$MEND_API_TOKEN`. Without one, those endpoints refuse.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Largest request body accepted.
+    #[serde(default = "default_max_body")]
+    pub max_body: Bytes,
+    /// Alertmanager alerts that ask for a heal.
+    #[serde(default, rename = "alert")]
+    pub alerts: Vec<AlertRule>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_listen(),
+            token: None,
+            max_body: default_max_body(),
+            alerts: Vec::new(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9770".into()
+}
+fn default_max_body() -> Bytes {
+    Bytes(1 << 20)
+}
+
+/// `[[api.alert]]`: an alert whose `alertname` (and labels, if given)
+/// match asks for a heal of `check`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    pub alertname: String,
+    /// Labels the alert must carry, with these values.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub check: Spanned<String>,
+    /// Plan only.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl AlertRule {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.get("alertname") == Some(&self.alertname)
+            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+impl ApiConfig {
+    /// The listen address, or `None` when the API is off.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        match self.listen.as_str() {
+            "off" | "" => None,
+            s => s.parse().ok(),
+        }
+    }
+
+    /// The token: `token` from the config, else `$MEND_API_TOKEN`.
+    pub fn token(&self) -> Option<String> {
+        self.token
+            .clone()
+            .or_else(|| std::env::var(TOKEN_ENV).ok())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
+    let api = &c.api;
+    if !matches!(api.listen.as_str(), "off" | "") && api.listen.parse::<SocketAddr>().is_err() {
+        r.at(
+            None,
+            "api.listen",
+            format!(
+                "`{}` is not an address: write e.g. \"127.0.0.1:9770\", or \"off\"",
+                api.listen
+            ),
+        );
+    }
+    if api.max_body.0 == 0 {
+        r.at(None, "api.max_body", "must be more than 0");
+    }
+    for (i, rule) in api.alerts.iter().enumerate() {
+        if c.check(rule.check.get_ref()).is_none() {
+            r.at(
+                Some(rule.check.span()),
+                format!("api.alert[{i}].check"),
+                format!("no check named `{}`", rule.check.get_ref()),
+            );
+        }
+        if rule.alertname.is_empty() {
+            r.at(None, format!("api.alert[{i}].alertname"), "is empty");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Operator control: run a check now, heal it by hand, pause and resume.
+//!
+//! Commands go to the check's own task, which handles them between runs:
+//! one task alone ever acts for a check, so a manual heal can never race
+//! the schedule into two ladders for one policy. A pause is kept in the
+//! store, so it survives a restart or reload: maintenance that silently
+//! ends when mend restarts would be a trap.
+
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::check::LastResult;
+use super::shutdown::Shutdown;
+use super::{Engine, lock};
+use crate::policy::Millis;
+use crate::store::Store;
+
+/// Commands queued per check beyond this are refused.
+const MAX_QUEUED: usize = 64;
+
+const PAUSE_FLAG: &str = "pause";
+
+pub(super) enum Command {
+    Run(oneshot::Sender<LastResult>),
+    Heal {
+        dry_run: bool,
+        source: String,
+        reply: oneshot::Sender<HealOutcome>,
+    },
+}
+
+/// What a manual heal did.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealOutcome {
+    pub check: String,
+    /// The fresh detect the heal was decided on.
+    pub result: LastResult,
+    /// One entry per policy of the check.
+    pub policies: Vec<PolicyHeal>,
+}
+
+impl HealOutcome {
+    /// Whether any policy started its ladder.
+    pub fn started(&self) -> bool {
+        self.policies.iter().any(|p| p.started)
+    }
+}
+
+/// What one policy did about a manual heal.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyHeal {
+    pub policy: String,
+    /// The ladder started (the incident is open and its first step runs).
+    pub started: bool,
+    /// The incident opened, or the one already open.
+    pub incident: Option<i64>,
+    pub dry_run: bool,
+    /// Why it started or not.
+    pub reason: String,
+}
+
+/// mend is paused: checks run, no action starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub since: Millis,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no check named `{0}`")]
+    UnknownCheck(String),
+    #[error("mend is stopping or reloading; try again")]
+    NotRunning,
+    #[error("check `{0}` has {MAX_QUEUED} commands waiting; try again later")]
+    Busy(String),
+}
+
+pub(super) fn load_pause(store: &Store) -> Option<Pause> {
+    match store.flag(PAUSE_FLAG) {
+        Ok(v) => v.and_then(|s| serde_json::from_str(&s).ok()),
+        Err(e) => {
+            tracing::error!("reading the pause flag: {e:#}");
+            None
+        }
+    }
+}
+
+impl Engine {
+    /// Asks check `check` to run its detector now (between scheduled runs;
+    /// the schedule is unchanged). The receiver gets the result.
+    pub fn request_run(&self, check: &str) -> Result<oneshot::Receiver<LastResult>, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(check, Command::Run(tx))?;
+        Ok(rx)
+    }
+
+    /// Asks for a manual heal of `check`: a fresh detect, then each of its
+    /// policies runs its ladder (with its breakers, attempt caps, pause and
+    /// maintenance; not its trigger or cooldown). The receiver gets the
+    /// decision as soon as the ladders start; they go on in the check's
+    /// task. `source` is recorded in the diagnosis (e.g. `api`).
+    pub fn request_heal(
+        &self,
+        check: &str,
+        dry_run: bool,
+        source: &str,
+    ) -> Result<oneshot::Receiver<HealOutcome>, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(
+            check,
+            Command::Heal {
+                dry_run,
+                source: source.to_string(),
+                reply: tx,
+            },
+        )?;
+        Ok(rx)
+    }
+
+    fn enqueue(&self, check: &str, cmd: Command) -> Result<(), ControlError> {
+        let slot = self
+            .checks
+            .iter()
+            .find(|c| c.config.name() == check)
+            .ok_or_else(|| ControlError::UnknownCheck(check.to_string()))?;
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(ControlError::NotRunning);
+        }
+        {
+            let mut q = lock(&slot.commands);
+            if q.len() >= MAX_QUEUED {
+                return Err(ControlError::Busy(check.to_string()));
+            }
+            q.push_back(cmd);
+        }
+        slot.wake.notify_one();
+        Ok(())
+    }
+
+    /// The next command for check `idx`, if any.
+    pub(super) fn next_command(&self, idx: usize) -> Option<Command> {
+        lock(&self.checks[idx].commands).pop_front()
+    }
+
+    /// Drops every queued command (their senders close, so callers learn
+    /// mend stopped).
+    pub(super) fn drop_commands(&self) {
+        for slot in &self.checks {
+            lock(&slot.commands).clear();
+        }
+    }
+
+    /// The current pause, if any.
+    pub fn paused(&self) -> Option<Pause> {
+        lock(&self.pause).clone()
+    }
+
+    /// Pauses every policy: checks keep running and recording, no action
+    /// starts (a ladder in progress stops before its next step). Kept in
+    /// the store until [`Engine::resume`].
+    pub fn pause(&self, reason: &str) -> anyhow::Result<Pause> {
+        let mut cur = lock(&self.pause);
+        if let Some(p) = &*cur {
+            return Ok(p.clone());
+        }
+        let p = Pause {
+            since: self.clock.now(),
+            reason: reason.to_string(),
+        };
+        self.store
+            .set_flag(PAUSE_FLAG, Some(&serde_json::to_string(&p)?))?;
+        *cur = Some(p.clone());
+        self.metrics.set_paused(true);
+        tracing::warn!(reason, "paused: no action will start until resumed");
+        Ok(p)
+    }
+
+    /// Ends a pause; returns the pause that ended, if there was one.
+    /// Incidents left open resume on their check's next run.
+    pub fn resume(&self) -> anyhow::Result<Option<Pause>> {
+        let mut cur = lock(&self.pause);
+        self.store.set_flag(PAUSE_FLAG, None)?;
+        let was = cur.take();
+        self.metrics.set_paused(false);
+        if was.is_some() {
+            tracing::warn!("resumed: actions may run again");
+        }
+        Ok(was)
+    }
+}
+
+impl Engine {
+    /// Handles one command in check `idx`'s task.
+    pub(super) async fn handle(&self, idx: usize, cmd: Command, shutdown: &Shutdown) {
+        let slot = &self.checks[idx];
+        let result = Box::pin(self.detect(idx)).await;
+        self.observe(idx, &result);
+        lock(&slot.state).remediating = true;
+        match cmd {
+            Command::Run(reply) => {
+                let _ = reply.send(result.clone());
+                // A run is a run: its policies see the result.
+                if !shutdown.is_fired() {
+                    Box::pin(self.evaluate(idx, &result, shutdown)).await;
+                }
+            }
+            Command::Heal {
+                dry_run,
+                source,
+                reply,
+            } => {
+                Box::pin(self.heal_now(idx, &result, dry_run, &source, reply, shutdown)).await;
+            }
+        }
+        lock(&slot.state).remediating = false;
+    }
+}

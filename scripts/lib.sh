@@ -71,7 +71,10 @@ ensure_services() {
         mkdir -p /var/lib/redis /var/log/redis
         redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" \
             --appendonly no --dir /var/lib/redis --logfile /var/log/redis/mend-tests.log
-# Headless Chromium, for the dashboard's end-to-end test (tests/dashboard.rs).
+    fi
+}
+
+# Headless Chromium, for the dashboard's end-to-end test (tests/service.rs).
 # Not fatal: without it that test skips and says why.
 ensure_chromium() {
     if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then

@@ -542,7 +542,7 @@ impl Mend {
         std::fs::write(
             &config,
             format!(
-                "[engine]\nplugins_dir = \"plugins\"\nstate_dir = \".\"\ninterval = \"500ms\"\n{config_body}"
+                "[engine]\nplugins_dir = \"plugins\"\nstate_dir = \".\"\ninterval = \"500ms\"\n\n[api]\nlisten = \"off\"\n{config_body}"
             ),
         )
         .unwrap();

@@ -16,10 +16,27 @@ fn layout() -> (tempfile::TempDir, PathBuf) {
     std::fs::create_dir(&examples).unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     for e in std::fs::read_dir(repo).unwrap().flatten() {
-        std::fs::copy(e.path(), examples.join(e.file_name())).unwrap();
+        let to = examples.join(e.file_name());
+        std::fs::copy(e.path(), &to).unwrap();
+        // Tests run side by side: the admin API's fixed port stays free.
+        if to.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&to).unwrap();
+            std::fs::write(
+                &to,
+                text.replace("listen = \"127.0.0.1:9770\"", "listen = \"off\""),
+            )
+            .unwrap();
+        }
     }
     let demo = root.path().join("target/demo");
-    for d in ["plugins", "scratch", "state"] {
+    for d in [
+        "plugins",
+        "scratch",
+        "state",
+        "status",
+        "webapp/logs",
+        "webapp/run",
+    ] {
         std::fs::create_dir_all(demo.join(d)).unwrap();
     }
     for p in artifacts::PLUGINS {
@@ -63,7 +80,7 @@ fn check_config_lists_every_problem() {
         .replace("plugin = \"disk-cleanup\"", "plugin = \"disk-cleaner\"")
         .replace(
             "name = \"delete-old-logs\"\naction = \"disk-cleanup\"",
-            "name = \"delete-old-logs\"\naction = \"stale-file\"",
+            "name = \"delete-old-logs\"\naction = \"http-probe\"",
         )
         .replace(
             "mode = \"rw\" }] }\nconfig = { path = \"/scratch\", patterns = [\"**/*.dat\"]",
@@ -78,7 +95,7 @@ fn check_config_lists_every_problem() {
         "{text}"
     );
     assert!(
-        text.contains("policy[0].step[0].action: plugin `stale-file` is not an action"),
+        text.contains("policy[0].step[0].action: plugin `http-probe` is not an action"),
         "{text}"
     );
     assert!(
@@ -150,4 +167,183 @@ fn the_quickstart_cleans_its_scratch_directory() {
         "only what was needed went"
     );
     assert!(!scratch.join("app-00.log").exists(), "oldest first");
+}
+
+/// The status-page incident, end to end through `mend run`: the data file
+/// goes stale, mend runs the `restart-poller` command (the example's
+/// stand-in poller, which rewrites the file), verifies the file is fresh,
+/// and records the incident as healed.
+#[test]
+fn the_status_page_example_restarts_its_poller() {
+    let (root, examples) = layout();
+    let data = root.path().join("target/demo/status/status.json");
+    std::fs::write(&data, "{\"services\":{}}").unwrap();
+    let f = std::fs::File::options().write(true).open(&data).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(3 * 3600))
+        .unwrap();
+    drop(f);
+
+    // Other tests run mend at the same time: no admin API on a fixed port.
+    let config = examples.join("status-page.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[api]\nlisten = \"off\"\n");
+    std::fs::write(&config, text).unwrap();
+    let mut child = mend()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = root.path().join("target/demo/state/mend.db");
+    let start = Instant::now();
+    let closed = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("mend exited early: {status:?}");
+        }
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("no closed incident in time");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(store) = Store::open_read_only(&db) else {
+            continue;
+        };
+        if let Some(i) = store
+            .incidents(false, 10)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|i| i.state != IncidentState::Open)
+        {
+            break i;
+        }
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    assert_eq!(closed.state, IncidentState::Healed, "{closed:#?}");
+    assert_eq!(closed.policy, "restart-poller");
+    assert_eq!(closed.attempts.len(), 1, "{closed:#?}");
+    assert_eq!(closed.attempts[0].action, "restart-poller");
+    assert_eq!(closed.attempts[0].outcome, AttemptOutcome::Healed);
+    // The poller, not mend, rewrote the file.
+    let text = std::fs::read_to_string(&data).unwrap();
+    assert!(text.contains("\"api\":\"operational\""), "{text}");
+    let age = SystemTime::now()
+        .duration_since(std::fs::metadata(&data).unwrap().modified().unwrap())
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(600), "still stale: {age:?}");
+}
+
+/// `check-config` checks a plugin's needs against its grants, not its own
+/// config table. So call every check's detector and every step's action
+/// (in dry-run) with the example's own config and grants, and none may
+/// answer bad-config: a key renamed in a plugin breaks this test, not a
+/// user's first run. The connections keep their names but point at a port
+/// nothing listens on, so no real server is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_config_table_is_accepted_by_its_plugin() {
+    use mend::capabilities::{Backends, ConnectionDef};
+    use mend::runtime::{Limits, PluginError, Request, Runtime, RuntimeConfig};
+
+    let (root, examples) = layout();
+    let runtime = Runtime::new(RuntimeConfig {
+        state_dir: Some(root.path().join("runtime-state")),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let mut plugins = std::collections::BTreeMap::new();
+    for p in artifacts::PLUGINS {
+        let plugin = runtime.load_file(Path::new(p)).await.unwrap();
+        plugins.insert(plugin.name().to_string(), plugin);
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let mut calls = 0;
+    for e in std::fs::read_dir(&examples).unwrap().flatten() {
+        if e.path().extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let config = mend::config::load(&e.path()).unwrap();
+        let mut defs = String::new();
+        for (name, def) in &config.connections {
+            let url = match def {
+                ConnectionDef::Postgres(_) => {
+                    format!("postgres://postgres@127.0.0.1:{closed}/none")
+                }
+                ConnectionDef::Redis(_) => format!("redis://127.0.0.1:{closed}/0"),
+            };
+            let kind = match def {
+                ConnectionDef::Postgres(_) => "postgres",
+                ConnectionDef::Redis(_) => "redis",
+            };
+            defs.push_str(&format!(
+                "[connections.{name}]\nkind = \"{kind}\"\nurl = \"{url}\"\ntimeout = \"1s\"\n"
+            ));
+        }
+        // Dry-run never runs a command; these only have to exist.
+        for name in config.commands.keys() {
+            defs.push_str(&format!("[commands.{name}]\nargv = [\"/bin/false\"]\n"));
+        }
+        let backends = Backends::from_toml(&defs).unwrap();
+        let file = e.path().display().to_string();
+
+        let check = |what: String, r: Result<(), PluginError>| {
+            if let Err(err @ PluginError::BadConfig { .. }) = r {
+                panic!("{file}: {what}: {err}");
+            }
+        };
+        for c in &config.checks {
+            let plugin = &plugins[c.plugin.get_ref()];
+            let grants = c.grants.resolve_with(&backends).unwrap();
+            let json = serde_json::to_value(&c.config).unwrap();
+            let r = runtime
+                .detect(
+                    plugin,
+                    &Request {
+                        check: c.name.get_ref(),
+                        config: &json,
+                        grants: &grants,
+                        limits: Limits::default(),
+                    },
+                )
+                .await;
+            check(format!("check {}", c.name.get_ref()), r.map(|_| ()));
+            calls += 1;
+        }
+        for p in &config.policies {
+            for s in p.steps.iter().chain(p.escalate.as_ref()) {
+                let plugin = &plugins[s.action.get_ref()];
+                let grants = s.grants.resolve_with(&backends).unwrap();
+                let json = serde_json::to_value(&s.config).unwrap();
+                let r = runtime
+                    .remedy(
+                        plugin,
+                        &Request {
+                            check: p.check.get_ref(),
+                            config: &json,
+                            grants: &grants,
+                            limits: Limits::default(),
+                        },
+                        &[],
+                        true,
+                    )
+                    .await;
+                check(
+                    format!("policy {} step {}", p.name.get_ref(), s.name()),
+                    r.map(|_| ()),
+                );
+                calls += 1;
+            }
+        }
+    }
+    assert!(calls >= 20, "only {calls} plugin calls");
 }

@@ -526,6 +526,9 @@ plugins_dir = "plugins"
 state_dir = "."
 interval = "300ms"
 
+[api]
+listen = "off"
+
 [connections.db]
 kind = "postgres"
 url = "{url} application_name=mend"
@@ -640,6 +643,9 @@ async fn mend_run_terminates_leaked_sessions_and_the_incident_heals() {
 plugins_dir = "plugins"
 state_dir = "."
 interval = "300ms"
+
+[api]
+listen = "off"
 
 [connections.db]
 kind = "postgres"

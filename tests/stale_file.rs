@@ -27,7 +27,7 @@ async fn describes_itself() {
     let p = load(artifacts::STALE_FILE).await;
     let m = p.manifest();
     assert_eq!(m.name, "stale-file");
-    assert_eq!(m.roles.len(), 1);
+    assert!(m.has_role(Role::Detector) && m.has_role(Role::Action));
     let needs = m.needs(Role::Detector).unwrap();
     assert_eq!(needs.dirs.len(), 1);
     assert_eq!(needs.dirs[0].path, "*");

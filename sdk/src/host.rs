@@ -364,7 +364,9 @@ pub mod redis {
 
 /// Host errors that start with `denied` are refusals; the rest failures.
 fn classify(message: String) -> crate::Error {
-    if message.starts_with("denied") {
+    if let Some(why) = message.strip_prefix("denied: ") {
+        crate::Error::Denied(why.to_string())
+    } else if message.starts_with("denied") {
         crate::Error::Denied(message)
     } else {
         crate::Error::Failed(message)

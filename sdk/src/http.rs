@@ -223,9 +223,9 @@ impl Request {
 
 fn http_error(url: &str, e: ErrorCode) -> Error {
     match e {
-        ErrorCode::HttpRequestDenied => Error::Denied(format!(
-            "denied: {url} is not in this plugin's `urls` grant"
-        )),
+        ErrorCode::HttpRequestDenied => {
+            Error::Denied(format!("{url} is not in this plugin's `urls` grant"))
+        }
         other => Error::Failed(format!("{url}: {other:?}")),
     }
 }

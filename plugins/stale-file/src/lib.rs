@@ -14,11 +14,20 @@
 //!
 //! With several files, each problem file gets its own finding and the
 //! fresh ones are folded into one `file.fresh` finding (when all are fresh).
+//!
+//! The action restarts whatever refreshes the file: an operator-defined
+//! command (`command = "restart-poller"`, under `[commands]`) or a restart
+//! endpoint (`restart_url`, POSTed). It does not touch the file itself:
+//! touching would hide the fault, and only a working poller makes the data
+//! fresh. mend then re-runs the detector to verify; a poller that restarted
+//! but still writes nothing shows as not healed.
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use mend_sdk::host::clock;
-use mend_sdk::{Access, Context, Detector, Error, Finding, Needs, Plugin, Result, Status};
+use mend_sdk::host::{clock, exec};
+use mend_sdk::{
+    Access, Action, Context, Detector, Error, Finding, Needs, Outcome, Plugin, Result, Status,
+};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +44,57 @@ pub struct Config {
     /// Older than this (but not `max_age`) is `warn`.
     #[serde(default)]
     pub warn_age: Option<mend_sdk::Duration>,
+}
+
+/// The action's config: exactly one of `command` and `restart_url`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    /// A command defined under `[commands]`, run by name.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// An endpoint that restarts the poller, POSTed with an empty body.
+    #[serde(default)]
+    pub restart_url: Option<String>,
+    /// Bounds the POST (connecting, first byte, each gap). The command's
+    /// own `timeout` is set under `[commands]`.
+    #[serde(default = "default_timeout")]
+    pub timeout: mend_sdk::Duration,
+}
+
+fn default_timeout() -> mend_sdk::Duration {
+    mend_sdk::Duration(Duration::from_secs(3))
+}
+
+/// How the poller is restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restart {
+    Command(String),
+    Url(String),
+}
+
+impl RestartConfig {
+    pub fn restart(&self) -> Result<Restart> {
+        match (&self.command, &self.restart_url) {
+            (Some(c), None) if !c.is_empty() => Ok(Restart::Command(c.clone())),
+            (None, Some(u)) => {
+                let lower = u.to_ascii_lowercase();
+                if lower.starts_with("http://") || lower.starts_with("https://") {
+                    Ok(Restart::Url(u.clone()))
+                } else {
+                    Err(Error::bad_config(format!(
+                        "`restart_url`: `{u}` is not an http:// or https:// URL"
+                    )))
+                }
+            }
+            (Some(_), Some(_)) => Err(Error::bad_config(
+                "set `command` or `restart_url`, not both",
+            )),
+            _ => Err(Error::bad_config(
+                "set `command` (a name under [commands]) or `restart_url`",
+            )),
+        }
+    }
 }
 
 pub struct StaleFile;
@@ -152,4 +212,117 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-mend_sdk::export!(StaleFile: Detector);
+impl Action for StaleFile {
+    type Config = RestartConfig;
+
+    /// Either a command or a URL, chosen by the config, so neither can be
+    /// required up front; the host still runs only what is granted.
+    fn remedy_needs() -> Needs {
+        Needs::new()
+    }
+
+    fn remedy(
+        _cx: &Context,
+        c: RestartConfig,
+        findings: &[Finding],
+        dry_run: bool,
+    ) -> Result<Outcome> {
+        let restart = c.restart()?;
+        let stale: Vec<&str> = findings
+            .iter()
+            .filter(|f| f.status != Status::Ok)
+            .filter_map(|f| f.get_label("path"))
+            .collect();
+        let why = if stale.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} not refreshed)", stale.join(", "))
+        };
+        let mut out = Outcome::new();
+        match restart {
+            Restart::Command(name) if dry_run => {
+                out.step(format!("would run command `{name}`{why}"));
+                Ok(out.message(format!("would restart the poller with `{name}`")))
+            }
+            Restart::Url(url) if dry_run => {
+                out.step(format!("would POST {url}{why}"));
+                Ok(out.message(format!("would restart the poller via {url}")))
+            }
+            Restart::Command(name) => {
+                // The host's errors name the command already.
+                let o = exec::run(&name).map_err(|e| match e {
+                    Error::Denied(m) => {
+                        Error::Denied(m.strip_prefix("denied: ").unwrap_or(&m).to_string())
+                    }
+                    other => other,
+                })?;
+                if !o.success() {
+                    return Err(Error::failed(format!("command `{name}` {}", o.describe())));
+                }
+                out.step(format!("ran command `{name}`{why}: {}", o.describe()));
+                Ok(out
+                    .changed()
+                    .message(format!("restarted the poller with `{name}`")))
+            }
+            Restart::Url(url) => {
+                let r = mend_sdk::http::post(&url)
+                    .timeout(c.timeout.0)
+                    .send()
+                    .map_err(|e| match e {
+                        Error::Denied(m) => {
+                            Error::Denied(m.strip_prefix("denied: ").unwrap_or(&m).to_string())
+                        }
+                        other => {
+                            let m = other.to_string();
+                            let m = m.strip_prefix(&format!("{url}: ")).unwrap_or(&m);
+                            Error::failed(format!("POST {url}: {m}"))
+                        }
+                    })?;
+                if !r.is_success() {
+                    return Err(Error::failed(format!(
+                        "POST {url} answered {}: {}",
+                        r.status,
+                        r.text().chars().take(200).collect::<String>()
+                    )));
+                }
+                out.step(format!("POST {url}{why}: HTTP {}", r.status));
+                Ok(out
+                    .changed()
+                    .message(format!("restarted the poller via {url}")))
+            }
+        }
+    }
+}
+
+mend_sdk::export!(StaleFile: Detector, Action);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restart(json: &str) -> Result<Restart> {
+        serde_json::from_str::<RestartConfig>(json)
+            .unwrap()
+            .restart()
+    }
+
+    #[test]
+    fn the_action_takes_exactly_one_way_to_restart() {
+        assert_eq!(
+            restart(r#"{"command": "restart-poller"}"#).unwrap(),
+            Restart::Command("restart-poller".into())
+        );
+        assert_eq!(
+            restart(r#"{"restart_url": "http://127.0.0.1:9100/admin/restart"}"#).unwrap(),
+            Restart::Url("http://127.0.0.1:9100/admin/restart".into())
+        );
+        for bad in [
+            "{}",
+            r#"{"command": ""}"#,
+            r#"{"command": "x", "restart_url": "http://h/"}"#,
+            r#"{"restart_url": "ftp://h/"}"#,
+        ] {
+            assert!(matches!(restart(bad), Err(Error::BadConfig(_))), "{bad}");
+        }
+    }
+}

@@ -7,16 +7,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use common::process::{MendRun, incidents, wait_for};
 use common::redis::{Disposable, Prefix};
 use common::*;
 use mend::capabilities::fs::{DirGrant, Mode};
 use mend::capabilities::{Backends, Grants, ResolvedGrants};
 use mend::contract::{Finding, Status};
 use mend::runtime::PluginError;
-use mend::store::{AttemptOutcome, Incident, IncidentState, Store};
+use mend::store::{AttemptOutcome, Incident, IncidentState};
 use serde_json::{Value, json};
 
 /// Grants the Redis connection `cache` at `url`, and `dirs`.
@@ -526,8 +526,10 @@ async fn the_file_cache_loses_corrupt_and_expired_entries_only() {
 
 // ---- End to end: the real `mend run` binary, real Redis, the store. ----
 
+/// `mend run` on a config (with the cache-heal plugin) in its own state
+/// directory.
 struct Mend {
-    child: Child,
+    run: MendRun,
     state: tempfile::TempDir,
 }
 
@@ -546,64 +548,23 @@ impl Mend {
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_mend"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("MEND_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting mend run");
-        Mend { child, state }
+        Mend {
+            run: MendRun::start(&config),
+            state,
+        }
     }
 
     fn incidents(&self) -> Vec<Incident> {
-        let path = self.state.path().join("mend.db");
-        if !path.exists() {
-            return Vec::new();
-        }
-        match Store::open_read_only(&path) {
-            Ok(store) => store.incidents(false, 100).unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
+        incidents(&self.state.path().join("mend.db"))
     }
 
     fn incident(&self, policy: &str) -> Option<Incident> {
         self.incidents().into_iter().find(|i| i.policy == policy)
     }
 
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(status.success(), "mend exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("mend did not stop within 20 s of SIGTERM");
+    fn stop(self) {
+        self.run.stop();
     }
-}
-
-impl Drop for Mend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

@@ -18,14 +18,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::postgres::{self, ScratchDb, ScratchRole, Server};
+use common::process::{MendRun, incidents, wait_for};
 use common::*;
 use mend::capabilities::{Backends, Grants, ResolvedGrants};
 use mend::contract::{Finding, Status};
-use mend::store::{AttemptOutcome, Incident, IncidentState, Store};
+use mend::store::{AttemptOutcome, IncidentState, Store};
 use serde_json::json;
 
 fn grants(url: &str) -> ResolvedGrants {
@@ -463,36 +463,6 @@ async fn a_stopped_server_is_unreachable() {
 
 // ---- end to end through `mend run` ----
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// A `mend run` child, killed on drop.
-struct Mend(Child);
-
-impl Drop for Mend {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn incidents(db: &Path) -> Vec<Incident> {
-    if !db.exists() {
-        return Vec::new();
-    }
-    Store::open_read_only(db)
-        .and_then(|s| s.incidents(false, 100))
-        .unwrap_or_default()
-}
-
 fn statuses(db: &Path) -> Vec<String> {
     if !db.exists() {
         return Vec::new();
@@ -565,16 +535,7 @@ config = {{ command = "start-db", start_limit_burst = 3, start_limit_interval = 
     )
     .unwrap();
     let store = state.path().join("mend.db");
-    let _mend = Mend(
-        Command::new(env!("CARGO_BIN_EXE_mend"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("MEND_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting mend run"),
-    );
+    let _mend = MendRun::start(&config);
 
     wait_for("the check to pass", Duration::from_secs(60), || {
         statuses(&store).iter().any(|s| s == "ok")
@@ -678,16 +639,7 @@ config = {{ connection = "db", application_name = "{leaky}", user = "{user}", ol
     )
     .unwrap();
     let store = state.path().join("mend.db");
-    let _mend = Mend(
-        Command::new(env!("CARGO_BIN_EXE_mend"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("MEND_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting mend run"),
-    );
+    let _mend = MendRun::start(&config);
 
     let healed = tokio::task::spawn_blocking(move || {
         wait_for("a healed incident", Duration::from_secs(120), || {

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mend::store::{AttemptOutcome, Incident, IncidentState, Store};
+mod common;
+
+use common::process::{self, wait_for};
+use mend::store::{AttemptOutcome, Incident, IncidentState};
 use mend_test_artifacts as artifacts;
 
 struct Setup {
@@ -85,25 +88,7 @@ fn start(s: &Setup) -> Child {
 
 /// The store of a (possibly running) mend, read-only.
 fn incidents(s: &Setup) -> Vec<Incident> {
-    let path = s.state.path().join("mend.db");
-    if !path.exists() {
-        return Vec::new();
-    }
-    match Store::open_read_only(&path) {
-        Ok(store) => store.incidents(false, 100).unwrap_or_default(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+    process::incidents(&s.state.path().join("mend.db"))
 }
 
 fn signal(child: &Child, sig: &str) {

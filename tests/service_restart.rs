@@ -269,3 +269,37 @@ async fn a_dry_run_runs_nothing_and_records_nothing() {
         "{err}"
     );
 }
+
+/// Two checks sharing a restart command can call at the same moment: the
+/// start limit still holds, because the history is checked and recorded in
+/// one atomic step (state compare-and-swap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_restarts_cannot_slip_past_the_start_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("restarts.log");
+    let g = grants(&[("restart-app", append_to(&log), "10s")]);
+    let config = json!({
+        "command": "restart-app",
+        "start_limit_burst": 2,
+        "start_limit_interval": "10m",
+    });
+    let host = Arc::new(Host::new(state.path()));
+    let plugin = Arc::new(host.load().await);
+    let calls: Vec<_> = (0..24)
+        .map(|_| {
+            let (host, plugin, g, config) =
+                (host.clone(), plugin.clone(), g.clone(), config.clone());
+            tokio::spawn(async move { host.restart(&plugin, config, &g, false).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert!(e.to_string().contains("start limit hit"), "{e}"),
+        }
+    }
+    assert_eq!(ok, 2, "exactly the burst may restart");
+    assert_eq!(runs(&log), 2, "the command ran exactly twice");
+}

@@ -62,6 +62,16 @@ pub mod state {
     pub fn delete(key: &str) -> Result<(), Error> {
         super::wit::state::delete(key).map_err(Error::Failed)
     }
+    /// Sets `key` to `value` only if it holds `expected` (`None`: absent),
+    /// atomically; `false` means another call changed it first: read and
+    /// try again. For counters and limits shared by concurrent calls.
+    pub fn compare_and_swap(
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, Error> {
+        super::wit::state::compare_and_swap(key, expected, value).map_err(super::classify)
+    }
     /// `get` for UTF-8 text.
     pub fn get_string(key: &str) -> Result<Option<String>, Error> {
         Ok(get(key)?.map(|v| String::from_utf8_lossy(&v).into_owned()))

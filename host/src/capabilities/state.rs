@@ -54,44 +54,32 @@ impl StateStore {
     }
 
     pub fn set(&self, plugin: &str, key: &str, value: &[u8]) -> Result<(), String> {
-        if key.is_empty() || key.len() > MAX_KEY {
-            return Err(format!("key must be 1..={MAX_KEY} bytes"));
-        }
-        if value.len() > MAX_VALUE {
-            return Err(format!(
-                "value of {} bytes exceeds {MAX_VALUE}",
-                value.len()
-            ));
-        }
         let conn = self.conn.lock().unwrap();
-        let exists: bool = conn
+        write(&conn, plugin, key, value)
+    }
+
+    /// Sets `key` to `value` if it holds `expected` (`None`: absent), in
+    /// one critical section: the check and the write hold the connection.
+    pub fn compare_and_swap(
+        &self,
+        plugin: &str,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, String> {
+        let conn = self.conn.lock().unwrap();
+        let current: Option<Vec<u8>> = conn
             .query_row(
-                "SELECT 1 FROM plugin_state WHERE plugin = ?1 AND key = ?2",
+                "SELECT value FROM plugin_state WHERE plugin = ?1 AND key = ?2",
                 params![plugin, key],
-                |_| Ok(()),
+                |r| r.get(0),
             )
             .optional()
-            .map_err(|e| e.to_string())?
-            .is_some();
-        if !exists {
-            let count: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM plugin_state WHERE plugin = ?1",
-                    params![plugin],
-                    |r| r.get(0),
-                )
-                .map_err(|e| e.to_string())?;
-            if count >= MAX_KEYS_PER_PLUGIN {
-                return Err(format!("plugin already holds {MAX_KEYS_PER_PLUGIN} keys"));
-            }
+            .map_err(|e| e.to_string())?;
+        if current.as_deref() != expected {
+            return Ok(false);
         }
-        conn.execute(
-            "INSERT INTO plugin_state (plugin, key, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value",
-            params![plugin, key, value],
-        )
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        write(&conn, plugin, key, value).map(|()| true)
     }
 
     pub fn delete(&self, plugin: &str, key: &str) -> Result<(), String> {
@@ -103,6 +91,47 @@ impl StateStore {
         .map(|_| ())
         .map_err(|e| e.to_string())
     }
+}
+
+/// Writes one key, within the size and count bounds.
+fn write(conn: &Connection, plugin: &str, key: &str, value: &[u8]) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY {
+        return Err(format!("key must be 1..={MAX_KEY} bytes"));
+    }
+    if value.len() > MAX_VALUE {
+        return Err(format!(
+            "value of {} bytes exceeds {MAX_VALUE}",
+            value.len()
+        ));
+    }
+    let exists: bool = conn
+        .query_row(
+            "SELECT 1 FROM plugin_state WHERE plugin = ?1 AND key = ?2",
+            params![plugin, key],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(|e| e.to_string())?
+        .is_some();
+    if !exists {
+        let count: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM plugin_state WHERE plugin = ?1",
+                params![plugin],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())?;
+        if count >= MAX_KEYS_PER_PLUGIN {
+            return Err(format!("plugin already holds {MAX_KEYS_PER_PLUGIN} keys"));
+        }
+    }
+    conn.execute(
+        "INSERT INTO plugin_state (plugin, key, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value",
+        params![plugin, key, value],
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 /// Per-call state of `mend:plugin/state`: the store, if granted.
@@ -128,6 +157,15 @@ impl state::Host for StateCap {
     }
     fn delete(&mut self, key: String) -> Result<(), String> {
         self.store()?.delete(&self.plugin, &key)
+    }
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<bool, String> {
+        self.store()?
+            .compare_and_swap(&self.plugin, &key, expected.as_deref(), &value)
     }
 }
 
@@ -163,6 +201,23 @@ mod tests {
         );
         s.delete("a", "k").unwrap();
         assert_eq!(s.get("a", "k").unwrap(), None);
+    }
+
+    #[test]
+    fn compare_and_swap_writes_only_over_the_expected_value() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&tmp.path().join("state.db")).unwrap();
+        assert!(s.compare_and_swap("a", "k", None, b"1").unwrap());
+        assert!(
+            !s.compare_and_swap("a", "k", None, b"2").unwrap(),
+            "no longer absent"
+        );
+        assert!(!s.compare_and_swap("a", "k", Some(b"0"), b"2").unwrap());
+        assert_eq!(s.get("a", "k").unwrap(), Some(b"1".to_vec()));
+        assert!(s.compare_and_swap("a", "k", Some(b"1"), b"2").unwrap());
+        assert_eq!(s.get("a", "k").unwrap(), Some(b"2".to_vec()));
+        // Each plugin's keys are its own.
+        assert!(s.compare_and_swap("b", "k", None, b"x").unwrap());
     }
 
     #[test]

@@ -111,6 +111,29 @@ pub fn format_stamps(stamps: &[u64]) -> String {
         .join("\n")
 }
 
+/// Attempts at an atomic update before giving up.
+const MAX_SWAPS: usize = 32;
+
+/// Removes one stamp `at` from the history (best effort).
+fn uncount(key: &str, at: u64) {
+    for _ in 0..MAX_SWAPS {
+        let Ok(raw) = state::get(key) else { return };
+        let mut stamps = raw
+            .as_deref()
+            .map(|b| parse_stamps(&String::from_utf8_lossy(b)))
+            .unwrap_or_default();
+        let Some(i) = stamps.iter().position(|s| *s == at) else {
+            return;
+        };
+        stamps.remove(i);
+        if let Ok(true) =
+            state::compare_and_swap(key, raw.as_deref(), format_stamps(&stamps).as_bytes())
+        {
+            return;
+        }
+    }
+}
+
 fn state_key(command: &str) -> String {
     format!("starts/{command}")
 }
@@ -151,7 +174,7 @@ impl Action for ServiceRestart {
             .map_err(|e| Error::failed(format!("reading restart history of `{}`: {e}", c.command)))?
             .map(|s| parse_stamps(&s))
             .unwrap_or_default();
-        let mut recent = limit.recent(&stored, now);
+        let recent = limit.recent(&stored, now);
         let verdict = limit.check(&recent, now);
         let usage = |n: usize| {
             if limit.burst == 0 {
@@ -184,26 +207,49 @@ impl Action for ServiceRestart {
             });
         }
 
-        if let Verdict::Refused { wait, .. } = verdict {
+        // Check and record in one atomic step, so concurrent calls (two
+        // checks sharing a command) cannot both slip under the limit; and
+        // record before running: a restart cut short by mend's own death
+        // still counts.
+        let mut recent = Vec::new();
+        let mut recorded = false;
+        for _ in 0..MAX_SWAPS {
+            let raw = state::get(&key).map_err(|e| {
+                Error::failed(format!("reading restart history of `{}`: {e}", c.command))
+            })?;
+            let stored = raw
+                .as_deref()
+                .map(|b| parse_stamps(&String::from_utf8_lossy(b)))
+                .unwrap_or_default();
+            recent = limit.recent(&stored, now);
+            if let Verdict::Refused { wait, .. } = limit.check(&recent, now) {
+                return Err(Error::failed(format!(
+                    "start limit hit: {} (`{}` not run; next allowed in {})",
+                    limit.describe(),
+                    c.command,
+                    seconds(wait)
+                )));
+            }
+            recent.push(now);
+            if state::compare_and_swap(&key, raw.as_deref(), format_stamps(&recent).as_bytes())
+                .map_err(|e| Error::failed(format!("recording restart of `{}`: {e}", c.command)))?
+            {
+                recorded = true;
+                break;
+            }
+        }
+        if !recorded {
             return Err(Error::failed(format!(
-                "start limit hit: {} (`{}` not run; next allowed in {})",
-                limit.describe(),
-                c.command,
-                seconds(wait)
+                "recording restart of `{}`: the history kept changing under concurrent calls",
+                c.command
             )));
         }
-
-        // Record first: a restart interrupted by mend's own death counts.
-        let before = recent.clone();
-        recent.push(now);
-        state::set(&key, format_stamps(&recent).as_bytes())
-            .map_err(|e| Error::failed(format!("recording restart of `{}`: {e}", c.command)))?;
         let output = match exec::run(&c.command) {
             Ok(o) => o,
             Err(e) => {
                 // It never started: not a restart. Best effort to un-count
                 // it; the original error is what matters.
-                let _ = state::set(&key, format_stamps(&before).as_bytes());
+                uncount(&key, now);
                 return Err(match e {
                     Error::Denied(m) => Error::Denied(format!("running `{}`: {m}", c.command)),
                     Error::BadConfig(m) => {

@@ -112,11 +112,29 @@ impl Request {
 
     pub fn send(self) -> Result<Response, Error> {
         let target = Target::parse(&self.url)?;
-        let fields: Vec<(String, Vec<u8>)> = self
+        let mut fields: Vec<(String, Vec<u8>)> = self
             .headers
             .iter()
             .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
             .collect();
+        // The whole body is known: say how long it is, so it is not sent
+        // chunked (a server that answers before reading a chunked body
+        // can cut the request off mid-way).
+        let has_body = !self.body.is_empty()
+            || !matches!(
+                self.method.to_ascii_uppercase().as_str(),
+                "GET" | "HEAD" | "DELETE" | "OPTIONS"
+            );
+        if has_body
+            && !fields
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        {
+            fields.push((
+                "content-length".into(),
+                self.body.len().to_string().into_bytes(),
+            ));
+        }
         let headers = Fields::from_list(&fields)
             .map_err(|e| Error::Failed(format!("{}: bad header: {e:?}", self.url)))?;
         let request = OutgoingRequest::new(headers);

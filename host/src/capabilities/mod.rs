@@ -66,21 +66,33 @@ impl Backends {
     ) -> anyhow::Result<Backends> {
         let mut b = Backends::default();
         for (name, def) in connections {
-            let c = match def {
-                ConnectionDef::Postgres(d) => {
-                    Connection::Postgres(Arc::new(sql::PgConnection::new(name, d)?))
-                }
-                ConnectionDef::Redis(d) => {
-                    Connection::Redis(Arc::new(redis::RedisConnection::new(name, d)?))
-                }
-            };
-            b.connections.insert(name.clone(), c);
+            b.add_connection(name, def)?;
         }
         for (name, def) in commands {
-            b.commands
-                .insert(name.clone(), Arc::new(exec::Command::new(name, def)?));
+            b.add_command(name, def)?;
         }
         Ok(b)
+    }
+
+    /// Checks one connection definition and adds it.
+    pub fn add_connection(&mut self, name: &str, def: &ConnectionDef) -> anyhow::Result<()> {
+        let c = match def {
+            ConnectionDef::Postgres(d) => {
+                Connection::Postgres(Arc::new(sql::PgConnection::new(name, d)?))
+            }
+            ConnectionDef::Redis(d) => {
+                Connection::Redis(Arc::new(redis::RedisConnection::new(name, d)?))
+            }
+        };
+        self.connections.insert(name.to_string(), c);
+        Ok(())
+    }
+
+    /// Checks one command definition and adds it.
+    pub fn add_command(&mut self, name: &str, def: &exec::CommandDef) -> anyhow::Result<()> {
+        self.commands
+            .insert(name.to_string(), Arc::new(exec::Command::new(name, def)?));
+        Ok(())
     }
 
     /// Backends from TOML holding `[connections.*]` and `[commands.*]`
@@ -181,24 +193,13 @@ impl Grants {
     /// distinct, addresses resolve, URLs parse, and named connections and
     /// commands are defined in `backends`.
     pub fn resolve_with(&self, backends: &Backends) -> anyhow::Result<ResolvedGrants> {
-        let connections = self
-            .connections
-            .iter()
-            .map(|n| {
-                backends.connections.get(n).cloned().ok_or_else(|| {
-                    anyhow::anyhow!("connection `{n}` is not defined under [connections]")
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let commands =
-            self.commands
-                .iter()
-                .map(|n| {
-                    backends.commands.get(n).cloned().ok_or_else(|| {
-                        anyhow::anyhow!("command `{n}` is not defined under [commands]")
-                    })
-                })
-                .collect::<anyhow::Result<_>>()?;
+        let connections = defined(
+            &self.connections,
+            &backends.connections,
+            "connection",
+            "connections",
+        )?;
+        let commands = defined(&self.commands, &backends.commands, "command", "commands")?;
         Ok(ResolvedGrants {
             dirs: fs::resolve(&self.dirs)?,
             addresses: net::resolve(&self.addresses)?,
@@ -208,6 +209,24 @@ impl Grants {
             state: self.state,
         })
     }
+}
+
+/// The definitions of the granted `names`; an undefined one is an error.
+fn defined<T: Clone>(
+    names: &[String],
+    definitions: &BTreeMap<String, T>,
+    what: &str,
+    table: &str,
+) -> anyhow::Result<Vec<T>> {
+    names
+        .iter()
+        .map(|n| {
+            definitions
+                .get(n)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("{what} `{n}` is not defined under [{table}]"))
+        })
+        .collect()
 }
 
 /// Checks a plugin's declared needs against its grants. Returns the first

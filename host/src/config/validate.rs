@@ -256,37 +256,29 @@ fn commands_fit(
 /// Checks `[connections]` and `[commands]` one by one, so each problem
 /// is reported; grants are then resolved against those that are sound.
 fn backends(c: &Config, r: &mut Reporter<'_>) -> Backends {
-    let mut connections = BTreeMap::new();
+    let mut b = Backends::default();
     for (name, def) in &c.connections {
-        let one = BTreeMap::from([(name.clone(), def.clone())]);
-        match Backends::new(&one, &BTreeMap::new()) {
-            Ok(_) if valid_name(name) => {
-                connections.insert(name.clone(), def.clone());
-            }
-            Ok(_) => r.at(
-                None,
-                format!("connections.{name}"),
-                "use letters, digits, `-`, `_` and `.` in names",
-            ),
-            Err(e) => r.at(None, format!("connections.{name}"), format!("{e:#}")),
-        }
+        admit(r, "connections", name, |n| b.add_connection(n, def));
     }
-    let mut commands = BTreeMap::new();
     for (name, def) in &c.commands {
-        let one = BTreeMap::from([(name.clone(), def.clone())]);
-        match Backends::new(&BTreeMap::new(), &one) {
-            Ok(_) if valid_name(name) => {
-                commands.insert(name.clone(), def.clone());
-            }
-            Ok(_) => r.at(
-                None,
-                format!("commands.{name}"),
-                "use letters, digits, `-`, `_` and `.` in names",
-            ),
-            Err(e) => r.at(None, format!("commands.{name}"), format!("{e:#}")),
-        }
+        admit(r, "commands", name, |n| b.add_command(n, def));
     }
-    Backends::new(&connections, &commands).unwrap_or_default()
+    b
+}
+
+/// Adds one definition, or reports why it cannot be added.
+fn admit(
+    r: &mut Reporter<'_>,
+    table: &str,
+    name: &str,
+    add: impl FnOnce(&str) -> anyhow::Result<()>,
+) {
+    let key = format!("{table}.{name}");
+    if !valid_name(name) {
+        r.at(None, key, "use letters, digits, `-`, `_` and `.` in names");
+    } else if let Err(e) = add(name) {
+        r.at(None, key, format!("{e:#}"));
+    }
 }
 
 fn valid_name(n: &str) -> bool {

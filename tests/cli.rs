@@ -36,7 +36,7 @@ fn inspect_prints_what_describe_says() {
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["manifest"]["name"], "stale-file");
-    assert_eq!(v["wit_version"], "0.1.0");
+    assert_eq!(v["wit_version"], "0.2.0");
 }
 
 #[test]

@@ -1,140 +1,53 @@
 //! Operator control of a running engine (run now, manual heal, pause,
 //! plugin hot swap, the heartbeat), with real plugins in the sandbox, a
-//! real SQLite store, and tokio's paused clock driving time.
+//! real SQLite store, and tokio's paused clock driving time (the world is
+//! `tests/common/world.rs`).
+
+mod common;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mend::engine::{Clock, Engine, shutdown};
-use mend::runtime::{Runtime, RuntimeConfig};
-use mend::store::{AttemptOutcome, Incident, IncidentState, Store};
-use mend_test_artifacts as artifacts;
-
-/// 2026-11-22T00:00:00Z.
-const START: u64 = 1_795_305_600_000;
-
-fn runtime() -> Arc<Runtime> {
-    static RT: std::sync::OnceLock<Arc<Runtime>> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("mend-control-test-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        Arc::new(
-            Runtime::new(RuntimeConfig {
-                state_dir: Some(dir),
-                // Under the paused clock, file I/O must run inline.
-                inline_file_io: true,
-                ..RuntimeConfig::default()
-            })
-            .unwrap(),
-        )
-    })
-    .clone()
-}
-
-struct World {
-    ctl: tempfile::TempDir,
-    state: tempfile::TempDir,
-    plugins: tempfile::TempDir,
-    engine: Arc<Engine>,
-    trigger: shutdown::Trigger,
-    task: tokio::task::JoinHandle<()>,
-}
+use common::artifacts;
+use common::config::{Conf, Policy, fixer, scripted};
+use common::world::{START, World, paused_runtime};
+use mend::engine::{Clock, Engine};
+use mend::store::{AttemptOutcome, IncidentState};
+use toml::toml;
 
 /// A check `app` on the scripted detector whose policy never fires on its
 /// own, with one fixer step: every remediation here is one asked for.
-fn config(ctl: &Path, plugins: &Path, state: &Path) -> String {
-    let ctl = ctl.display();
-    format!(
-        r#"
-[engine]
-plugins_dir = "{plugins}"
-state_dir = "{state}"
-interval = "10s"
-
-[[check]]
-name = "app"
-plugin = "fixture-scripted"
-jitter = "0s"
-grants = {{ dirs = [{{ host = "{ctl}", guest = "/ctl" }}] }}
-config = {{ file = "/ctl/app" }}
-
-[[policy]]
-name = "fix-app"
-check = "app"
-trigger = {{ consecutive = 1000 }}
-
-[[policy.step]]
-name = "fix"
-action = "fixture-fixer"
-settle = "5s"
-grants = {{ dirs = [{{ host = "{ctl}", guest = "/ctl", mode = "rw" }}] }}
-config = {{ file = "/ctl/app", log = "/ctl/actions.log" }}
-"#,
-        plugins = plugins.display(),
-        state = state.display(),
-    )
+async fn start(app: &str) -> World {
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! { trigger = { consecutive = 1000 } })
+            .step(fixer("app", "fix", "ok")),
+    );
+    World::start(&conf, &[("app", app)]).await
 }
 
-impl World {
-    async fn start(app: &str) -> World {
-        let ctl = tempfile::tempdir().unwrap();
-        let state = tempfile::tempdir().unwrap();
-        let plugins = tempfile::tempdir().unwrap();
-        for p in [artifacts::SCRIPTED, artifacts::FIXER] {
-            let name = Path::new(p).file_name().unwrap();
-            std::fs::copy(p, plugins.path().join(name)).unwrap();
-        }
-        std::fs::write(ctl.path().join("app"), app).unwrap();
-        let text = config(ctl.path(), plugins.path(), state.path());
-        let file = state.path().join("mend.toml");
-        let config = mend::config::parse(&text, &file, |_| None).unwrap_or_else(|e| panic!("{e}"));
-        let clock = Clock::starting_at(START);
-        let (store, _) = Store::open(&state.path().join("mend.db"), clock.now()).unwrap();
-        let engine = Engine::new(config, runtime(), Arc::new(store), clock)
-            .await
-            .unwrap();
-        let (trigger, shutdown) = shutdown::channel();
-        let e = engine.clone();
-        let task = tokio::spawn(async move { e.run(shutdown).await });
-        // Let the check tasks start.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        World {
-            ctl,
-            state,
-            plugins,
-            engine,
-            trigger,
-            task,
-        }
-    }
+fn actions(w: &World) -> Vec<String> {
+    w.calls("actions.log")
+}
 
-    fn actions(&self) -> Vec<String> {
-        std::fs::read_to_string(self.ctl.path().join("actions.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn incidents(&self) -> Vec<Incident> {
-        let mut v = self.engine.store().incidents(false, 100).unwrap();
-        v.reverse();
-        v
-    }
-
-    async fn stop(self) {
-        self.trigger.fire();
-        self.task.await.unwrap();
-    }
+/// The same component, with a custom section appended: a new file
+/// version (another sha256) that behaves the same.
+fn new_version(wasm: &[u8]) -> Vec<u8> {
+    let name = b"mend-test-version";
+    let payload = b"2";
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section
+    out.push((1 + name.len() + payload.len()) as u8);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.extend_from_slice(payload);
+    out
 }
 
 #[tokio::test(start_paused = true)]
 async fn run_now_detects_between_scheduled_runs() {
-    let w = World::start("warn disk.slow").await;
+    let w = start("warn disk.slow").await;
     let result = w.engine.request_run("app").unwrap().await.unwrap();
     assert_eq!(result.findings[0].code, "disk.slow");
     assert!(result.at >= START);
@@ -149,7 +62,7 @@ async fn run_now_detects_between_scheduled_runs() {
 
 #[tokio::test(start_paused = true)]
 async fn a_manual_heal_walks_the_ladder_now_and_verifies() {
-    let w = World::start("fail").await;
+    let w = start("fail").await;
     let outcome = w
         .engine
         .request_heal("app", false, "test")
@@ -169,7 +82,7 @@ async fn a_manual_heal_walks_the_ladder_now_and_verifies() {
             .starts_with("manual heal requested by test: "),
         "{inc:?}"
     );
-    assert_eq!(w.actions(), vec!["app dry_run=false codes=scripted.fail"]);
+    assert_eq!(actions(&w), vec!["app dry_run=false codes=scripted.fail"]);
 
     // Healed: nothing matches any more, so a second heal does nothing.
     let again = w
@@ -189,7 +102,7 @@ async fn a_manual_heal_walks_the_ladder_now_and_verifies() {
 
 #[tokio::test(start_paused = true)]
 async fn two_heals_at_once_run_one_after_the_other_and_heal_once() {
-    let w = World::start("fail").await;
+    let w = start("fail").await;
     let first = w.engine.request_heal("app", false, "a").unwrap();
     let second = w.engine.request_heal("app", false, "b").unwrap();
     let first = first.await.unwrap();
@@ -199,13 +112,13 @@ async fn two_heals_at_once_run_one_after_the_other_and_heal_once() {
     let second = second.await.unwrap();
     assert!(!second.started(), "{second:?}");
     assert_eq!(w.incidents().len(), 1);
-    assert_eq!(w.actions().len(), 1);
+    assert_eq!(actions(&w).len(), 1);
     w.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_pause_holds_every_policy_and_survives_a_restart() {
-    let w = World::start("fail").await;
+    let w = start("fail").await;
     let p = w.engine.pause("disk swap").unwrap();
     assert!(p.since >= START);
     let out = w
@@ -217,16 +130,19 @@ async fn a_pause_holds_every_policy_and_survives_a_restart() {
     assert!(!out.started());
     assert_eq!(out.policies[0].reason, "mend is paused: disk swap");
     assert!(w.incidents().is_empty());
-    assert!(w.actions().is_empty());
+    assert!(actions(&w).is_empty());
 
     // A new engine on the same store (a restart, or a reload) is paused.
+    let plan = mend::plan::load(&w.state.path().join("mend.toml"), &paused_runtime())
+        .await
+        .unwrap();
     let again = Engine::new(
-        w.engine.config().clone(),
-        runtime(),
+        plan,
+        paused_runtime(),
         w.engine.store().clone(),
         Clock::starting_at(START + 60_000),
+        Arc::new(mend::metrics::Metrics::new()),
     )
-    .await
     .unwrap();
     assert_eq!(again.paused(), Some(p));
 
@@ -243,7 +159,7 @@ async fn a_pause_holds_every_policy_and_survives_a_restart() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dry_run_heal_records_the_plan_and_changes_nothing() {
-    let w = World::start("fail").await;
+    let w = start("fail").await;
     let out = w
         .engine
         .request_heal("app", true, "test")
@@ -264,8 +180,8 @@ async fn a_dry_run_heal_records_the_plan_and_changes_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn plugins_swap_in_whole_broken_files_keep_the_old_version_removed_ones_say_so() {
-    let w = World::start("ok").await;
+async fn plugins_swap_in_whole_and_only_when_the_plan_still_compiles() {
+    let w = start("ok").await;
     let file = w
         .plugins
         .path()
@@ -277,41 +193,73 @@ async fn plugins_swap_in_whole_broken_files_keep_the_old_version_removed_ones_sa
             .to_string()
     };
     let before = sha(&w);
+    let still_serves = async |w: &World| {
+        let r = w.engine.request_run("app").unwrap().await.unwrap();
+        assert_eq!(r.findings[0].code, "scripted.ok", "{r:?}");
+    };
 
     // Half written: refused, the old version stays and serves.
     std::fs::write(&file, &original[..original.len() / 3]).unwrap();
-    let report = w.engine.reload_plugins().await.unwrap();
-    assert_eq!(report.failed.len(), 1, "{report:?}");
-    assert!(report.removed.is_empty(), "{report:?}");
-    assert_eq!(sha(&w), before);
-    let r = w.engine.request_run("app").unwrap().await.unwrap();
-    assert_eq!(r.findings[0].code, "scripted.ok");
-
-    // Removed: the check turns unknown, saying why.
-    std::fs::remove_file(&file).unwrap();
-    let report = w.engine.reload_plugins().await.unwrap();
-    assert_eq!(report.removed, vec!["fixture-scripted".to_string()]);
-    let r = w.engine.request_run("app").unwrap().await.unwrap();
-    assert_eq!(r.findings[0].code, "plugin.error");
+    let report = w.engine.reload_plugins().await;
+    assert!(!report.refused.is_empty(), "{report:?}");
     assert!(
-        r.findings[0]
-            .summary
-            .contains("fixture-scripted was removed from the plugins directory"),
-        "{r:?}"
+        report.loaded.is_empty() && report.removed.is_empty(),
+        "{report:?}"
     );
+    assert_eq!(sha(&w), before);
+    still_serves(&w).await;
 
-    // Back: served again.
-    std::fs::write(&file, &original).unwrap();
-    let report = w.engine.reload_plugins().await.unwrap();
-    assert_eq!(report.loaded.len(), 1, "{report:?}");
-    let r = w.engine.request_run("app").unwrap().await.unwrap();
-    assert_eq!(r.findings[0].code, "scripted.ok");
+    // Removed while a check uses it: refused too; the loaded code serves.
+    std::fs::remove_file(&file).unwrap();
+    let report = w.engine.reload_plugins().await;
+    assert!(
+        report
+            .refused
+            .iter()
+            .any(|r| r.contains("no plugin named `fixture-scripted`")),
+        "{report:?}"
+    );
+    still_serves(&w).await;
+
+    // A new version of the same file: taken.
+    std::fs::write(&file, new_version(&original)).unwrap();
+    let report = w.engine.reload_plugins().await;
+    assert_eq!(
+        report.loaded,
+        vec!["fixture-scripted 0.1.0".to_string()],
+        "{report:?}"
+    );
+    assert_ne!(sha(&w), before);
+    still_serves(&w).await;
+
+    // Another file claiming its name: never replaces the loaded one.
+    let impostor = w.plugins.path().join("zz-impostor.wasm");
+    std::fs::write(&impostor, &original).unwrap();
+    let report = w.engine.reload_plugins().await;
+    assert!(
+        report.refused.iter().any(|r| r.contains("2 files claim")),
+        "{report:?}"
+    );
+    std::fs::remove_file(&file).unwrap();
+    let report = w.engine.reload_plugins().await;
+    assert!(
+        report
+            .refused
+            .iter()
+            .any(|r| r.contains("claims plugin `fixture-scripted`, which is loaded from")),
+        "{report:?}"
+    );
+    assert_eq!(
+        w.engine.plugin_set().plugins["fixture-scripted"].source(),
+        Some(file.as_path())
+    );
+    still_serves(&w).await;
     w.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_engine_beats_a_heartbeat_while_its_checks_run() {
-    let w = World::start("ok").await;
+    let w = start("ok").await;
     let mut beats = w.engine.heartbeats();
     let first = *beats.borrow_and_update();
     assert!(first >= 1, "a beat once every check is scheduled");
@@ -319,13 +267,12 @@ async fn the_engine_beats_a_heartbeat_while_its_checks_run() {
     let later = *beats.borrow_and_update();
     assert!(later >= first + 4, "{first} → {later}");
     assert!(w.engine.last_heartbeat() >= START + 4_000);
-    let _ = &w.state;
     w.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_heartbeat_follows_a_shorter_watchdog_interval() {
-    let w = World::start("ok").await;
+    let w = start("ok").await;
     // systemd's WatchdogSec=500ms: beat every 250 ms.
     w.engine.set_heartbeat_interval(Duration::from_millis(250));
     let mut beats = w.engine.heartbeats();

@@ -1,236 +1,27 @@
 //! The healing engine end to end, with real plugins in the sandbox, a real
-//! SQLite store, and tokio's paused clock driving time-driven policy.
-//!
-//! `fixture-scripted` reports whatever its control file says; the
-//! `fixture-fixer` action writes into that file (or is told not to heal,
-//! or to fail) and logs every call, so tests can count attempts.
+//! SQLite store, and tokio's paused clock driving time-driven policy
+//! (the world and the config builder are in `tests/common`).
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use mend::engine::{Clock, Engine, shutdown};
+use common::config::{Conf, Policy, TableExt, escalation, fixer, scripted};
+use common::world::{START, World, wait};
 use mend::policy::health::Health;
-use mend::runtime::{Runtime, RuntimeConfig};
-use mend::store::{AttemptOutcome, Incident, IncidentState, Store};
-use mend_test_artifacts as artifacts;
-
-/// 2026-11-22T00:00:00Z, a Sunday.
-const START: u64 = 1_795_305_600_000;
-
-struct World {
-    ctl: tempfile::TempDir,
-    _state: tempfile::TempDir,
-    _plugins: tempfile::TempDir,
-    engine: Arc<Engine>,
-    trigger: Option<shutdown::Trigger>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-fn runtime() -> Arc<Runtime> {
-    static RT: std::sync::OnceLock<Arc<Runtime>> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("mend-engine-test-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        Arc::new(
-            Runtime::new(RuntimeConfig {
-                state_dir: Some(dir),
-                // Under tokio's paused clock, a file operation on the
-                // blocking pool would let virtual time jump to the call's
-                // deadline; inline, time stands still while it runs.
-                inline_file_io: true,
-                ..RuntimeConfig::default()
-            })
-            .unwrap(),
-        )
-    })
-    .clone()
-}
-
-impl World {
-    /// Starts an engine on `toml`, where `{ctl}` is the control directory
-    /// (holding `files`) and `{plugins}`/`{state}` are filled in.
-    async fn start_with(toml: &str, files: &[(&str, &str)]) -> World {
-        let w = Self::launch(toml, files).await;
-        assert!(
-            w.engine.plugin_errors().is_empty(),
-            "{:?}",
-            w.engine.plugin_errors()
-        );
-        w
-    }
-
-    /// Like `start_with`, but a config naming a missing plugin is fine.
-    async fn launch(toml: &str, files: &[(&str, &str)]) -> World {
-        let ctl = tempfile::tempdir().unwrap();
-        let state = tempfile::tempdir().unwrap();
-        let plugins = tempfile::tempdir().unwrap();
-        for p in [artifacts::SCRIPTED, artifacts::FIXER] {
-            let name = Path::new(p).file_name().unwrap();
-            std::fs::copy(p, plugins.path().join(name)).unwrap();
-        }
-        for (f, content) in files {
-            std::fs::write(ctl.path().join(f), content).unwrap();
-        }
-        let text = toml
-            .replace("{ctl}", ctl.path().to_str().unwrap())
-            .replace("{plugins}", plugins.path().to_str().unwrap())
-            .replace("{state}", state.path().to_str().unwrap());
-        let file = state.path().join("mend.toml");
-        let config = mend::config::parse(&text, &file, |_| None).unwrap_or_else(|e| panic!("{e}"));
-        let clock = Clock::starting_at(START);
-        let (store, _) = Store::open(&state.path().join("mend.db"), clock.now()).unwrap();
-        let engine = Engine::new(config, runtime(), Arc::new(store), clock)
-            .await
-            .unwrap();
-        let (stop, shutdown) = shutdown::channel();
-        let e = engine.clone();
-        let task = tokio::spawn(async move { e.run(shutdown).await });
-        World {
-            ctl,
-            _state: state,
-            _plugins: plugins,
-            engine,
-            trigger: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    fn set(&self, file: &str, content: &str) {
-        std::fs::write(self.ctl.path().join(file), content).unwrap();
-    }
-
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.ctl.path().join(file)).unwrap_or_default()
-    }
-
-    /// Lines the fixer logged to `file`.
-    fn calls(&self, file: &str) -> Vec<String> {
-        self.read(file).lines().map(str::to_string).collect()
-    }
-
-    fn incidents(&self) -> Vec<Incident> {
-        let mut v = self.engine.store().incidents(false, 100).unwrap();
-        v.reverse();
-        v
-    }
-
-    fn health(&self, check: &str) -> Health {
-        self.engine
-            .snapshot()
-            .into_iter()
-            .find(|c| c.name == check)
-            .unwrap()
-            .health
-    }
-
-    fn last_at(&self, check: &str) -> Option<u64> {
-        self.engine
-            .snapshot()
-            .into_iter()
-            .find(|c| c.name == check)
-            .and_then(|c| c.last.map(|l| l.at))
-    }
-
-    /// Waits (in virtual time) for check `check` to finish its next run.
-    async fn next_run(&self, check: &str) {
-        let before = self.last_at(check);
-        for _ in 0..100_000 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if self.last_at(check) != before {
-                return;
-            }
-        }
-        panic!("check {check} did not run");
-    }
-
-    async fn runs(&self, check: &str, n: usize) {
-        for _ in 0..n {
-            self.next_run(check).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        self.trigger.take().unwrap().fire();
-        self.task.take().unwrap().await.unwrap();
-    }
-}
-
-async fn wait(d: Duration) {
-    tokio::time::sleep(d).await;
-}
-
-fn header() -> &'static str {
-    r#"
-[engine]
-plugins_dir = "{plugins}"
-state_dir = "{state}"
-interval = "10s"
-max_concurrent = 4
-"#
-}
-
-fn check(name: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[check]]
-name = "{name}"
-plugin = "fixture-scripted"
-jitter = "0s"
-grants = {{ dirs = [{{ host = "{{ctl}}", guest = "/ctl" }}] }}
-config = {{ file = "/ctl/{name}" }}
-{extra}
-"#
-    )
-}
-
-fn policy(name: &str, check: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[policy]]
-name = "{name}"
-check = "{check}"
-{extra}
-"#
-    )
-}
-
-/// A ladder step: the fixer writing `write` into the check's file.
-fn step(check: &str, name: &str, write: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[policy.step]]
-name = "{name}"
-action = "fixture-fixer"
-settle = "5s"
-grants = {{ dirs = [{{ host = "{{ctl}}", guest = "/ctl", mode = "rw" }}] }}
-config = {{ file = "/ctl/{check}", write = "{write}", log = "/ctl/actions.log" {extra} }}
-"#
-    )
-}
-
-fn escalate() -> &'static str {
-    r#"
-[policy.escalate]
-action = "fixture-fixer"
-grants = { dirs = [{ host = "{ctl}", guest = "/ctl", mode = "rw" }] }
-config = { file = "/ctl/escalated", write = "yes", log = "/ctl/escalations.log" }
-"#
-}
+use mend::store::{AttemptOutcome, IncidentState};
+use toml::toml;
 
 #[tokio::test(start_paused = true)]
 async fn consecutive_failures_trigger_and_a_verified_heal_closes_the_incident() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy("fix-app", "app", "trigger = { consecutive = 3 }"),
-        &step("app", "fix", "ok", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 3 }
+            })
+            .step(fixer("app", "fix", "ok")),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
     w.runs("app", 2).await;
     assert!(
         w.calls("actions.log").is_empty(),
@@ -261,14 +52,14 @@ async fn consecutive_failures_trigger_and_a_verified_heal_closes_the_incident() 
 
 #[tokio::test(start_paused = true)]
 async fn n_of_m_trigger_counts_failures_that_are_not_consecutive() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy("fix-app", "app", "trigger = { n = 2, of = 4 }"),
-        &step("app", "fix", "ok", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { n = 2, of = 4 }
+            })
+            .step(fixer("app", "fix", "ok")),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
     w.next_run("app").await;
     w.set("app", "ok");
     w.next_run("app").await;
@@ -283,12 +74,11 @@ async fn n_of_m_trigger_counts_failures_that_are_not_consecutive() {
 
 #[tokio::test(start_paused = true)]
 async fn one_passing_probe_does_not_make_a_failing_check_healthy() {
-    let toml = [
-        header(),
-        &check("app", "failure_threshold = 3\nsuccess_threshold = 3"),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "ok")]).await;
+    let conf = Conf::new().check(scripted("app").with(toml! {
+        failure_threshold = 3
+        success_threshold = 3
+    }));
+    let w = World::start(&conf, &[("app", "ok")]).await;
     w.next_run("app").await;
     assert_eq!(w.health("app"), Health::Healthy);
     w.set("app", "fail");
@@ -327,18 +117,15 @@ async fn one_passing_probe_does_not_make_a_failing_check_healthy() {
 
 #[tokio::test(start_paused = true)]
 async fn cooldown_holds_off_the_next_incident() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy(
-            "fix-app",
-            "app",
-            "trigger = { consecutive = 1 }\ncooldown = \"2m\"",
-        ),
-        &step("app", "fix", "ok", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 1 }
+                cooldown = "2m"
+            })
+            .step(fixer("app", "fix", "ok")),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
     w.next_run("app").await;
     wait(Duration::from_secs(8)).await;
     assert_eq!(w.incidents().len(), 1);
@@ -365,20 +152,19 @@ async fn cooldown_holds_off_the_next_incident() {
 
 #[tokio::test(start_paused = true)]
 async fn the_attempt_cap_per_window_stops_the_ladder_and_escalates() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy(
-            "fix-app",
-            "app",
-            "trigger = { consecutive = 1 }\nmax_attempts = 1\nwindow = \"1h\"\nbackoff = { base = \"1s\", jitter = 0.0 }",
-        ),
-        &step("app", "first", "fail", ""),
-        &step("app", "second", "ok", ""),
-        escalate(),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 1 }
+                max_attempts = 1
+                window = "1h"
+                backoff = { base = "1s", jitter = 0.0 }
+            })
+            .step(fixer("app", "first", "fail"))
+            .step(fixer("app", "second", "ok"))
+            .escalate(escalation()),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
     w.next_run("app").await;
     wait(Duration::from_secs(30)).await;
     let inc = &w.incidents()[0];
@@ -408,20 +194,17 @@ async fn the_attempt_cap_per_window_stops_the_ladder_and_escalates() {
 
 #[tokio::test(start_paused = true)]
 async fn backoff_spaces_out_ladder_steps() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy(
-            "fix-app",
-            "app",
-            "trigger = { consecutive = 1 }\nbackoff = { base = \"30s\", factor = 2.0, jitter = 0.0, max = \"10m\" }",
-        ),
-        &step("app", "a", "fail", ""),
-        &step("app", "b", "fail", ""),
-        &step("app", "c", "ok", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 1 }
+                backoff = { base = "30s", factor = 2.0, jitter = 0.0, max = "10m" }
+            })
+            .step(fixer("app", "a", "fail"))
+            .step(fixer("app", "b", "fail"))
+            .step(fixer("app", "c", "ok")),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
     w.next_run("app").await;
     wait(Duration::from_secs(200)).await;
     let inc = &w.incidents()[0];
@@ -438,20 +221,16 @@ async fn backoff_spaces_out_ladder_steps() {
 
 #[tokio::test(start_paused = true)]
 async fn the_breaker_opens_then_lets_one_probe_through() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy(
-            "fix-app",
-            "app",
-            "trigger = { consecutive = 1 }\ncooldown = \"1s\"\nbreaker = { failures = 1, open_for = \"10m\", max_open_for = \"1h\" }",
-        ),
-        // The fixer only heals when `healing` says so (the fixer writes the
-        // check's file from it: see below).
-        &step("app", "fix", "fail", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 1 }
+                cooldown = "1s"
+                breaker = { failures = 1, open_for = "10m", max_open_for = "1h" }
+            })
+            .step(fixer("app", "fix", "fail")),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
     // Incident 1: the fix runs but does not heal → breaker opens → escalated.
     w.next_run("app").await;
     wait(Duration::from_secs(8)).await;
@@ -509,15 +288,15 @@ async fn the_breaker_opens_then_lets_one_probe_through() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flapping_check_is_escalated_not_remediated() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy("fix-app", "app", "trigger = { n = 6, of = 12 }"),
-        &step("app", "fix", "ok", ""),
-        escalate(),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "ok")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { n = 6, of = 12 }
+            })
+            .step(fixer("app", "fix", "ok"))
+            .escalate(escalation()),
+    );
+    let w = World::start(&conf, &[("app", "ok")]).await;
     for i in 0..14 {
         w.set("app", if i % 2 == 0 { "fail" } else { "ok" });
         w.next_run("app").await;
@@ -543,17 +322,26 @@ async fn a_flapping_check_is_escalated_not_remediated() {
 
 #[tokio::test(start_paused = true)]
 async fn the_root_cause_is_remediated_and_dependents_hold() {
-    let toml = [
-        header(),
-        &check("db", ""),
-        &check("app", "depends_on = [\"db\"]"),
-        &policy("fix-db", "db", "trigger = { consecutive = 2 }"),
-        &step("db", "restart-db", "ok", ""),
-        &policy("fix-app", "app", "trigger = { consecutive = 2 }"),
-        &step("app", "restart-app", "ok", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("db", "fail"), ("app", "fail")]).await;
+    let conf = Conf::new()
+        .check(scripted("db"))
+        .check(scripted("app").with(toml! {
+            depends_on = ["db"]
+        }))
+        .policy(
+            Policy::new("fix-db", "db")
+                .with(toml! {
+                    trigger = { consecutive = 2 }
+                })
+                .step(fixer("db", "restart-db", "ok")),
+        )
+        .policy(
+            Policy::new("fix-app", "app")
+                .with(toml! {
+                    trigger = { consecutive = 2 }
+                })
+                .step(fixer("app", "restart-app", "ok")),
+        );
+    let w = World::start(&conf, &[("db", "fail"), ("app", "fail")]).await;
     wait(Duration::from_secs(60)).await;
     let incs = w.incidents();
     let db = incs
@@ -576,15 +364,18 @@ async fn the_root_cause_is_remediated_and_dependents_hold() {
 
 #[tokio::test(start_paused = true)]
 async fn adaptive_ladders_try_what_healed_before_first() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy("fix-app", "app", "trigger = { consecutive = 1 }\ncooldown = \"1s\"\nadaptive = true\nbackoff = { base = \"1s\", jitter = 0.0 }"),
-        &step("app", "gentle", "fail", ""),
-        &step("app", "firm", "ok", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 1 }
+                cooldown = "1s"
+                adaptive = true
+                backoff = { base = "1s", jitter = 0.0 }
+            })
+            .step(fixer("app", "gentle", "fail"))
+            .step(fixer("app", "firm", "ok")),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
     w.next_run("app").await;
     wait(Duration::from_secs(30)).await;
     let first = &w.incidents()[0];
@@ -608,52 +399,65 @@ async fn adaptive_ladders_try_what_healed_before_first() {
 
 #[tokio::test(start_paused = true)]
 async fn dry_run_records_the_plan_and_changes_nothing() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy(
-            "fix-app",
-            "app",
-            "trigger = { consecutive = 1 }\ndry_run = true",
-        ),
-        &step("app", "fix", "ok", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 1 }
+                dry_run = true
+                cooldown = "1h"
+                max_attempts = 1
+            })
+            .step(fixer("app", "fix", "ok"))
+            .step(fixer("app", "harder", "really")),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
     w.next_run("app").await;
     wait(Duration::from_secs(8)).await;
     assert_eq!(w.read("app"), "fail", "nothing changed");
-    assert_eq!(
-        w.calls("actions.log"),
-        vec!["app dry_run=true codes=scripted.fail"]
+    assert!(
+        w.calls("actions.log").is_empty(),
+        "a dry run writes nothing"
     );
     let inc = &w.incidents()[0];
     assert!(inc.dry_run);
     assert_eq!(inc.state, IncidentState::Planned);
-    assert_eq!(inc.attempts[0].outcome, AttemptOutcome::Planned);
+    // The whole ladder is planned, each step in order with its own plan,
+    // though one attempt is all the policy allows: a plan spends none.
+    let plans: Vec<(AttemptOutcome, &str)> = inc
+        .attempts
+        .iter()
+        .map(|a| (a.outcome, a.detail["outcome"]["steps"][0].as_str().unwrap()))
+        .collect();
     assert_eq!(
-        inc.attempts[0].detail["outcome"]["steps"][0],
-        "would write \"ok\" to /ctl/app"
+        plans,
+        vec![
+            (AttemptOutcome::Planned, "would write \"ok\" to /ctl/app"),
+            (
+                AttemptOutcome::Planned,
+                "would write \"really\" to /ctl/app"
+            ),
+        ]
     );
+    // A plan starts no cooldown: the next bad result plans again.
+    w.next_run("app").await;
+    wait(Duration::from_secs(1)).await;
+    assert_eq!(w.incidents().len(), 2, "{:#?}", w.incidents());
     w.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_exhausted_ladder_escalates_exactly_once_and_stops() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy(
-            "fix-app",
-            "app",
-            "trigger = { consecutive = 2 }\nbackoff = { base = \"5s\", jitter = 0.0 }",
-        ),
-        &step("app", "soft", "fail", ""),
-        &step("app", "hard", "fail", ", fail = true"),
-        escalate(),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 2 }
+                backoff = { base = "5s", jitter = 0.0 }
+            })
+            .step(fixer("app", "soft", "fail"))
+            .step(fixer("app", "hard", "fail").with(toml! { config = { fail = true } }))
+            .escalate(escalation()),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
     // Plenty of time for a restart loop to show itself.
     wait(Duration::from_secs(3600)).await;
     assert_eq!(w.calls("actions.log").len(), 2, "each step ran once");
@@ -692,8 +496,8 @@ async fn an_exhausted_ladder_escalates_exactly_once_and_stops() {
 
 #[tokio::test(start_paused = true)]
 async fn a_plugin_error_is_a_finding_not_a_crash() {
-    let toml = [header(), &check("app", "")].concat();
-    let w = World::start_with(&toml, &[("app", "error")]).await;
+    let conf = Conf::new().check(scripted("app"));
+    let w = World::start(&conf, &[("app", "error")]).await;
     w.next_run("app").await;
     let snap = w.engine.snapshot();
     let last = snap[0].last.as_ref().unwrap();
@@ -707,31 +511,28 @@ async fn a_plugin_error_is_a_finding_not_a_crash() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_missing_plugin_turns_its_check_unknown_with_a_clear_error() {
-    let toml = [
-        header(),
-        &check("app", "").replace("fixture-scripted", "no-such-plugin"),
-    ]
-    .concat();
-    let w = World::launch(&toml, &[]).await;
-    assert!(w.engine.plugin_errors().contains_key("no-such-plugin"));
-    w.next_run("app").await;
-    let snap = w.engine.snapshot();
-    let f = &snap[0].last.as_ref().unwrap().findings[0];
-    assert_eq!(f.code, "plugin.error");
+async fn a_misspelt_plugin_is_refused_with_its_position_and_a_suggestion() {
+    let conf = Conf::new().check(scripted("app").set("plugin", "fixture-scriptd"));
+    let Err(problems) = World::try_start(&conf, &[]).await else {
+        panic!("a check naming no plugin must not start");
+    };
+    assert_eq!(problems.errors.len(), 1, "{problems}");
+    let e = &problems.errors[0];
+    assert_eq!(e.key, "check[0].plugin");
+    assert!(e.position.is_some(), "{e}");
     assert!(
-        f.summary.contains("no-such-plugin is not loaded"),
-        "{}",
-        f.summary
+        e.message.contains("no plugin named `fixture-scriptd`")
+            && e.message.contains("did you mean `fixture-scripted`?"),
+        "{e}"
     );
-    assert_eq!(snap[0].health, Health::Unknown);
-    w.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_watchdog_records_a_check_stuck_past_twice_its_interval() {
-    let toml = [header(), &check("app", "limits = { deadline = \"10m\" }")].concat();
-    let w = World::start_with(&toml, &[("app", "ok")]).await;
+    let conf = Conf::new().check(scripted("app").with(toml! {
+        limits = { deadline = "10m" }
+    }));
+    let w = World::start(&conf, &[("app", "ok")]).await;
     w.next_run("app").await;
     w.set("app", "sleep 120 ok"); // the plugin blocks for 2 minutes
     wait(Duration::from_secs(60)).await;
@@ -745,21 +546,26 @@ async fn the_watchdog_records_a_check_stuck_past_twice_its_interval() {
 #[tokio::test(start_paused = true)]
 async fn maintenance_windows_and_pause_hold_actions() {
     // START is Sunday 00:00 UTC: inside the window until 01:00.
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy(
-            "fix-app",
-            "app",
-            "trigger = { consecutive = 1 }\nmaintenance = [{ days = [\"sun\"], start = \"00:00\", end = \"01:00\" }]",
-        ),
-        &step("app", "fix", "ok", ""),
-        &check("other", ""),
-        &policy("fix-other", "other", "trigger = { consecutive = 1 }\npaused = true"),
-        &step("other", "fix-other", "ok", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail"), ("other", "fail")]).await;
+    let conf = Conf::new()
+        .check(scripted("app"))
+        .policy(
+            Policy::new("fix-app", "app")
+                .with(toml! {
+                    trigger = { consecutive = 1 }
+                    maintenance = [{ days = ["sun"], start = "00:00", end = "01:00" }]
+                })
+                .step(fixer("app", "fix", "ok")),
+        )
+        .check(scripted("other"))
+        .policy(
+            Policy::new("fix-other", "other")
+                .with(toml! {
+                    trigger = { consecutive = 1 }
+                    paused = true
+                })
+                .step(fixer("other", "fix-other", "ok")),
+        );
+    let w = World::start(&conf, &[("app", "fail"), ("other", "fail")]).await;
     wait(Duration::from_secs(50 * 60)).await;
     assert!(
         w.calls("actions.log").is_empty(),
@@ -782,19 +588,17 @@ async fn maintenance_windows_and_pause_hold_actions() {
 async fn a_window_that_opens_mid_ladder_pauses_it_until_it_closes() {
     // The incident opens at once; the window 00:01–02:00 UTC starts during
     // the backoff before step two, which must wait until 02:00.
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy(
-            "fix-app",
-            "app",
-            "trigger = { consecutive = 1 }\nbackoff = { base = \"2m\", jitter = 0.0 }\nmaintenance = [{ start = \"00:01\", end = \"02:00\" }]",
-        ),
-        &step("app", "first", "fail", ""),
-        &step("app", "second", "ok", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "fail")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 1 }
+                backoff = { base = "2m", jitter = 0.0 }
+                maintenance = [{ start = "00:01", end = "02:00" }]
+            })
+            .step(fixer("app", "first", "fail"))
+            .step(fixer("app", "second", "ok")),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
     wait(Duration::from_secs(3 * 3600)).await;
     let inc = &w.incidents()[0];
     assert_eq!(inc.state, IncidentState::Healed, "{inc:#?}");
@@ -814,18 +618,15 @@ async fn a_window_that_opens_mid_ladder_pauses_it_until_it_closes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fix_that_makes_things_worse_is_not_a_heal() {
-    let toml = [
-        header(),
-        &check("app", ""),
-        &policy(
-            "fix-app",
-            "app",
-            "trigger = { consecutive = 1 }\nstatus = [\"warn\"]",
-        ),
-        &step("app", "fix", "fail", ""),
-    ]
-    .concat();
-    let w = World::start_with(&toml, &[("app", "warn")]).await;
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 1 }
+                status = ["warn"]
+            })
+            .step(fixer("app", "fix", "fail")),
+    );
+    let w = World::start(&conf, &[("app", "warn")]).await;
     w.next_run("app").await;
     wait(Duration::from_secs(8)).await;
     let inc = &w.incidents()[0];

@@ -91,15 +91,16 @@ fn check_config_lists_every_problem() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("check[0].plugin: no plugin named `disk-cleaner`"),
+        text.contains("check[0].plugin: no plugin named `disk-cleaner`")
+            && text.contains("did you mean `disk-cleanup`?"),
         "{text}"
     );
     assert!(
-        text.contains("policy[0].step[0].action: plugin `http-probe` is not an action"),
+        text.contains("policy[0].step[0].action: plugin `http-probe` is a detector, not an action"),
         "{text}"
     );
     assert!(
-        text.contains("policy[0].step[1].action: plugin `disk-cleanup` needs a directory (read-write), which is not granted"),
+        text.contains("policy[0].step[1].grants: plugin `disk-cleanup` needs a directory (read-write), which is not granted"),
         "{text}"
     );
     assert!(text.contains("3 problem(s)"), "{text}");
@@ -311,8 +312,10 @@ async fn every_example_config_table_is_accepted_by_its_plugin() {
                     &Request {
                         check: c.name.get_ref(),
                         config: &json,
+                        labels: &c.labels,
                         grants: &grants,
                         limits: Limits::default(),
+                        clock: mend::clock::Clock::system(),
                     },
                 )
                 .await;
@@ -330,11 +333,13 @@ async fn every_example_config_table_is_accepted_by_its_plugin() {
                         &Request {
                             check: p.check.get_ref(),
                             config: &json,
+                            labels: &Default::default(),
                             grants: &grants,
                             limits: Limits::default(),
+                            clock: mend::clock::Clock::system(),
                         },
                         &[],
-                        true,
+                        mend::contract::RemedyContext::manual(s.name(), true),
                     )
                     .await;
                 check(

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use mend::capabilities::{Backends, Grants, ResolvedGrants};
-use mend::contract::Outcome;
+use mend::clock::Clock;
+use mend::contract::{Outcome, RemedyContext};
 use mend::runtime::{Limits, Plugin, PluginError, Report, Request, Runtime, RuntimeConfig};
 use mend_test_artifacts as artifacts;
 use serde_json::json;
@@ -26,16 +27,21 @@ struct Host {
 impl Host {
     fn new(state_dir: &Path) -> Host {
         let offset_ms = Arc::new(AtomicU64::new(0));
-        let off = offset_ms.clone();
         let runtime = Runtime::new(RuntimeConfig {
             state_dir: Some(state_dir.to_path_buf()),
-            clock: Arc::new(move || {
-                SystemTime::now() + Duration::from_millis(off.load(Ordering::SeqCst))
-            }),
             ..RuntimeConfig::default()
         })
         .expect("runtime");
         Host { runtime, offset_ms }
+    }
+
+    /// The host's clock: the real one, `offset` ahead.
+    fn clock(&self) -> Clock {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        Clock::starting_at(now + self.offset_ms.load(Ordering::SeqCst))
     }
 
     fn advance(&self, by: Duration) {
@@ -63,14 +69,16 @@ impl Host {
                 &Request {
                     check: "test",
                     config: &config,
+                    labels: &common::NO_LABELS,
                     grants,
                     limits: Limits {
                         deadline: Duration::from_secs(20),
                         ..Limits::default()
                     },
+                    clock: self.clock(),
                 },
                 &[],
-                dry_run,
+                RemedyContext::manual("restart", dry_run),
             )
             .await
     }

@@ -93,6 +93,8 @@ fn main() {
         };
         let ctl = state.path().join("ctl");
         let plugins = state.path().join("plugins");
+        // mend's own state apart from what plugins are granted.
+        let own = state.path().join("state");
         std::fs::create_dir(&plugins).unwrap();
         std::fs::create_dir(&ctl).unwrap();
         for p in [artifacts::SCRIPTED, artifacts::FIXER] {
@@ -103,7 +105,7 @@ fn main() {
         let mut toml = format!(
             "[engine]\nplugins_dir = {:?}\nstate_dir = {:?}\ninterval = \"1h\"\nmax_concurrent = 16\n\n[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"bench\"\n",
             plugins.display().to_string(),
-            state.path().display().to_string()
+            own.display().to_string()
         );
         for i in 0..n {
             std::fs::write(ctl.join(format!("c{i}")), "fail").unwrap();
@@ -136,9 +138,9 @@ config = {{ file = "/ctl/c{i}", log = "/ctl/actions.log" }}
             ));
         }
         let config = mend::config::parse(&toml, Path::new("bench.toml"), |_| None).unwrap();
-        let runtime = Arc::new(
+        let runtime: Arc<Runtime> = Arc::new(
             Runtime::new(RuntimeConfig {
-                state_dir: Some(state.path().to_path_buf()),
+                state_dir: Some(own.clone()),
                 engine: EngineSettings {
                     max_concurrent_calls: 20,
                     ..EngineSettings::default()
@@ -148,11 +150,20 @@ config = {{ file = "/ctl/c{i}", log = "/ctl/actions.log" }}
             .unwrap(),
         );
         let clock = Clock::system();
-        let db = state.path().join("mend.db");
+        let db = own.join("mend.db");
         let (store, _) = Store::open(&db, clock.now()).unwrap();
-        let engine = Engine::new(config, runtime, Arc::new(store), clock)
+        let set = mend::plan::load_plugins(&config, &runtime).await;
+        let plan = mend::plan::Plan::compile(config, set, &runtime)
             .await
-            .unwrap();
+            .unwrap_or_else(|p| panic!("{p}"));
+        let engine = Engine::new(
+            plan,
+            runtime,
+            Arc::new(store),
+            clock,
+            Arc::new(mend::metrics::Metrics::new()),
+        )
+        .unwrap();
         let (stop, sd) = shutdown::channel();
         let e = engine.clone();
         let task = tokio::spawn(async move { e.run(sd).await });

@@ -130,11 +130,14 @@ url = "redis://127.0.0.1:6379/"
     println!("| operation | plugin call p50 | p99 | native p50 | p99 |");
     println!("|---|---|---|---|---|");
     for (name, config) in &cases {
+        let labels = Default::default();
         let req = Request {
             check: "bench",
             config,
+            labels: &labels,
             grants: &grants,
             limits: Limits::default(),
+            clock: mend::clock::Clock::system(),
         };
         let (p50, p99) = time(async || {
             runtime.detect(&p, &req).await.unwrap();

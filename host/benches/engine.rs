@@ -60,7 +60,7 @@ fn main() {
         let t = Instant::now();
         let config = mend::config::parse(&toml, Path::new("bench.toml"), |_| None).unwrap();
         let parse = t.elapsed();
-        let runtime = Arc::new(
+        let runtime: Arc<Runtime> = Arc::new(
             Runtime::new(RuntimeConfig {
                 state_dir: Some(state.path().to_path_buf()),
                 engine: EngineSettings { max_concurrent_calls: 16, ..EngineSettings::default() },
@@ -70,7 +70,20 @@ fn main() {
         );
         let clock = Clock::system();
         let (store, _) = Store::open(&state.path().join("mend.db"), clock.now()).unwrap();
-        let engine = Engine::new(config, runtime, Arc::new(store), clock).await.unwrap();
+        let t = Instant::now();
+        let set = mend::plan::load_plugins(&config, &runtime).await;
+        let plan = mend::plan::Plan::compile(config, set, &runtime)
+            .await
+            .unwrap_or_else(|p| panic!("{p}"));
+        let compile = t.elapsed();
+        let engine = Engine::new(
+            plan,
+            runtime,
+            Arc::new(store),
+            clock,
+            Arc::new(mend::metrics::Metrics::new()),
+        )
+        .unwrap();
         let (stop, sd) = shutdown::channel();
         let e = engine.clone();
         let task = tokio::spawn(async move { e.run(sd).await });
@@ -88,7 +101,9 @@ fn main() {
         stop.fire();
         task.await.unwrap();
 
-        println!("checks: {checks}, interval 1s, {secs}s measured, config parsed in {parse:?}");
+        println!(
+            "checks: {checks}, interval 1s, {secs}s measured, config parsed in {parse:?}, plan compiled in {compile:?}"
+        );
         println!();
         println!("| measurement | value | target |");
         println!("|---|---|---|");

@@ -72,6 +72,8 @@ async fn run() {
     let req = Request {
         check: "bench",
         config: &empty,
+        labels: &Default::default(),
+        clock: mend::clock::Clock::system(),
         grants: &none,
         limits: Limits::default(),
     };
@@ -201,6 +203,8 @@ async fn run() {
     let req = Request {
         check: "bench",
         config: &cfg,
+        labels: &Default::default(),
+        clock: mend::clock::Clock::system(),
         grants: &grants,
         limits: Limits::default(),
     };
@@ -301,6 +305,8 @@ async fn run() {
     let req = Request {
         check: "bench",
         config: &cfg,
+        labels: &Default::default(),
+        clock: mend::clock::Clock::system(),
         grants: &none,
         limits: Limits {
             fuel: u64::MAX / 4,

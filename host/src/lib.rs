@@ -6,10 +6,13 @@
 //!
 //! Data flows one way:
 //!
-//! - [`config`]: `mend.toml`, parsed and validated with positions.
-//! - [`contract`]: the host's plain-Rust view of what plugins return.
+//! - [`values`], [`clock`], [`text`], [`private_fs`]: leaf helpers.
+//! - [`contract`]: the host's plain-Rust view of what plugins are asked and
+//!   return.
+//! - [`capabilities`]: one module per grant kind, version-neutral.
+//! - [`wit`]: the WIT boundary, one module per contract version.
 //! - [`runtime`]: the wasmtime engine, compile cache and per-call sandbox.
-//! - [`capabilities`]: one module per grant kind, each linking its imports.
+//! - [`config`]: `mend.toml`, parsed and validated with positions.
 //! - [`policy`]: pure policy logic (triggers, health, flapping, breakers...).
 //! - [`engine`]: the detect → diagnose → recover → verify loop.
 //! - [`store`]: the crash-safe incident store (SQLite).
@@ -21,11 +24,17 @@
 pub mod api;
 pub mod capabilities;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod contract;
 pub mod engine;
 pub mod metrics;
+pub mod plan;
 pub mod policy;
+pub mod private_fs;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod text;
+pub mod values;
+pub mod wit;

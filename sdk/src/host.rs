@@ -1,7 +1,8 @@
 //! Safe wrappers over what the host offers: logging, the clock, persistent
 //! state, disk usage, named commands, and named PostgreSQL and Redis
-//! connections. Every error that starts with `denied` is a refusal
-//! ([`crate::Error::Denied`]).
+//! connections. A refusal is [`crate::Error::Denied`]; a host call that ran
+//! out of time is [`crate::Error::TimedOut`], one that hit a host limit
+//! [`crate::Error::Limit`]; the rest is [`crate::Error::Failed`].
 
 use crate::bindings::mend::plugin as wit;
 
@@ -54,13 +55,13 @@ pub mod state {
     use crate::Error;
 
     pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
-        super::wit::state::get(key).map_err(Error::Failed)
+        super::wit::state::get(key).map_err(Error::from)
     }
     pub fn set(key: &str, value: &[u8]) -> Result<(), Error> {
-        super::wit::state::set(key, value).map_err(Error::Failed)
+        super::wit::state::set(key, value).map_err(Error::from)
     }
     pub fn delete(key: &str) -> Result<(), Error> {
-        super::wit::state::delete(key).map_err(Error::Failed)
+        super::wit::state::delete(key).map_err(Error::from)
     }
     /// Sets `key` to `value` only if it holds `expected` (`None`: absent),
     /// atomically; `false` means another call changed it first: read and
@@ -70,7 +71,7 @@ pub mod state {
         expected: Option<&[u8]>,
         value: &[u8],
     ) -> Result<bool, Error> {
-        super::wit::state::compare_and_swap(key, expected, value).map_err(super::classify)
+        super::wit::state::compare_and_swap(key, expected, value).map_err(Error::from)
     }
     /// `get` for UTF-8 text.
     pub fn get_string(key: &str) -> Result<Option<String>, Error> {
@@ -119,7 +120,7 @@ pub mod fs {
     /// Usage of the filesystem holding `path`, a path inside a granted
     /// directory.
     pub fn disk_usage(path: &str) -> Result<DiskUsage, Error> {
-        let u = super::wit::fs::disk_usage(path).map_err(super::classify)?;
+        let u = super::wit::fs::disk_usage(path).map_err(Error::from)?;
         Ok(DiskUsage {
             total_bytes: u.total_bytes,
             free_bytes: u.free_bytes,
@@ -175,7 +176,7 @@ pub mod exec {
     /// not run at all (not granted, not defined, dry run, spawn failed); a
     /// command that ran and failed is an `Ok` with a non-zero exit code.
     pub fn run(name: &str) -> Result<CommandOutput, Error> {
-        let o = super::wit::exec::run(name).map_err(super::classify)?;
+        let o = super::wit::exec::run(name).map_err(Error::from)?;
         Ok(CommandOutput {
             exit_code: o.exit_code,
             stdout: o.stdout,
@@ -309,7 +310,7 @@ pub mod sql {
         options: Options,
     ) -> Result<Rows, Error> {
         let r = super::wit::sql::query(connection, statement, params, wit_options(options))
-            .map_err(super::classify)?;
+            .map_err(Error::from)?;
         Ok(Rows {
             columns: r.columns,
             rows: r.rows,
@@ -324,7 +325,7 @@ pub mod sql {
         options: Options,
     ) -> Result<u64, Error> {
         super::wit::sql::execute(connection, statement, params, wit_options(options))
-            .map_err(super::classify)
+            .map_err(Error::from)
     }
 }
 
@@ -337,7 +338,7 @@ pub mod redis {
     /// Runs one command, e.g. `command("cache", &["GET", "k"])`.
     pub fn command<A: AsRef<[u8]>>(connection: &str, args: &[A]) -> Result<Reply, Error> {
         let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
-        super::wit::redis::command(connection, &args).map_err(super::classify)
+        super::wit::redis::command(connection, &args).map_err(Error::from)
     }
 
     /// One SCAN step: `(next_cursor, keys)`; the cursor is 0 when done.
@@ -347,7 +348,7 @@ pub mod redis {
         pattern: &str,
         count: u32,
     ) -> Result<(u64, Vec<String>), Error> {
-        super::wit::redis::scan(connection, cursor, pattern, count).map_err(super::classify)
+        super::wit::redis::scan(connection, cursor, pattern, count).map_err(Error::from)
     }
 
     impl Reply {
@@ -369,16 +370,5 @@ pub mod redis {
         pub fn is_nil(&self) -> bool {
             matches!(self, Reply::Nil)
         }
-    }
-}
-
-/// Host errors that start with `denied` are refusals; the rest failures.
-fn classify(message: String) -> crate::Error {
-    if let Some(why) = message.strip_prefix("denied: ") {
-        crate::Error::Denied(why.to_string())
-    } else if message.starts_with("denied") {
-        crate::Error::Denied(message)
-    } else {
-        crate::Error::Failed(message)
     }
 }

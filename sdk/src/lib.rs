@@ -33,12 +33,17 @@ pub mod host;
 pub mod http;
 mod manifest;
 mod outcome;
+mod values;
 
-pub use config::{Bytes, Duration, NoConfig};
+pub use config::NoConfig;
 pub use error::{Error, Result};
 pub use finding::{Finding, Status};
 pub use manifest::{Access, Needs};
 pub use outcome::Outcome;
+/// A duration written like `"30s"`, `"10m"`, `"1h 30m"` (the host's `Dur`).
+pub use values::Dur as Duration;
+/// A byte count: an integer, or a string with a unit (`"64MiB"`).
+pub use values::{Bytes, Millis, parse_bytes, parse_duration};
 
 /// What every plugin declares about itself. The name, version and
 /// description come from the plugin's `Cargo.toml`.
@@ -53,7 +58,9 @@ pub trait Plugin {
 
 /// A plugin that looks at the system and reports [`Finding`]s.
 pub trait Detector: Plugin {
-    /// The plugin's config: the operator's TOML table, deserialized.
+    /// The plugin's config: the operator's TOML table, deserialized. mend
+    /// checks it before the plugin ever runs (`mend check-config`), so a
+    /// typo is reported with its position in `mend.toml`.
     type Config: serde::de::DeserializeOwned;
 
     fn detect(cx: &Context, config: Self::Config) -> Result<Vec<Finding>>;
@@ -62,14 +69,26 @@ pub trait Detector: Plugin {
     fn detect_needs() -> Needs {
         Self::needs()
     }
+
+    /// What this particular config will reach (the URL it probes, the
+    /// directory it reads), so mend refuses a config pointing outside its
+    /// grants before the first call. Also the place to reject values serde
+    /// cannot (return [`Error::BadConfig`]). Default: nothing more.
+    fn config_needs(config: &Self::Config) -> Result<Needs> {
+        let _ = config;
+        Ok(Needs::default())
+    }
 }
 
 /// A plugin that repairs something.
 pub trait Action: Plugin {
+    /// The plugin's config, checked before the plugin runs like
+    /// [`Detector::Config`].
     type Config: serde::de::DeserializeOwned;
 
     /// Repair what `findings` describe. With `dry_run`, change nothing and
-    /// return the steps that would be taken.
+    /// return the steps that would be taken (the host refuses writes in a
+    /// dry run anyway: this is the plan the operator reads).
     fn remedy(
         cx: &Context,
         config: Self::Config,
@@ -81,18 +100,74 @@ pub trait Action: Plugin {
     fn remedy_needs() -> Needs {
         Self::needs()
     }
+
+    /// What this particular config will reach; see
+    /// [`Detector::config_needs`].
+    fn config_needs(config: &Self::Config) -> Result<Needs> {
+        let _ = config;
+        Ok(Needs::default())
+    }
+}
+
+/// How much an incident matters (the check's `severity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Critical,
+    Warning,
+    Info,
+}
+
+/// Which part of a policy an action call serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepRef {
+    /// Step `n` (from 0) of the ladder.
+    Ladder(u32),
+    /// The policy's `escalate` step.
+    Escalation,
+}
+
+/// Why an action is called: the incident and the step it serves.
+#[derive(Debug, Clone)]
+pub struct Remedy {
+    /// The incident, as `mend incident ID` shows it (0 outside the engine).
+    pub incident: u64,
+    pub policy: String,
+    /// The step's name in the policy.
+    pub step: String,
+    pub step_ref: StepRef,
+    /// 1 the first time this step runs for this incident.
+    pub attempt: u32,
+    pub severity: Severity,
+    pub dry_run: bool,
 }
 
 /// Facts about the current call.
 #[derive(Debug, Clone)]
 pub struct Context {
     check: String,
+    labels: Vec<(String, String)>,
+    remedy: Option<Remedy>,
 }
 
 impl Context {
-    /// The check (or policy step) this call is for.
+    /// The check this call is for.
     pub fn check(&self) -> &str {
         &self.check
+    }
+    /// The check's labels from `mend.toml`.
+    pub fn labels(&self) -> &[(String, String)] {
+        &self.labels
+    }
+    /// The value of one label.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    /// For an action: the incident, policy, step and attempt it serves.
+    pub fn remedy(&self) -> Option<&Remedy> {
+        self.remedy.as_ref()
     }
 }
 
@@ -120,6 +195,13 @@ macro_rules! export {
                     vec![$($crate::export!(@needs $role $ty)),+],
                 )
             }
+            fn validate(role: $crate::__private::Role, config: ::std::string::String)
+                -> ::core::result::Result<$crate::__private::WitNeeds, $crate::__private::PluginError> {
+                match role {
+                    $crate::__private::Role::Detector => $crate::export!(@validate_detector $detect $ty, config),
+                    $crate::__private::Role::Action => $crate::export!(@validate_action $remedy $ty, config),
+                }
+            }
         }
         $crate::export!(@$detect $ty);
         $crate::export!(@$remedy $ty);
@@ -133,6 +215,18 @@ macro_rules! export {
     };
     (@needs Action $ty:ty) => {
         $crate::__private::role_needs($crate::__private::Role::Action, <$ty as $crate::Action>::remedy_needs())
+    };
+    (@validate_detector detect_yes $ty:ty, $config:ident) => {
+        $crate::__private::validate_detector::<$ty>(&$config)
+    };
+    (@validate_detector detect_no $ty:ty, $config:ident) => {
+        ::core::result::Result::Err($crate::__private::not_a(env!("CARGO_PKG_NAME"), "detector"))
+    };
+    (@validate_action remedy_yes $ty:ty, $config:ident) => {
+        $crate::__private::validate_action::<$ty>(&$config)
+    };
+    (@validate_action remedy_no $ty:ty, $config:ident) => {
+        ::core::result::Result::Err($crate::__private::not_a(env!("CARGO_PKG_NAME"), "action"))
     };
     (@detect_yes $ty:ty) => {
         impl $crate::__private::DetectionGuest for __MendExport {
@@ -152,15 +246,15 @@ macro_rules! export {
     };
     (@remedy_yes $ty:ty) => {
         impl $crate::__private::RemediationGuest for __MendExport {
-            fn remedy(request: $crate::__private::RemedyRequest, dry_run: bool)
+            fn remedy(request: $crate::__private::RemedyRequest)
                 -> ::core::result::Result<$crate::__private::WitOutcome, $crate::__private::PluginError> {
-                $crate::__private::remedy::<$ty>(request, dry_run)
+                $crate::__private::remedy::<$ty>(request)
             }
         }
     };
     (@remedy_no $ty:ty) => {
         impl $crate::__private::RemediationGuest for __MendExport {
-            fn remedy(_: $crate::__private::RemedyRequest, _: bool)
+            fn remedy(_: $crate::__private::RemedyRequest)
                 -> ::core::result::Result<$crate::__private::WitOutcome, $crate::__private::PluginError> {
                 ::core::result::Result::Err($crate::__private::not_a(env!("CARGO_PKG_NAME"), "action"))
             }
@@ -174,9 +268,10 @@ pub mod __private {
     pub use crate::bindings::exports::mend::plugin::detection::Guest as DetectionGuest;
     pub use crate::bindings::exports::mend::plugin::meta::Guest as MetaGuest;
     pub use crate::bindings::exports::mend::plugin::remediation::Guest as RemediationGuest;
+    use crate::bindings::mend::plugin::types as wit;
     pub use crate::bindings::mend::plugin::types::{
-        Finding as WitFinding, Invocation, Manifest, Outcome as WitOutcome, PluginError,
-        RemedyRequest, Role, RoleNeeds,
+        Finding as WitFinding, Invocation, Manifest, Needs as WitNeeds, Outcome as WitOutcome,
+        PluginError, RemedyRequest, Role, RoleNeeds,
     };
     pub use wit_bindgen;
 
@@ -184,7 +279,7 @@ pub mod __private {
         pub use crate::bindings::*;
     }
 
-    use crate::{Action, Context, Detector, Error, Finding, Needs};
+    use crate::{Action, Context, Detector, Error, Finding, Needs, Remedy, Severity, StepRef};
 
     pub fn manifest(
         name: &str,
@@ -211,10 +306,22 @@ pub mod __private {
         PluginError::Failed(format!("plugin {plugin} is not a {role}"))
     }
 
+    pub fn validate_detector<D: Detector>(config: &str) -> Result<WitNeeds, PluginError> {
+        let config = crate::config::parse::<D::Config>(config)?;
+        Ok(D::config_needs(&config)?.into())
+    }
+
+    pub fn validate_action<A: Action>(config: &str) -> Result<WitNeeds, PluginError> {
+        let config = crate::config::parse::<A::Config>(config)?;
+        Ok(A::config_needs(&config)?.into())
+    }
+
     pub fn detect<D: Detector>(input: Invocation) -> Result<Vec<WitFinding>, PluginError> {
         let config = crate::config::parse::<D::Config>(&input.config)?;
         let cx = Context {
             check: input.check.clone(),
+            labels: input.labels,
+            remedy: None,
         };
         let findings = D::detect(&cx, config)?;
         Ok(findings
@@ -223,16 +330,31 @@ pub mod __private {
             .collect())
     }
 
-    pub fn remedy<A: Action>(
-        request: RemedyRequest,
-        dry_run: bool,
-    ) -> Result<WitOutcome, PluginError> {
+    pub fn remedy<A: Action>(request: RemedyRequest) -> Result<WitOutcome, PluginError> {
         let config = crate::config::parse::<A::Config>(&request.invocation.config)?;
+        let c = request.context;
         let cx = Context {
             check: request.invocation.check,
+            labels: request.invocation.labels,
+            remedy: Some(Remedy {
+                incident: c.incident,
+                policy: c.policy,
+                step: c.step,
+                step_ref: match c.step_ref {
+                    wit::StepRef::Ladder(i) => StepRef::Ladder(i),
+                    wit::StepRef::Escalation => StepRef::Escalation,
+                },
+                attempt: c.attempt,
+                severity: match c.severity {
+                    wit::Severity::Critical => Severity::Critical,
+                    wit::Severity::Warning => Severity::Warning,
+                    wit::Severity::Info => Severity::Info,
+                },
+                dry_run: c.dry_run,
+            }),
         };
         let findings: Vec<Finding> = request.findings.into_iter().map(Finding::from).collect();
-        let outcome = A::remedy(&cx, config, &findings, dry_run)?;
+        let outcome = A::remedy(&cx, config, &findings, c.dry_run)?;
         Ok(outcome.into())
     }
 
@@ -242,6 +364,8 @@ pub mod __private {
                 Error::BadConfig(m) => PluginError::BadConfig(m),
                 Error::Denied(m) => PluginError::Denied(m),
                 Error::Failed(m) => PluginError::Failed(m),
+                Error::TimedOut(m) => PluginError::Failed(format!("timed out: {m}")),
+                Error::Limit(m) => PluginError::Failed(format!("limit: {m}")),
             }
         }
     }

@@ -2,9 +2,11 @@
 //! (with its own compile cache), and short ways to load and call plugins.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod world;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -12,8 +14,29 @@ use std::time::Duration;
 
 use mend::capabilities::fs::{DirGrant, Mode};
 use mend::capabilities::{Grants, ResolvedGrants};
-use mend::contract::Finding;
+use mend::clock::Clock;
+use mend::contract::{Finding, RemedyContext};
 use mend::runtime::{Limits, Plugin, PluginError, Report, Request, Runtime, RuntimeConfig};
+
+/// No labels.
+pub static NO_LABELS: std::sync::LazyLock<std::collections::BTreeMap<String, String>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A call for check `test` with these grants and limits, on the real clock.
+pub fn request<'a>(
+    config: &'a serde_json::Value,
+    grants: &'a ResolvedGrants,
+    limits: Limits,
+) -> Request<'a> {
+    Request {
+        check: "test",
+        config,
+        labels: &NO_LABELS,
+        grants,
+        limits,
+        clock: Clock::system(),
+    }
+}
 
 pub use mend_test_artifacts as artifacts;
 
@@ -66,15 +89,7 @@ pub async fn detect_with(
 ) -> Result<Report<Vec<Finding>>, PluginError> {
     let grants = resolved(grants);
     runtime()
-        .detect(
-            plugin,
-            &Request {
-                check: "test",
-                config: &config,
-                grants: &grants,
-                limits,
-            },
-        )
+        .detect(plugin, &request(&config, &grants, limits))
         .await
 }
 
@@ -96,14 +111,9 @@ pub async fn remedy(
     runtime()
         .remedy(
             plugin,
-            &Request {
-                check: "test",
-                config: &config,
-                grants: &grants,
-                limits: Limits::default(),
-            },
+            &request(&config, &grants, Limits::default()),
             &[],
-            dry_run,
+            RemedyContext::manual("test", dry_run),
         )
         .await
 }
@@ -114,6 +124,7 @@ pub fn tight() -> Limits {
         fuel: 2_000_000_000,
         deadline: Duration::from_secs(10),
         memory: 32 << 20,
+        ..Limits::default()
     }
 }
 
@@ -135,15 +146,7 @@ pub async fn detect_in(
     grants: &ResolvedGrants,
 ) -> Result<Report<Vec<Finding>>, PluginError> {
     runtime()
-        .detect(
-            plugin,
-            &Request {
-                check: "test",
-                config: &config,
-                grants,
-                limits: Limits::default(),
-            },
-        )
+        .detect(plugin, &request(&config, grants, Limits::default()))
         .await
 }
 
@@ -158,14 +161,9 @@ pub async fn remedy_in(
     runtime()
         .remedy(
             plugin,
-            &Request {
-                check: "test",
-                config: &config,
-                grants,
-                limits: Limits::default(),
-            },
+            &request(&config, grants, Limits::default()),
             findings,
-            dry_run,
+            RemedyContext::manual("test", dry_run),
         )
         .await
 }

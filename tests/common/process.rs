@@ -46,6 +46,26 @@ impl MendRun {
         MendRun(child)
     }
 
+    /// Like [`MendRun::start`], with its log (stderr) written to `log`.
+    pub fn start_logged(config: &Path, log: &Path) -> MendRun {
+        let child = Command::new(env!("CARGO_BIN_EXE_mend"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("MEND_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("creating the log file"))
+            .spawn()
+            .expect("starting mend run");
+        MendRun(child)
+    }
+
+    /// Sends a signal (`HUP`, `TERM`...).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.0.id().to_string()])
+            .status();
+    }
+
     /// SIGTERM, then a clean exit within 20 s.
     pub fn stop(mut self) {
         let _ = Command::new("kill")

@@ -28,7 +28,7 @@ fn view(engine: &Engine, snap: CheckSnapshot) -> Value {
         .filter(|p| p.check.get_ref() == &snap.name)
         .map(|p| p.name())
         .collect();
-    let plugin_error = engine.plugin_set().error(&plugin).map(str::to_string);
+    let plugin_error = engine.plugin_set().error(&plugin);
     let mut v = serde_json::to_value(&snap).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
         m.insert("status".into(), json!(snap.last.as_ref().map(|l| l.status)));

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use super::AppState;
 
 pub(super) async fn list(State(s): AppState) -> Json<Value> {
-    let set = s.current.get().plugin_set();
+    let engine = s.current.get();
+    let set = engine.plugin_set();
     let mut plugins: Vec<Value> = set
         .plugins
         .values()
@@ -25,5 +26,16 @@ pub(super) async fn list(State(s): AppState) -> Json<Value> {
         })
         .collect();
     plugins.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Json(json!({ "plugins": plugins, "errors": set.errors }))
+    let mut errors = serde_json::Map::new();
+    for (file, why) in &set.broken {
+        errors.insert(file.display().to_string(), json!(why));
+    }
+    for name in set.conflicts.keys().chain(set.pin_mismatches.keys()) {
+        errors.insert(name.clone(), json!(set.why_missing(name)));
+    }
+    Json(json!({
+        "plugins": plugins,
+        "errors": errors,
+        "reload": engine.last_plugin_reload(),
+    }))
 }

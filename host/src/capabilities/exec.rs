@@ -17,12 +17,10 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use wasmtime::component::{HasSelf, Linker};
 
-use super::HasCaps;
-use crate::config::values::Dur;
-use crate::runtime::bindings::v0_1::mend::plugin::exec;
-use crate::runtime::output::BoundedOutput;
+use super::output::BoundedOutput;
+use crate::contract::HostError;
+use crate::values::Dur;
 
 /// Bytes of stdout and of stderr kept per run.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
@@ -48,6 +46,19 @@ pub struct CommandDef {
 
 fn default_timeout() -> Dur {
     Dur(Duration::from_secs(30))
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// None when it was killed (timeout, signal).
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+    /// Output was cut at the limit.
+    pub truncated: bool,
+    pub duration_ms: u64,
 }
 
 /// A defined command, ready to run.
@@ -78,7 +89,7 @@ impl Command {
     }
 
     /// Runs the command to completion (or its timeout).
-    pub async fn run(&self) -> Result<exec::CommandOutput, String> {
+    pub async fn run(&self) -> Result<CommandOutput, String> {
         let def = &self.def;
         let mut cmd = tokio::process::Command::new(&def.argv[0]);
         cmd.args(&def.argv[1..])
@@ -132,7 +143,7 @@ impl Command {
         }
         let (out, out_dropped) = stdout.take();
         let (err, err_dropped) = stderr.take();
-        Ok(exec::CommandOutput {
+        Ok(CommandOutput {
             exit_code: status.and_then(|s| s.code()),
             timed_out: status.is_none(),
             stdout: out,
@@ -191,18 +202,21 @@ pub struct ExecCap {
     pub(crate) dry_run: bool,
 }
 
-impl exec::Host for ExecCap {
-    async fn run(&mut self, name: String) -> Result<exec::CommandOutput, String> {
+impl ExecCap {
+    /// Runs a granted command by name (never in a dry run).
+    pub async fn run(&mut self, name: &str) -> Result<CommandOutput, HostError> {
         let Some(cmd) = self.commands.iter().find(|c| c.name == name).cloned() else {
-            return Err(format!(
-                "denied: command `{name}` is not granted to this plugin"
-            ));
+            return Err(HostError::denied(format!(
+                "command `{name}` is not granted to this plugin"
+            )));
         };
         if self.dry_run {
-            return Err(format!("denied: dry run: command `{name}` was not run"));
+            return Err(HostError::denied(format!(
+                "dry run: command `{name}` was not run"
+            )));
         }
         tracing::info!(plugin = %self.plugin, command = %name, argv = ?cmd.def.argv, "running command");
-        let out = cmd.run().await?;
+        let out = cmd.run().await.map_err(HostError::Failed)?;
         tracing::info!(
             plugin = %self.plugin,
             command = %name,
@@ -213,11 +227,6 @@ impl exec::Host for ExecCap {
         );
         Ok(out)
     }
-}
-
-pub(super) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
-    exec::add_to_linker::<T, HasSelf<ExecCap>>(linker, |t| &mut t.caps().exec)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -298,16 +307,16 @@ mod tests {
             commands: vec![c],
             dry_run: false,
         };
-        use exec::Host;
+        assert!(matches!(cap.run("other").await, Err(HostError::Denied(_))));
+        assert_eq!(cap.run("t").await.unwrap().exit_code, Some(0));
+        cap.dry_run = true;
         assert!(
-            cap.run("other".into())
+            cap.run("t")
                 .await
                 .unwrap_err()
-                .starts_with("denied")
+                .to_string()
+                .contains("dry run")
         );
-        assert_eq!(cap.run("t".into()).await.unwrap().exit_code, Some(0));
-        cap.dry_run = true;
-        assert!(cap.run("t".into()).await.unwrap_err().contains("dry run"));
     }
 
     #[test]

@@ -11,12 +11,9 @@ use std::path::PathBuf;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use super::HasCaps;
-use crate::contract::DirNeed;
-use crate::runtime::bindings::v0_1::mend::plugin::fs;
+use crate::contract::{DirNeed, HostError};
 
 /// Read-only or read-write.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,10 +127,15 @@ pub(super) fn missing(needs: &[DirNeed], dirs: &[ResolvedDir]) -> Option<String>
     None
 }
 
-/// Adds the granted directories as WASI preopens.
-pub(crate) fn preopen(builder: &mut WasiCtxBuilder, dirs: &[ResolvedDir]) -> anyhow::Result<()> {
+/// Adds the granted directories as WASI preopens. In a dry run every
+/// directory is read-only, whatever the grant: nothing can be written.
+pub(crate) fn preopen(
+    builder: &mut WasiCtxBuilder,
+    dirs: &[ResolvedDir],
+    dry_run: bool,
+) -> anyhow::Result<()> {
     for d in dirs {
-        let perms = if d.write {
+        let perms = if d.write && !dry_run {
             FsPerms::ReadWrite
         } else {
             FsPerms::ReadOnly
@@ -145,6 +147,17 @@ pub(crate) fn preopen(builder: &mut WasiCtxBuilder, dirs: &[ResolvedDir]) -> any
     Ok(())
 }
 
+/// Usage of one filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    /// Bytes available to unprivileged users.
+    pub available_bytes: u64,
+    pub total_inodes: u64,
+    pub free_inodes: u64,
+}
+
 /// Per-call state of `mend:plugin/fs`.
 pub struct FsCap {
     pub(crate) dirs: Vec<ResolvedDir>,
@@ -152,18 +165,21 @@ pub struct FsCap {
 
 impl FsCap {
     /// Usage of the filesystem holding `path` (a guest path).
-    pub fn disk_usage(&self, path: &str) -> Result<fs::Usage, String> {
-        let want = guest_components(path).map_err(|e| format!("denied: {e}"))?;
+    pub fn disk_usage(&self, path: &str) -> Result<DiskUsage, HostError> {
+        let want = guest_components(path).map_err(HostError::Denied)?;
         let grant = self
             .dirs
             .iter()
             .filter(|d| want.starts_with(&guest_components(&d.guest).unwrap_or_default()))
             .max_by_key(|d| d.guest.len())
-            .ok_or_else(|| format!("denied: `{path}` is not inside a granted directory"))?;
+            .ok_or_else(|| {
+                HostError::denied(format!("`{path}` is not inside a granted directory"))
+            })?;
         let depth = guest_components(&grant.guest).unwrap_or_default().len();
         let rest: PathBuf = want[depth..].iter().collect();
+        let failed = |e: std::io::Error| HostError::failed(format!("`{path}`: {e}"));
         let root = Dir::open_ambient_dir(&grant.host, ambient_authority())
-            .map_err(|e| format!("{}: {e}", grant.guest))?;
+            .map_err(|e| HostError::failed(format!("{}: {e}", grant.guest)))?;
         // Nothing is ever opened but directories: opening a FIFO or a
         // device could block the host. A file's filesystem is its
         // directory's. cap-std resolves `rest` beneath `root`, so symlinks
@@ -171,7 +187,7 @@ impl FsCap {
         let stat = if rest.as_os_str().is_empty() {
             rustix::fs::fstatvfs(&root)
         } else {
-            let meta = root.metadata(&rest).map_err(|e| format!("`{path}`: {e}"))?;
+            let meta = root.metadata(&rest).map_err(failed)?;
             let dir = if meta.is_dir() {
                 root.open_dir(&rest)
             } else {
@@ -180,12 +196,12 @@ impl FsCap {
                     None => root.try_clone(),
                 }
             }
-            .map_err(|e| format!("`{path}`: {e}"))?;
+            .map_err(failed)?;
             rustix::fs::fstatvfs(&dir)
         }
-        .map_err(|e| format!("`{path}`: {e}"))?;
+        .map_err(|e| failed(e.into()))?;
         let frsize = stat.f_frsize;
-        Ok(fs::Usage {
+        Ok(DiskUsage {
             total_bytes: stat.f_blocks * frsize,
             free_bytes: stat.f_bfree * frsize,
             available_bytes: stat.f_bavail * frsize,
@@ -193,17 +209,6 @@ impl FsCap {
             free_inodes: stat.f_ffree,
         })
     }
-}
-
-impl fs::Host for FsCap {
-    fn disk_usage(&mut self, path: String) -> Result<fs::Usage, String> {
-        FsCap::disk_usage(self, &path)
-    }
-}
-
-pub(super) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
-    fs::add_to_linker::<T, HasSelf<FsCap>>(linker, |t| &mut t.caps().fs)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -248,17 +253,10 @@ mod tests {
         let u = cap.disk_usage("/data").unwrap();
         assert!(u.total_bytes > 0 && u.total_bytes >= u.free_bytes);
         assert!(cap.disk_usage("/data/sub").is_ok());
-        assert!(cap.disk_usage("/etc").unwrap_err().starts_with("denied"));
-        assert!(
-            cap.disk_usage("/data/../etc")
-                .unwrap_err()
-                .starts_with("denied")
-        );
-        assert!(
-            cap.disk_usage("/database")
-                .unwrap_err()
-                .starts_with("denied")
-        );
+        let denied = |p: &str| matches!(cap.disk_usage(p), Err(HostError::Denied(_)));
+        assert!(denied("/etc"));
+        assert!(denied("/data/../etc"));
+        assert!(denied("/database"));
         // A symlink inside the grant that points out is not followed.
         assert!(cap.disk_usage("/data/root-link").is_err());
         // A FIFO is never opened (that would block until a writer came).

@@ -1,7 +1,8 @@
 //! URL grants: outbound HTTP through `wasi:http/outgoing-handler`.
 //!
-//! `wasi:http` is always linked, so any plugin can build a request; this
-//! module decides whether it is sent. A request goes out only if its URL
+//! For a call granted no URL, every way into `wasi:http` traps (no HTTP
+//! object can even be made, so the host holds none: [`without_http`]); for
+//! one granted URLs, this module decides whether a request is sent. A request goes out only if its URL
 //! falls under a granted prefix (`scheme://host[:port][/path]`): same
 //! scheme, host and port, and a path under the granted one, segment by
 //! segment. Paths with `..`/`.` segments (plain or percent-encoded) are
@@ -120,13 +121,27 @@ pub(super) fn missing(needs: &[String], granted: &[UrlGrant]) -> Option<String> 
     None
 }
 
-/// `wasi:http` hooks for one call: the allowlist.
+/// Bytes an outgoing HTTP body buffers in the host before the server
+/// takes them (the guest's writes wait beyond that).
+pub const BODY_BUFFER: usize = 64 << 10;
+
+/// `wasi:http` hooks for one call: the allowlist, and in a dry run only
+/// requests that change nothing (GET, HEAD).
 pub struct HttpHooks {
     pub(crate) plugin: std::sync::Arc<str>,
     pub(crate) grants: Vec<UrlGrant>,
+    pub(crate) dry_run: bool,
 }
 
 impl WasiHttpHooks for HttpHooks {
+    // An outgoing body buffers one chunk in flight and one queued.
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        1
+    }
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        BODY_BUFFER / 2
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -146,6 +161,10 @@ impl WasiHttpHooks for HttpHooks {
         let uri = request.uri().clone();
         if !self.grants.iter().any(|g| g.permits(&uri)) {
             tracing::warn!(plugin = %self.plugin, %uri, "HTTP request denied: not in the plugin's `urls` grant");
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        if self.dry_run && !matches!(*request.method(), http::Method::GET | http::Method::HEAD) {
+            tracing::info!(plugin = %self.plugin, method = %request.method(), %uri, "HTTP request denied: dry run (only GET and HEAD)");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         tracing::debug!(plugin = %self.plugin, method = %request.method(), %uri, "HTTP request");
@@ -227,4 +246,39 @@ mod tests {
         assert!(missing(&["http://127.0.0.1:9/".into()], &g).is_some());
         assert!(missing(&["*".into()], &[]).is_some());
     }
+}
+
+/// The `wasi:http` version wasmtime-wasi-http 48 links (a test fails if a
+/// newer one moves it).
+const WASI_HTTP: &str = "0.2.12";
+
+/// Why a call without a URL grant trapped in `wasi:http`.
+#[derive(Debug, thiserror::Error)]
+#[error("wasi:http is not granted to this plugin (no `urls` grant for this check or step)")]
+pub struct NotGranted;
+
+/// `linker` (which links `wasi:http`) with every function that creates an
+/// HTTP object or sends a request replaced by a trap.
+pub(crate) fn without_http<T: 'static>(
+    linker: &wasmtime::component::Linker<T>,
+) -> anyhow::Result<wasmtime::component::Linker<T>> {
+    let mut bare = linker.clone();
+    bare.allow_shadowing(true);
+    let mut stub = |instance: &str, func: &str| -> anyhow::Result<()> {
+        bare.instance(&format!("wasi:http/{instance}@{WASI_HTTP}"))
+            .and_then(|mut i| i.func_new(func, |_, _, _, _| Err(wasmtime::Error::new(NotGranted))))
+            .map_err(anyhow::Error::from)
+    };
+    for f in [
+        "[constructor]fields",
+        "[static]fields.from-list",
+        "[constructor]request-options",
+        "[constructor]outgoing-request",
+        "[constructor]outgoing-response",
+    ] {
+        stub("types", f)?;
+    }
+    stub("outgoing-handler", "handle")?;
+    bare.allow_shadowing(false);
+    Ok(bare)
 }

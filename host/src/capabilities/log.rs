@@ -4,10 +4,17 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
+use crate::text::{escape, truncate};
 
-use super::HasCaps;
-use crate::runtime::bindings::v0_1::mend::plugin::log::{self, Level};
+/// A log line's level, as the plugin gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
 
 /// Lines one call may log; further lines are dropped with one warning.
 pub const MAX_LINES_PER_CALL: u32 = 1000;
@@ -29,20 +36,9 @@ impl LogCap {
     }
 }
 
-/// Cuts `s` to at most `max` bytes on a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-impl log::Host for LogCap {
-    fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
+impl LogCap {
+    /// One line from the plugin, tagged with its name, escaped and bounded.
+    pub fn log(&mut self, level: Level, message: &str, fields: &[(String, String)]) {
         if self.remaining == 0 {
             return;
         }
@@ -52,11 +48,11 @@ impl log::Host for LogCap {
             tracing::warn!(target: "mend::plugin", plugin, "log limit reached; dropping further lines from this call");
             return;
         }
-        let message = truncate(&message, MAX_MESSAGE);
+        let message = escape(truncate(message, MAX_MESSAGE));
         let fields = fields
             .iter()
             .take(MAX_FIELDS)
-            .map(|(k, v)| format!("{}={}", truncate(k, 64), truncate(v, 256)))
+            .map(|(k, v)| format!("{}={}", escape(truncate(k, 64)), escape(truncate(v, 256))))
             .collect::<Vec<_>>()
             .join(" ");
         match level {
@@ -66,19 +62,5 @@ impl log::Host for LogCap {
             Level::Warn => tracing::warn!(target: "mend::plugin", plugin, fields, "{message}"),
             Level::Error => tracing::error!(target: "mend::plugin", plugin, fields, "{message}"),
         }
-    }
-}
-
-pub(super) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
-    log::add_to_linker::<T, HasSelf<LogCap>>(linker, |t| &mut t.caps().log)?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn truncate_respects_char_boundaries() {
-        assert_eq!(super::truncate("héllo", 2), "h");
-        assert_eq!(super::truncate("hello", 10), "hello");
     }
 }

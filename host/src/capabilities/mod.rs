@@ -1,10 +1,13 @@
 //! Host capabilities, one module per grant kind.
 //!
-//! Each module owns one kind of grant end to end: it validates the
-//! operator's grant once ([`Grants::resolve`]), prepares per-call state from
-//! it, and links its WIT imports (or configures WASI). Nothing is granted by
-//! default: a plugin sees only what [`Grants`] lists, and only if its
-//! declared [`Needs`](crate::contract::Needs) fit within the grants.
+//! Each module owns one kind of grant end to end: the TOML shape of the
+//! grant, checking it once ([`Grants::resolve_with`]), matching a plugin's
+//! declared needs against it ([`missing_grant`]), and the per-call state
+//! and host functions, on mend's own version-neutral types. The versioned
+//! WIT layer (`crate::wit`) links those functions for each contract
+//! version. Nothing is granted by default: a plugin sees only what
+//! [`Grants`] lists, and only if its declared
+//! [`Needs`](crate::contract::Needs) fit within the grants.
 
 pub mod clock;
 pub mod exec;
@@ -12,6 +15,7 @@ pub mod fs;
 pub mod http;
 pub mod log;
 pub mod net;
+pub mod output;
 pub mod redis;
 pub mod sql;
 pub mod state;
@@ -20,8 +24,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use wasmtime::component::Linker;
+use wasmtime_wasi::WasiCtxBuilder;
 
+use crate::clock::Clock;
 use crate::contract::Needs;
 
 /// `[connections.NAME]`: a database or cache the operator lets plugins
@@ -267,6 +272,15 @@ fn named_granted(need: &str, granted: &[&str]) -> bool {
     }
 }
 
+/// What a call needs besides its grants to set up its capabilities.
+pub struct CallSetup<'a> {
+    pub plugin: Arc<str>,
+    pub dry_run: bool,
+    pub clock: Clock,
+    /// The plugin state database, if the host has one.
+    pub state: Option<&'a state::StateStore>,
+}
+
 /// Per-call state of the host imports.
 pub struct HostCaps {
     pub log: log::LogCap,
@@ -276,24 +290,63 @@ pub struct HostCaps {
     pub exec: exec::ExecCap,
     pub sql: sql::SqlCap,
     pub redis: redis::RedisCap,
+    pub http: http::HttpHooks,
+}
+
+impl HostCaps {
+    /// Prepares every capability for one call from its grants, and
+    /// configures WASI with the directories and addresses granted (in a
+    /// dry run, directories are read-only).
+    pub fn prepare(
+        grants: &ResolvedGrants,
+        call: CallSetup<'_>,
+        wasi: &mut WasiCtxBuilder,
+    ) -> anyhow::Result<HostCaps> {
+        let CallSetup {
+            plugin,
+            dry_run,
+            clock,
+            state,
+        } = call;
+        fs::preopen(wasi, &grants.dirs, dry_run)?;
+        net::configure(wasi, &grants.addresses);
+        wasi.wall_clock(clock);
+        Ok(HostCaps {
+            log: log::LogCap::new(plugin.clone()),
+            clock: clock::ClockCap { clock },
+            state: state::StateCap::new(
+                plugin.clone(),
+                state.filter(|_| grants.state).cloned(),
+                dry_run,
+            ),
+            fs: fs::FsCap {
+                dirs: grants.dirs.clone(),
+            },
+            exec: exec::ExecCap {
+                plugin: plugin.clone(),
+                commands: grants.commands.clone(),
+                dry_run,
+            },
+            sql: sql::SqlCap {
+                connections: grants.postgres(),
+                dry_run,
+            },
+            redis: redis::RedisCap {
+                connections: grants.redis(),
+                dry_run,
+            },
+            http: http::HttpHooks {
+                plugin,
+                grants: grants.urls.clone(),
+                dry_run,
+            },
+        })
+    }
 }
 
 /// Gives the linker access to [`HostCaps`] inside the store's data.
 pub trait HasCaps: Send + 'static {
     fn caps(&mut self) -> &mut HostCaps;
-}
-
-/// Links every mend host import (`mend:plugin/*`). WASI is linked by the
-/// runtime; these are the imports mend adds on top.
-pub fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
-    log::add_to_linker(linker)?;
-    clock::add_to_linker(linker)?;
-    state::add_to_linker(linker)?;
-    fs::add_to_linker(linker)?;
-    exec::add_to_linker(linker)?;
-    sql::add_to_linker(linker)?;
-    redis::add_to_linker(linker)?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -318,7 +371,7 @@ mod tests {
                         argv: vec!["/bin/true".into()],
                         cwd: None,
                         env: Default::default(),
-                        timeout: crate::config::values::Dur(std::time::Duration::from_secs(1)),
+                        timeout: crate::values::Dur::from_secs(1),
                     },
                 )
                 .unwrap(),

@@ -12,11 +12,20 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
-use wasmtime::component::{HasSelf, Linker};
 
-use super::HasCaps;
-use crate::config::values::Dur;
-use crate::runtime::bindings::v0_1::mend::plugin::redis as wit;
+use crate::contract::HostError;
+use crate::values::Dur;
+
+/// A reply as the plugin sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Nil,
+    Int(i64),
+    /// A bulk string or a status reply.
+    Data(Vec<u8>),
+    /// An array of scalars (integers as their decimal text).
+    Array(Vec<Option<Vec<u8>>>),
+}
 
 /// Bytes a reply may carry into the sandbox.
 pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
@@ -91,6 +100,38 @@ const ALLOWED: &[&str] = &[
 const SUBCOMMANDS: &[(&str, &[&str])] = &[
     ("OBJECT", &["ENCODING", "FREQ", "IDLETIME", "REFCOUNT"]),
     ("MEMORY", &["USAGE"]),
+];
+
+/// Allowed commands that change data: refused in a dry run.
+const WRITES: &[&str] = &[
+    "GETDEL",
+    "SET",
+    "SETEX",
+    "PSETEX",
+    "SETNX",
+    "APPEND",
+    "DEL",
+    "UNLINK",
+    "EXPIRE",
+    "PEXPIRE",
+    "EXPIREAT",
+    "PEXPIREAT",
+    "PERSIST",
+    "INCR",
+    "INCRBY",
+    "INCRBYFLOAT",
+    "DECR",
+    "DECRBY",
+    "HSET",
+    "HDEL",
+    "HINCRBY",
+    "SADD",
+    "SREM",
+    "ZADD",
+    "ZREM",
+    "LPUSH",
+    "RPUSH",
+    "PUBLISH",
 ];
 
 /// Checks a command against the allowlist; returns its upper-case name.
@@ -224,7 +265,7 @@ impl RedisConnection {
 }
 
 /// Converts a reply for the plugin, within the size limit.
-fn to_reply(v: redis::Value) -> Result<wit::Reply, String> {
+fn to_reply(v: redis::Value) -> Result<Reply, String> {
     let mut size = 0usize;
     let mut count = |n: usize| {
         size += n;
@@ -235,8 +276,8 @@ fn to_reply(v: redis::Value) -> Result<wit::Reply, String> {
         }
     };
     Ok(match v {
-        redis::Value::Nil => wit::Reply::Nil,
-        redis::Value::Int(i) => wit::Reply::Int(i),
+        redis::Value::Nil => Reply::Nil,
+        redis::Value::Int(i) => Reply::Int(i),
         redis::Value::Array(items) | redis::Value::Set(items) => {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
@@ -249,7 +290,7 @@ fn to_reply(v: redis::Value) -> Result<wit::Reply, String> {
                 };
                 out.push(e);
             }
-            wit::Reply::Array(out)
+            Reply::Array(out)
         }
         redis::Value::Map(pairs) => {
             let mut out = Vec::with_capacity(pairs.len() * 2);
@@ -260,7 +301,7 @@ fn to_reply(v: redis::Value) -> Result<wit::Reply, String> {
                     out.push(e);
                 }
             }
-            wit::Reply::Array(out)
+            Reply::Array(out)
         }
         redis::Value::ServerError(e) => {
             return Err(format!("{} {}", e.code(), e.details().unwrap_or_default()));
@@ -268,9 +309,9 @@ fn to_reply(v: redis::Value) -> Result<wit::Reply, String> {
         other => match scalar(other)? {
             Some(bytes) => {
                 count(bytes.len())?;
-                wit::Reply::Data(bytes)
+                Reply::Data(bytes)
             }
-            None => wit::Reply::Nil,
+            None => Reply::Nil,
         },
     })
 }
@@ -297,28 +338,35 @@ fn scalar(v: redis::Value) -> Result<Option<Vec<u8>>, String> {
 /// Per-call state: the Redis connections granted to this call.
 pub struct RedisCap {
     pub(crate) connections: Vec<Arc<RedisConnection>>,
+    /// A dry run: only commands that read.
+    pub(crate) dry_run: bool,
 }
 
 impl RedisCap {
-    fn get(&self, name: &str) -> Result<Arc<RedisConnection>, String> {
+    fn get(&self, name: &str) -> Result<Arc<RedisConnection>, HostError> {
         self.connections
             .iter()
             .find(|c| c.name == name)
             .cloned()
             .ok_or_else(|| {
-                format!("denied: Redis connection `{name}` is not granted to this plugin")
+                HostError::denied(format!(
+                    "Redis connection `{name}` is not granted to this plugin"
+                ))
             })
     }
-}
 
-impl wit::Host for RedisCap {
-    async fn command(
+    pub async fn command(
         &mut self,
-        connection: String,
-        args: Vec<Vec<u8>>,
-    ) -> Result<wit::Reply, String> {
-        let conn = self.get(&connection)?;
-        let name = admit(&args)?;
+        connection: &str,
+        args: &[Vec<u8>],
+    ) -> Result<Reply, HostError> {
+        let conn = self.get(connection)?;
+        let name = admit(args).map_err(denied)?;
+        if self.dry_run && WRITES.contains(&name.as_str()) {
+            return Err(HostError::denied(format!(
+                "dry run: {name} changes data and was not run"
+            )));
+        }
         // Measure a value before reading it into the host.
         let measure = match name.as_str() {
             "GET" | "GETDEL" if args.len() == 2 => Some(("STRLEN", &args[1..2])),
@@ -330,37 +378,38 @@ impl wit::Host for RedisCap {
             for a in keys {
                 cmd.arg(a.as_slice());
             }
-            if let redis::Value::Int(n) = conn.run(cmd).await?
+            if let redis::Value::Int(n) = conn.run(cmd).await.map_err(classify)?
                 && n as usize > MAX_REPLY_BYTES
             {
-                return Err(format!(
-                    "denied: the value is {n} bytes, over the {MAX_REPLY_BYTES}-byte reply limit"
-                ));
+                return Err(HostError::limit(format!(
+                    "the value is {n} bytes, over the {MAX_REPLY_BYTES}-byte reply limit"
+                )));
             }
         }
         let mut cmd = redis::cmd(&name);
         for a in &args[1..] {
             cmd.arg(a.as_slice());
         }
-        to_reply(conn.run(cmd).await?)
+        to_reply(conn.run(cmd).await.map_err(classify)?).map_err(classify)
     }
 
-    async fn scan(
+    pub async fn scan(
         &mut self,
-        connection: String,
+        connection: &str,
         cursor: u64,
-        pattern: String,
+        pattern: &str,
         count: u32,
-    ) -> Result<(u64, Vec<String>), String> {
-        let conn = self.get(&connection)?;
+    ) -> Result<(u64, Vec<String>), HostError> {
+        let conn = self.get(connection)?;
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor)
             .arg("MATCH")
-            .arg(&pattern)
+            .arg(pattern)
             .arg("COUNT")
             .arg(count.clamp(1, MAX_SCAN_COUNT));
         let (next, raw): (u64, Vec<Vec<u8>>) =
-            redis::from_redis_value(conn.run(cmd).await?).map_err(|e| e.to_string())?;
+            redis::from_redis_value(conn.run(cmd).await.map_err(classify)?)
+                .map_err(|e| HostError::failed(e.to_string()))?;
         // A key that is not UTF-8 cannot be named back through this
         // interface: skip it rather than fail the whole scan.
         let total = raw.len();
@@ -375,9 +424,20 @@ impl wit::Host for RedisCap {
     }
 }
 
-pub(super) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
-    wit::add_to_linker::<T, HasSelf<RedisCap>>(linker, |t| &mut t.caps().redis)?;
-    Ok(())
+/// `admit`'s refusals carry a `denied: ` prefix for the log; the kind says it now.
+fn denied(m: String) -> HostError {
+    HostError::Denied(m.strip_prefix("denied: ").map(str::to_string).unwrap_or(m))
+}
+
+/// The kind of a failure, from the connection's own messages.
+fn classify(m: String) -> HostError {
+    if m.contains("timed out") {
+        HostError::TimedOut(m)
+    } else if m.contains("larger than") {
+        HostError::Limit(m)
+    } else {
+        HostError::Failed(m)
+    }
 }
 
 #[cfg(test)]
@@ -437,6 +497,13 @@ mod tests {
     }
 
     #[test]
+    fn every_write_is_an_allowed_command() {
+        for w in WRITES {
+            assert!(ALLOWED.contains(w), "{w}");
+        }
+    }
+
+    #[test]
     fn replies_are_flattened_and_bounded() {
         let r = to_reply(redis::Value::Array(vec![
             redis::Value::BulkString(b"a".to_vec()),
@@ -444,7 +511,7 @@ mod tests {
             redis::Value::Int(3),
         ]))
         .unwrap();
-        let wit::Reply::Array(items) = r else {
+        let Reply::Array(items) = r else {
             panic!("expected an array");
         };
         assert_eq!(items, vec![Some(b"a".to_vec()), None, Some(b"3".to_vec())]);

@@ -15,11 +15,38 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Row, Statement};
-use wasmtime::component::{HasSelf, Linker};
 
-use super::HasCaps;
-use crate::config::values::Dur;
-use crate::runtime::bindings::v0_1::mend::plugin::sql;
+use crate::contract::HostError;
+use crate::values::Dur;
+
+/// A value crossing the boundary: a parameter or a column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Boolean(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// What a query returned.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+}
+
+/// How to run one statement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// A new connection rather than the host's shared one.
+    pub fresh: bool,
+    /// At most (and by default) the connection's timeout.
+    pub timeout_ms: Option<u32>,
+    /// Inside a read-only transaction whatever the connection says (a
+    /// dry run).
+    pub read_only: bool,
+}
 
 /// Rows a query may return.
 pub const MAX_ROWS: usize = 10_000;
@@ -117,6 +144,7 @@ impl PgConnection {
     async fn with_client<T>(
         &self,
         fresh: bool,
+        read_only: bool,
         timeout: Duration,
         work: impl AsyncFnOnce(&Client) -> Result<T, String>,
     ) -> Result<T, String> {
@@ -129,7 +157,11 @@ impl PgConnection {
         };
         let result = if fresh {
             match connect().await {
-                Ok(client) => self.run_on(&client, deadline, timeout, work).await.0,
+                Ok(client) => {
+                    self.run_on(&client, read_only, deadline, timeout, work)
+                        .await
+                        .0
+                }
                 Err(e) => Err(e),
             }
         } else {
@@ -145,7 +177,9 @@ impl PgConnection {
                 }
             }
             let client = shared.as_ref().expect("just connected");
-            let (result, clean) = self.run_on(client, deadline, timeout, work).await;
+            let (result, clean) = self
+                .run_on(client, read_only, deadline, timeout, work)
+                .await;
             if !clean || client.is_closed() {
                 // Never hand a session in an unknown state to the next call.
                 *shared = None;
@@ -162,6 +196,7 @@ impl PgConnection {
     async fn run_on<T>(
         &self,
         client: &Client,
+        read_only: bool,
         deadline: tokio::time::Instant,
         timeout: Duration,
         work: impl AsyncFnOnce(&Client) -> Result<T, String>,
@@ -172,7 +207,7 @@ impl PgConnection {
                 Ok(Ok(()))
             )
         };
-        if self.read_only && !within("BEGIN READ ONLY").await {
+        if (self.read_only || read_only) && !within("BEGIN READ ONLY").await {
             return (Err("cannot start a read-only transaction".into()), false);
         }
         let result = run_cancellable(client, deadline, timeout, work).await;
@@ -186,11 +221,11 @@ impl PgConnection {
     pub async fn query(
         &self,
         statement: &str,
-        params: &[sql::Value],
-        options: &sql::Options,
-    ) -> Result<sql::Rows, String> {
+        params: &[Value],
+        options: &QueryOptions,
+    ) -> Result<Rows, String> {
         let timeout = self.timeout_for(options);
-        self.with_client(options.fresh, timeout, async |client| {
+        self.with_client(options.fresh, options.read_only, timeout, async |client| {
             let stmt = client.prepare(statement).await.map_err(|e| describe(&e))?;
             let params = bind(&stmt, params)?;
             let stream = client
@@ -212,11 +247,11 @@ impl PgConnection {
     pub async fn execute(
         &self,
         statement: &str,
-        params: &[sql::Value],
-        options: &sql::Options,
+        params: &[Value],
+        options: &QueryOptions,
     ) -> Result<u64, String> {
         let timeout = self.timeout_for(options);
-        self.with_client(options.fresh, timeout, async |client| {
+        self.with_client(options.fresh, options.read_only, timeout, async |client| {
             let stmt = client.prepare(statement).await.map_err(|e| describe(&e))?;
             let params = bind(&stmt, params)?;
             client
@@ -227,7 +262,7 @@ impl PgConnection {
         .await
     }
 
-    fn timeout_for(&self, options: &sql::Options) -> Duration {
+    fn timeout_for(&self, options: &QueryOptions) -> Duration {
         options
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.into()).min(self.timeout))
@@ -324,7 +359,7 @@ fn is_text(t: &Type) -> bool {
 }
 
 /// Converts each value to the type the server inferred for its `$n`.
-fn bind(stmt: &Statement, values: &[sql::Value]) -> Result<Vec<Param>, String> {
+fn bind(stmt: &Statement, values: &[Value]) -> Result<Vec<Param>, String> {
     let types = stmt.params();
     if types.len() != values.len() {
         return Err(format!(
@@ -345,9 +380,9 @@ fn bind(stmt: &Statement, values: &[sql::Value]) -> Result<Vec<Param>, String> {
                 )
             };
             let p: Param = match v {
-                sql::Value::Null => Box::new(Null),
-                sql::Value::Boolean(b) if *t == Type::BOOL => Box::new(*b),
-                sql::Value::Int(i) => match *t {
+                Value::Null => Box::new(Null),
+                Value::Boolean(b) if *t == Type::BOOL => Box::new(*b),
+                Value::Int(i) => match *t {
                     Type::INT2 => Box::new(i16::try_from(*i).map_err(|_| mismatch())?),
                     Type::INT4 => Box::new(i32::try_from(*i).map_err(|_| mismatch())?),
                     Type::INT8 => Box::new(*i),
@@ -357,13 +392,13 @@ fn bind(stmt: &Statement, values: &[sql::Value]) -> Result<Vec<Param>, String> {
                     ref t if is_text(t) => Box::new(i.to_string()),
                     _ => return Err(mismatch()),
                 },
-                sql::Value::Float(f) => match *t {
+                Value::Float(f) => match *t {
                     Type::FLOAT4 => Box::new(*f as f32),
                     Type::FLOAT8 => Box::new(*f),
                     ref t if is_text(t) => Box::new(f.to_string()),
                     _ => return Err(mismatch()),
                 },
-                sql::Value::Text(s) if is_text(t) => Box::new(s.clone()),
+                Value::Text(s) if is_text(t) => Box::new(s.clone()),
                 _ => return Err(mismatch()),
             };
             Ok(p)
@@ -382,7 +417,7 @@ fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
 struct RowsBuilder<'a> {
     stmt: &'a Statement,
     bytes: usize,
-    rows: Vec<Vec<sql::Value>>,
+    rows: Vec<Vec<Value>>,
 }
 
 impl<'a> RowsBuilder<'a> {
@@ -401,10 +436,10 @@ impl<'a> RowsBuilder<'a> {
         let mut values = Vec::with_capacity(self.stmt.columns().len());
         for (i, col) in self.stmt.columns().iter().enumerate() {
             let v = value(row, i, col)?;
-            if let Some(sql::Value::Text(t)) = &v {
+            if let Some(Value::Text(t)) = &v {
                 self.bytes += t.len();
             }
-            values.push(v.unwrap_or(sql::Value::Null));
+            values.push(v.unwrap_or(Value::Null));
         }
         if self.bytes > MAX_BYTES {
             return Err(format!("the result is larger than {MAX_BYTES} bytes"));
@@ -413,8 +448,8 @@ impl<'a> RowsBuilder<'a> {
         Ok(())
     }
 
-    fn finish(self) -> sql::Rows {
-        sql::Rows {
+    fn finish(self) -> Rows {
+        Rows {
             columns: self
                 .stmt
                 .columns()
@@ -427,46 +462,46 @@ impl<'a> RowsBuilder<'a> {
 }
 
 /// Column `i` of `row` as a plugin value.
-fn value(row: &Row, i: usize, col: &tokio_postgres::Column) -> Result<Option<sql::Value>, String> {
+fn value(row: &Row, i: usize, col: &tokio_postgres::Column) -> Result<Option<Value>, String> {
     let bad = |e: tokio_postgres::Error| format!("column `{}`: {}", col.name(), describe(&e));
     Ok(match *col.type_() {
         Type::VOID => None,
         Type::BOOL => row
             .try_get::<_, Option<bool>>(i)
             .map_err(bad)?
-            .map(sql::Value::Boolean),
+            .map(Value::Boolean),
         Type::INT2 => row
             .try_get::<_, Option<i16>>(i)
             .map_err(bad)?
-            .map(|v| sql::Value::Int(v.into())),
+            .map(|v| Value::Int(v.into())),
         Type::INT4 => row
             .try_get::<_, Option<i32>>(i)
             .map_err(bad)?
-            .map(|v| sql::Value::Int(v.into())),
+            .map(|v| Value::Int(v.into())),
         Type::INT8 => row
             .try_get::<_, Option<i64>>(i)
             .map_err(bad)?
-            .map(sql::Value::Int),
+            .map(Value::Int),
         Type::OID => row
             .try_get::<_, Option<u32>>(i)
             .map_err(bad)?
-            .map(|v| sql::Value::Int(v.into())),
+            .map(|v| Value::Int(v.into())),
         Type::FLOAT4 => row
             .try_get::<_, Option<f32>>(i)
             .map_err(bad)?
-            .map(|v| sql::Value::Float(v.into())),
+            .map(|v| Value::Float(v.into())),
         Type::FLOAT8 => row
             .try_get::<_, Option<f64>>(i)
             .map_err(bad)?
-            .map(sql::Value::Float),
+            .map(Value::Float),
         Type::CHAR => row
             .try_get::<_, Option<i8>>(i)
             .map_err(bad)?
-            .map(|v| sql::Value::Text(((v as u8) as char).to_string())),
+            .map(|v| Value::Text(((v as u8) as char).to_string())),
         ref t if is_text(t) => row
             .try_get::<_, Option<String>>(i)
             .map_err(bad)?
-            .map(sql::Value::Text),
+            .map(Value::Text),
         ref other => {
             return Err(format!(
                 "column `{}` has type {other}, which plugins cannot read: cast it in SQL (e.g. `{}::text`)",
@@ -480,47 +515,65 @@ fn value(row: &Row, i: usize, col: &tokio_postgres::Column) -> Result<Option<sql
 /// Per-call state: the PostgreSQL connections granted to this call.
 pub struct SqlCap {
     pub(crate) connections: Vec<Arc<PgConnection>>,
+    /// A dry run: read-only transactions only, no `execute`.
+    pub(crate) dry_run: bool,
 }
 
 impl SqlCap {
-    fn get(&self, name: &str) -> Result<Arc<PgConnection>, String> {
+    fn get(&self, name: &str) -> Result<Arc<PgConnection>, HostError> {
         self.connections
             .iter()
             .find(|c| c.name == name)
             .cloned()
             .ok_or_else(|| {
-                format!("denied: PostgreSQL connection `{name}` is not granted to this plugin")
+                HostError::denied(format!(
+                    "PostgreSQL connection `{name}` is not granted to this plugin"
+                ))
             })
     }
-}
 
-impl sql::Host for SqlCap {
-    async fn query(
+    pub async fn query(
         &mut self,
-        connection: String,
-        statement: String,
-        params: Vec<sql::Value>,
-        options: sql::Options,
-    ) -> Result<sql::Rows, String> {
-        self.get(&connection)?
-            .query(&statement, &params, &options)
+        connection: &str,
+        statement: &str,
+        params: &[Value],
+        mut options: QueryOptions,
+    ) -> Result<Rows, HostError> {
+        options.read_only |= self.dry_run;
+        self.get(connection)?
+            .query(statement, params, &options)
             .await
+            .map_err(classify)
     }
 
-    async fn execute(
+    pub async fn execute(
         &mut self,
-        connection: String,
-        statement: String,
-        params: Vec<sql::Value>,
-        options: sql::Options,
-    ) -> Result<u64, String> {
-        self.get(&connection)?
-            .execute(&statement, &params, &options)
+        connection: &str,
+        statement: &str,
+        params: &[Value],
+        options: QueryOptions,
+    ) -> Result<u64, HostError> {
+        let conn = self.get(connection)?;
+        if self.dry_run {
+            return Err(HostError::denied(format!(
+                "dry run: connection `{connection}`: execute was not run (query runs read-only)"
+            )));
+        }
+        conn.execute(statement, params, &options)
             .await
+            .map_err(classify)
     }
 }
 
-pub(super) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
-    sql::add_to_linker::<T, HasSelf<SqlCap>>(linker, |t| &mut t.caps().sql)?;
-    Ok(())
+/// The kind of a failure, from the connection's own messages.
+fn classify(m: String) -> HostError {
+    if m.contains("timed out") || m.contains("statement cancelled after") {
+        HostError::TimedOut(m)
+    } else if m.contains("-row limit") || m.contains("result is larger than") {
+        HostError::Limit(m)
+    } else if m.contains("read-only transaction") {
+        HostError::Denied(m)
+    } else {
+        HostError::Failed(m)
+    }
 }

@@ -1,16 +1,17 @@
 //! `mend:plugin/state`: persistent key/value state private to each plugin,
 //! kept in SQLite in the host's state directory so it survives restarts.
 //! Needs the `state` grant; bounded in key size, value size and key count.
+//! In a dry-run call, writes go to an overlay that lives for the call: the
+//! plugin reads its own writes, the store is never touched.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
-use wasmtime::component::{HasSelf, Linker};
 
-use super::HasCaps;
-use crate::runtime::bindings::v0_1::mend::plugin::state;
+use crate::contract::HostError;
 
 pub const MAX_KEY: usize = 256;
 pub const MAX_VALUE: usize = 64 * 1024;
@@ -24,6 +25,7 @@ pub struct StateStore {
 
 impl StateStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        crate::private_fs::file(path)?;
         let conn = Connection::open(path)
             .with_context(|| format!("opening plugin state {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -93,8 +95,7 @@ impl StateStore {
     }
 }
 
-/// Writes one key, within the size and count bounds.
-fn write(conn: &Connection, plugin: &str, key: &str, value: &[u8]) -> Result<(), String> {
+fn check_sizes(key: &str, value: &[u8]) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_KEY {
         return Err(format!("key must be 1..={MAX_KEY} bytes"));
     }
@@ -104,6 +105,12 @@ fn write(conn: &Connection, plugin: &str, key: &str, value: &[u8]) -> Result<(),
             value.len()
         ));
     }
+    Ok(())
+}
+
+/// Writes one key, within the size and count bounds.
+fn write(conn: &Connection, plugin: &str, key: &str, value: &[u8]) -> Result<(), String> {
+    check_sizes(key, value)?;
     let exists: bool = conn
         .query_row(
             "SELECT 1 FROM plugin_state WHERE plugin = ?1 AND key = ?2",
@@ -138,40 +145,83 @@ fn write(conn: &Connection, plugin: &str, key: &str, value: &[u8]) -> Result<(),
 pub struct StateCap {
     pub(crate) plugin: Arc<str>,
     pub(crate) store: Option<StateStore>,
+    /// Dry run: writes land here (`None` marks a deletion), never in the
+    /// store.
+    pub(crate) overlay: Option<BTreeMap<String, Option<Vec<u8>>>>,
 }
 
 impl StateCap {
-    fn store(&self) -> Result<&StateStore, String> {
+    pub(crate) fn new(plugin: Arc<str>, store: Option<StateStore>, dry_run: bool) -> Self {
+        StateCap {
+            plugin,
+            store,
+            overlay: dry_run.then(BTreeMap::new),
+        }
+    }
+
+    fn store(&self) -> Result<&StateStore, HostError> {
         self.store
             .as_ref()
-            .ok_or_else(|| "denied: persistent state is not granted to this plugin".to_string())
+            .ok_or_else(|| HostError::denied("persistent state is not granted to this plugin"))
     }
-}
 
-impl state::Host for StateCap {
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
-        self.store()?.get(&self.plugin, &key)
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let store = self.store()?;
+        if let Some(v) = self.overlay.as_ref().and_then(|o| o.get(key)) {
+            return Ok(v.clone());
+        }
+        store.get(&self.plugin, key).map_err(HostError::Failed)
     }
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
-        self.store()?.set(&self.plugin, &key, &value)
+
+    pub fn set(&mut self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        let store = self.store()?.clone();
+        match &mut self.overlay {
+            Some(o) => {
+                check_sizes(key, value).map_err(HostError::Limit)?;
+                o.insert(key.to_string(), Some(value.to_vec()));
+                Ok(())
+            }
+            None => store.set(&self.plugin, key, value).map_err(limit_or_failed),
+        }
     }
-    fn delete(&mut self, key: String) -> Result<(), String> {
-        self.store()?.delete(&self.plugin, &key)
+
+    pub fn delete(&mut self, key: &str) -> Result<(), HostError> {
+        let store = self.store()?.clone();
+        match &mut self.overlay {
+            Some(o) => {
+                o.insert(key.to_string(), None);
+                Ok(())
+            }
+            None => store.delete(&self.plugin, key).map_err(HostError::Failed),
+        }
     }
-    fn compare_and_swap(
+
+    pub fn compare_and_swap(
         &mut self,
-        key: String,
-        expected: Option<Vec<u8>>,
-        value: Vec<u8>,
-    ) -> Result<bool, String> {
+        key: &str,
+        expected: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<bool, HostError> {
+        if self.overlay.is_some() {
+            if self.get(key)?.as_deref() != expected {
+                return Ok(false);
+            }
+            self.set(key, value)?;
+            return Ok(true);
+        }
         self.store()?
-            .compare_and_swap(&self.plugin, &key, expected.as_deref(), &value)
+            .compare_and_swap(&self.plugin, key, expected, value)
+            .map_err(limit_or_failed)
     }
 }
 
-pub(super) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
-    state::add_to_linker::<T, HasSelf<StateCap>>(linker, |t| &mut t.caps().state)?;
-    Ok(())
+/// The store's size and count refusals are limits; the rest failures.
+fn limit_or_failed(m: String) -> HostError {
+    if m.starts_with("key must") || m.starts_with("value of") || m.contains("already holds") {
+        HostError::Limit(m)
+    } else {
+        HostError::Failed(m)
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +268,27 @@ mod tests {
         assert_eq!(s.get("a", "k").unwrap(), Some(b"2".to_vec()));
         // Each plugin's keys are its own.
         assert!(s.compare_and_swap("b", "k", None, b"x").unwrap());
+    }
+
+    #[test]
+    fn a_dry_run_writes_to_an_overlay_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&tmp.path().join("state.db")).unwrap();
+        s.set("a", "k", b"real").unwrap();
+        let mut cap = StateCap::new("a".into(), Some(s.clone()), true);
+        cap.set("k", b"planned").unwrap();
+        assert_eq!(cap.get("k").unwrap(), Some(b"planned".to_vec()));
+        assert!(cap.compare_and_swap("k", Some(b"planned"), b"2").unwrap());
+        cap.delete("k").unwrap();
+        assert_eq!(cap.get("k").unwrap(), None);
+        assert_eq!(
+            s.get("a", "k").unwrap(),
+            Some(b"real".to_vec()),
+            "store untouched"
+        );
+        assert!(matches!(cap.set("", b"x"), Err(HostError::Limit(_))));
+        let denied = StateCap::new("a".into(), None, true);
+        assert!(matches!(denied.get("k"), Err(HostError::Denied(_))));
     }
 
     #[test]

@@ -1,138 +1,45 @@
-//! `mend check-config FILE`: everything `mend run` would refuse or trip
-//! over, all at once: syntax, references, cycles, and the plugins
-//! themselves (they exist, load, have the right role, and their declared
-//! needs fit their grants).
+//! `mend check-config FILE`: exactly what `mend run` would refuse, all at
+//! once, by compiling the same plan: syntax and schema, references and
+//! cycles, grants, the plugins themselves (they exist, load, play the
+//! role, their declared needs fit their grants) and each plugin's own
+//! check of its config. Exit 0 means `mend run` starts.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::capabilities::{Grants, missing_grant};
-use crate::config::error::line_col;
-use crate::config::{self, ConfigError};
-use crate::contract::Role;
+use crate::config;
+use crate::plan;
 use crate::runtime::{Runtime, RuntimeConfig};
 
 pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = match config::load(path) {
-        Ok(c) => c,
-        Err(errors) => {
-            for e in &errors.0 {
-                println!("{e}");
-            }
-            println!("{}: {} problem(s)", path.display(), errors.0.len());
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let parsed = config::load_partial(path);
     let runtime = Runtime::new(RuntimeConfig {
-        state_dir: config.state_dir(),
+        state_dir: parsed.config.as_ref().and_then(|c| c.state_dir()),
         ..RuntimeConfig::default()
     })?;
-
-    let mut problems: Vec<ConfigError> = Vec::new();
-    let mut report = |span: std::ops::Range<usize>, key: String, message: String| {
-        problems.push(ConfigError {
-            file: path.to_path_buf(),
-            position: Some(line_col(&text, span.start)),
-            key,
-            message,
-        })
-    };
-
-    let backends = config.backends().unwrap_or_default();
-    let dir = config.plugins_dir();
-    let (plugins, broken): (HashMap<_, _>, Vec<String>) = match runtime.load_dir(&dir).await {
-        Ok(loaded) => (loaded.plugins, loaded.errors.into_values().collect()),
-        Err(e) => (
-            HashMap::new(),
-            vec![format!("plugins directory {}: {e}", dir.display())],
-        ),
-    };
-
-    let mut check_plugin =
-        |name: &toml::Spanned<String>, key: String, role: Role, grants: &Grants| {
-            let Some(plugin) = plugins.get(name.get_ref()) else {
-                report(
-                    name.span(),
-                    key,
-                    format!("no plugin named `{}` in {}", name.get_ref(), dir.display()),
-                );
-                return;
-            };
-            if !plugin.manifest().has_role(role) {
-                let role = if role == Role::Detector {
-                    "a detector"
-                } else {
-                    "an action"
-                };
-                report(
-                    name.span(),
-                    key,
-                    format!("plugin `{}` is not {role}", name.get_ref()),
-                );
-                return;
+    match plan::from_parsed(parsed, &runtime).await {
+        Ok(plan) => {
+            for w in &plan.warnings {
+                println!("warning: {w}");
             }
-            if let Ok(resolved) = grants.resolve_with(&backends)
-                && let Some(need) = plugin
-                    .manifest()
-                    .needs(role)
-                    .and_then(|n| missing_grant(n, &resolved))
-            {
-                report(
-                    name.span(),
-                    key,
-                    format!(
-                        "plugin `{}` needs {need}, which is not granted",
-                        name.get_ref()
-                    ),
-                );
-            }
-        };
-    for (i, c) in config.checks.iter().enumerate() {
-        check_plugin(
-            &c.plugin,
-            format!("check[{i}].plugin"),
-            Role::Detector,
-            &c.grants,
-        );
-    }
-    for (i, p) in config.policies.iter().enumerate() {
-        for (j, s) in p.steps.iter().enumerate() {
-            check_plugin(
-                &s.action,
-                format!("policy[{i}].step[{j}].action"),
-                Role::Action,
-                &s.grants,
+            println!(
+                "{}: ok ({} checks, {} policies, {} plugins)",
+                path.display(),
+                plan.checks.len(),
+                plan.policies.len(),
+                plan.plugins.plugins.len()
             );
+            Ok(ExitCode::SUCCESS)
         }
-        if let Some(s) = &p.escalate {
-            check_plugin(
-                &s.action,
-                format!("policy[{i}].escalate.action"),
-                Role::Action,
-                &s.grants,
-            );
+        Err(problems) => {
+            for w in &problems.warnings {
+                println!("warning: {w}");
+            }
+            for e in &problems.errors {
+                println!("{e}");
+            }
+            println!("{}: {} problem(s)", path.display(), problems.errors.len());
+            Ok(ExitCode::FAILURE)
         }
     }
-
-    for b in &broken {
-        println!("{}: {b}", path.display());
-    }
-    for p in &problems {
-        println!("{p}");
-    }
-    let total = problems.len() + broken.len();
-    if total > 0 {
-        println!("{}: {total} problem(s)", path.display());
-        return Ok(ExitCode::FAILURE);
-    }
-    println!(
-        "{}: ok ({} checks, {} policies, {} plugins)",
-        path.display(),
-        config.checks.len(),
-        config.policies.len(),
-        plugins.len()
-    );
-    Ok(ExitCode::SUCCESS)
 }

@@ -116,14 +116,4 @@ fn init_logging(format: LogFormat, filter: &str) {
     };
 }
 
-/// mend's state directory: `$MEND_STATE_DIR`, else `$XDG_STATE_HOME/mend`,
-/// else `~/.local/state/mend`.
-pub fn default_state_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("MEND_STATE_DIR") {
-        return Some(d.into());
-    }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
-        return Some(PathBuf::from(d).join("mend"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/mend"))
-}
+pub use crate::config::default_state_dir;

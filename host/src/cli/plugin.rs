@@ -11,9 +11,9 @@ use serde_json::json;
 
 use crate::capabilities::Grants;
 use crate::capabilities::fs::{DirGrant, Mode};
-use crate::config::values::parse_bytes;
-use crate::contract::{Finding, Needs, Role};
+use crate::contract::{Finding, Needs, RemedyContext, Role};
 use crate::runtime::{Limits, Request, Runtime, RuntimeConfig};
+use crate::values::parse_bytes;
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -34,6 +34,8 @@ pub enum PluginCommand {
 pub enum Export {
     Detect,
     Remedy,
+    /// Check a config without running (what `mend check-config` asks).
+    Validate,
 }
 
 #[derive(clap::Args)]
@@ -76,7 +78,7 @@ pub struct CallArgs {
     timeout: Option<Duration>,
     /// Memory cap in bytes (suffixes K, M, G, KiB, MiB, GiB accepted).
     #[arg(long, value_parser = parse_bytes)]
-    memory: Option<usize>,
+    memory: Option<u64>,
     /// For remedy: report the plan, change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -135,6 +137,9 @@ async fn inspect(
     println!("  roles:       {}", roles.join(", "));
     println!("  contract:    mend:plugin@{}", plugin.wit_version());
     println!("  sha256:      {}", plugin.sha256());
+    println!("  pin it in mend.toml, so no other file can claim its name:");
+    println!("    [plugins.{}]", m.name);
+    println!("    sha256 = \"{}\"", plugin.sha256());
     for r in &m.roles {
         print_needs(role_name(r.role), &r.needs);
     }
@@ -198,26 +203,55 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         state: args.grant_state,
     }
     .resolve_with(&match &args.defs {
-        Some(file) => crate::config::load(file)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .backends()?,
+        Some(file) => {
+            let c = crate::config::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            crate::capabilities::Backends::new(&c.connections, &c.commands)?
+        }
         None => Default::default(),
     })?;
     let defaults = Limits::default();
     let limits = Limits {
         fuel: args.fuel.unwrap_or(defaults.fuel),
         deadline: args.timeout.unwrap_or(defaults.deadline),
-        memory: args.memory.unwrap_or(defaults.memory),
+        memory: args
+            .memory
+            .map(|m| usize::try_from(m).unwrap_or(usize::MAX))
+            .unwrap_or(defaults.memory),
+        ..defaults
     };
     let rt = runtime(args.state_dir.clone())?;
     let plugin = rt.load_file(&args.file).await?;
+    let labels = Default::default();
     let req = Request {
         check: &args.check,
         config: &config,
+        labels: &labels,
         grants: &grants,
         limits,
+        clock: crate::clock::Clock::system(),
     };
     let out = match args.export {
+        Export::Validate => {
+            let mut v = json!({
+                "plugin": plugin.name(),
+                "version": plugin.manifest().version,
+                "call": "validate",
+            });
+            for role in [Role::Detector, Role::Action] {
+                if !plugin.plays(role) {
+                    continue;
+                }
+                let key = role_name(role);
+                v[key] = match rt.validate(&plugin, role, &config).await {
+                    Ok(Some(needs)) => json!({"ok": true, "needs": needs}),
+                    Ok(None) => {
+                        json!({"ok": null, "note": "this contract version cannot validate a config"})
+                    }
+                    Err(e) => json!({"ok": false, "error": e.to_string()}),
+                };
+            }
+            v
+        }
         Export::Detect => {
             let r = rt.detect(&plugin, &req).await?;
             json!({
@@ -235,7 +269,8 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
                     .context("--findings must be a JSON list of findings")?,
                 None => Vec::new(),
             };
-            let r = rt.remedy(&plugin, &req, &findings, args.dry_run).await?;
+            let context = RemedyContext::manual(&args.check, args.dry_run);
+            let r = rt.remedy(&plugin, &req, &findings, context).await?;
             json!({
                 "plugin": plugin.name(),
                 "version": plugin.manifest().version,

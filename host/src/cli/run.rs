@@ -1,8 +1,10 @@
-//! `mend run`: the engine as a service, in the foreground. SIGTERM or
-//! Ctrl-C stops it (no new action starts; work in flight finishes within a
-//! grace period and is recorded either way); SIGHUP reloads the config
-//! (validated first: a bad one is logged and the running one stays).
-//! Under systemd it speaks the notify protocol (see `service::systemd`).
+//! `mend run`: the engine as a service, in the foreground. It starts only
+//! on a plan that compiles (the same check `mend check-config` makes),
+//! and refuses with every problem listed. SIGTERM or Ctrl-C stops it (no
+//! new action starts; work in flight finishes within a grace period and is
+//! recorded either way); SIGHUP reloads the config (compiled first: a bad
+//! one is logged, every problem, and the running one stays). Under systemd
+//! it speaks the notify protocol (see `service::systemd`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::config::{self, Config};
+use crate::config;
 use crate::engine::{Clock, Engine, shutdown};
 use crate::metrics::Metrics;
+use crate::plan::{self, Plan, Problems};
 use crate::runtime::{EngineSettings, Runtime, RuntimeConfig};
 use crate::service::signals::{Signal, Signals};
 use crate::service::systemd::{self, Notifier};
@@ -22,6 +25,9 @@ use crate::store::Store;
 
 /// How long in-flight actions get to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(30);
+
+/// Exit code when the config is refused (EX_CONFIG, sysexits.h).
+pub const EXIT_CONFIG: u8 = 78;
 
 /// What `run` needs to build engines, again on each reload.
 struct Parts {
@@ -32,41 +38,72 @@ struct Parts {
 }
 
 impl Parts {
-    async fn engine(&self, config: Config) -> anyhow::Result<Arc<Engine>> {
-        Engine::with_metrics(
-            config,
+    fn engine(&self, plan: Plan) -> anyhow::Result<Arc<Engine>> {
+        Engine::new(
+            plan,
             self.runtime.clone(),
             self.store.clone(),
             self.clock,
             self.metrics.clone(),
         )
-        .await
     }
 }
 
+fn print_problems(p: &Problems) {
+    for w in &p.warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &p.errors {
+        eprintln!("{e}");
+    }
+    eprintln!(
+        "mend: not starting: {} problem(s) in the config (`mend check-config` lists the same)",
+        p.errors.len()
+    );
+}
+
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
-    let config = match config::load(config_path) {
-        Ok(c) => c,
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            return Ok(ExitCode::from(2));
+    // The state directory comes from the config; the runtime (compile
+    // cache, plugin state) lives there.
+    let parsed = config::load_partial(config_path);
+    let Some(state_dir) = parsed.config.as_ref().and_then(|c| c.state_dir()) else {
+        if parsed.config.is_some() {
+            eprintln!("mend: no state directory: set engine.state_dir or MEND_STATE_DIR");
         }
+        print_problems(&Problems {
+            errors: parsed.errors,
+            warnings: Vec::new(),
+        });
+        return Ok(ExitCode::from(EXIT_CONFIG));
     };
+    let inline_file_io = parsed
+        .config
+        .as_ref()
+        .is_some_and(|c| c.engine.inline_file_io);
+    let max_concurrent = parsed
+        .config
+        .as_ref()
+        .map_or(8, |c| c.engine.max_concurrent);
     let mut signals = Signals::install().context("installing signal handlers")?;
-    let state_dir = config
-        .state_dir()
-        .context("no state directory: set engine.state_dir or MEND_STATE_DIR")?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
         state_dir: Some(state_dir.clone()),
-        inline_file_io: config.engine.inline_file_io,
+        inline_file_io,
         engine: EngineSettings {
-            max_concurrent_calls: config.engine.max_concurrent.max(1) + 4,
+            max_concurrent_calls: max_concurrent.max(1) + 4,
             ..EngineSettings::default()
         },
         ..RuntimeConfig::default()
     })?);
+    let plan = match plan::from_parsed(parsed, &runtime).await {
+        Ok(plan) => plan,
+        Err(problems) => {
+            print_problems(&problems);
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
     let clock = Clock::system();
     let db = state_dir.join("mend.db");
     let (store, recovery) = Store::open(&db, clock.now())?;
@@ -84,13 +121,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         metrics: Arc::new(Metrics::new()),
     };
     let notifier = Notifier::from_env();
-    let mut engine = parts.engine(config).await?;
+    let mut engine = parts.engine(plan)?;
     let current = Arc::new(Current::new(engine.clone()));
 
     let api = match engine.config().api.listen_addr() {
         Some(addr) => {
             let reader = Store::open_read_only(&db)?;
-            let max_body = engine.config().api.max_body.0;
+            let max_body = engine.config().api.max_body.as_usize();
             let (_, server) = crate::api::serve(addr, current.clone(), reader, max_body)
                 .await
                 .with_context(|| format!("starting the API on {addr} ([api] listen)"))?;
@@ -106,8 +143,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
     loop {
         tracing::info!(
-            checks = engine.config().checks.len(),
-            policies = engine.config().policies.len(),
+            checks = engine.plan().checks.len(),
+            policies = engine.plan().policies.len(),
             plugins = engine.plugins().len(),
             state_dir = %state_dir.display(),
             dry_run = engine.config().engine.dry_run,
@@ -153,12 +190,26 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
                         }
                         break None;
                     }
-                    Signal::Reload => match validate(config_path, &parts).await {
-                        Err(e) => {
+                    // Compiled while the old engine runs: everything a
+                    // reload could trip over is found before it stops.
+                    Signal::Reload => match plan::load(config_path, &parts.runtime).await {
+                        Err(problems) => {
                             parts.metrics.reload("config", false);
-                            tracing::error!("config reload refused; the running config stays: {e:#}");
+                            for e in &problems.errors {
+                                tracing::error!("config reload refused: {e}");
+                            }
+                            tracing::error!(
+                                problems = problems.errors.len(),
+                                "config reload refused; the running config stays"
+                            );
                         }
                         Ok(new) => {
+                            for w in &new.warnings {
+                                tracing::warn!("{w}");
+                            }
+                            if new.config.state_dir() != engine.config().state_dir() {
+                                tracing::warn!("engine.state_dir changed: it takes effect when mend restarts");
+                            }
                             tracing::info!("reloading: letting work in flight finish first");
                             notifier.reloading();
                             trigger.fire();
@@ -173,21 +224,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         beats.abort();
         watcher.abort();
         let Some(new) = next else { break };
-        // Built again now the old engine is stopped, so the new one reads
-        // the policy state (cooldowns, attempts, breakers) as it left it.
+        // Built now the old engine is stopped, so the new one reads the
+        // policy state (cooldowns, attempts, breakers) as it left it.
         let old = engine.clone();
-        engine = match parts.engine(new).await {
-            Ok(e) => {
-                parts.metrics.reload("config", true);
-                tracing::info!("config reloaded");
-                e
-            }
-            Err(e) => {
-                parts.metrics.reload("config", false);
-                tracing::error!("config reload failed; going on with the previous config: {e:#}");
-                parts.engine(old.config().clone()).await?
-            }
-        };
+        engine = parts.engine(new)?;
+        parts.metrics.reload("config", true);
+        tracing::info!("config reloaded");
         engine.adopt_state(&old);
         parts.metrics.forget_checks();
         if engine.config().api.listen != old.config().api.listen {
@@ -209,12 +251,4 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Loads the config again and builds an engine from it (then drops it):
-/// everything a reload could trip over, checked while the old engine runs.
-async fn validate(path: &Path, parts: &Parts) -> anyhow::Result<Config> {
-    let config = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    parts.engine(config.clone()).await?;
-    Ok(config)
 }

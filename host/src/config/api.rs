@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::Config;
 use super::error::Reporter;
-use super::values::Bytes;
+use crate::values::Bytes;
 
 /// The environment variable read for the API token when `[api] token` is
 /// not set.

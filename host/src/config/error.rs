@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -47,36 +47,34 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Collects errors against one file's text, turning byte spans into
-/// line:column.
+/// Collects errors against one config's source, turning spans (of the
+/// expanded text) into line:column of the file.
 pub(crate) struct Reporter<'a> {
-    file: &'a Path,
-    text: &'a str,
+    source: &'a super::Source,
     pub(crate) errors: Vec<ConfigError>,
 }
 
 impl<'a> Reporter<'a> {
-    pub(crate) fn new(file: &'a Path, text: &'a str) -> Self {
+    pub(crate) fn new(source: &'a super::Source) -> Self {
         Reporter {
-            file,
-            text,
+            source,
             errors: Vec::new(),
         }
     }
 
+    /// An error at `span` if given, else at the key's own position.
     pub(crate) fn at(
         &mut self,
         span: Option<Range<usize>>,
         key: impl Into<String>,
         message: impl Into<String>,
     ) {
-        let position = span.map(|s| line_col(self.text, s.start));
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            position,
-            key: key.into(),
-            message: message.into(),
-        });
+        let key = key.into();
+        let e = match span {
+            Some(s) => self.source.error_at(&s, key, message),
+            None => self.source.error(key, message),
+        };
+        self.errors.push(e);
     }
 }
 

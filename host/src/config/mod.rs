@@ -1,31 +1,38 @@
-//! `mend.toml`: the operator's checks and policies.
+//! `mend.toml`: the operator's checks and policies, as written.
 //!
-//! Parsing is strict: unknown keys are rejected, and every error names the
-//! file, the line:column and the key path. Durations are written `"30s"`;
-//! `${VAR}` pulls secrets from the environment. [`load`] parses and then
-//! validates everything that can be checked without running plugins, and
-//! reports all problems at once; `mend check-config` adds the plugin checks.
+//! Parsing is strict: unknown keys are rejected (with a "did you mean"),
+//! and every error names the file, the line:column and the key path.
+//! Problems in different tables are reported together: each `[[check]]`,
+//! `[[policy]]`, `[connections.*]`... is read on its own, so one bad table
+//! does not hide the next. Durations are written `"30s"`; `${VAR}` and
+//! `${VAR:-default}` pull values from the environment ([`env`]). [`load`]
+//! checks what needs nothing but the file; `crate::plan` checks the rest
+//! (plugins, grants against needs, plugin configs) and is the one
+//! validation `mend run`, reload and `mend check-config` share.
 
 pub mod api;
 pub mod env;
 pub mod error;
+pub mod suggest;
 mod validate;
-pub mod values;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::IntoDeserializer;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 pub use self::api::ApiConfig;
 use self::error::Reporter;
 pub use self::error::{ConfigError, ConfigErrors};
 pub(crate) use self::validate::dependency_graph;
-use self::values::{Bytes, Dur};
 use crate::capabilities::exec::CommandDef;
-use crate::capabilities::{Backends, ConnectionDef, Grants};
+use crate::capabilities::{ConnectionDef, Grants};
 use crate::contract::Status;
 use crate::policy::backoff::Backoff;
 use crate::policy::breaker::BreakerConfig;
@@ -34,6 +41,7 @@ use crate::policy::health::HealthConfig;
 use crate::policy::maintenance::MaintenanceWindow;
 use crate::policy::trigger::Trigger;
 use crate::runtime::Limits;
+use crate::values::{Bytes, Dur};
 
 /// A parsed and validated config.
 #[derive(Debug, Clone)]
@@ -45,26 +53,112 @@ pub struct Config {
     pub connections: BTreeMap<String, ConnectionDef>,
     /// `[commands.NAME]`: commands plugins may be granted.
     pub commands: BTreeMap<String, CommandDef>,
+    /// `[plugins.NAME]`: which file may carry a plugin name.
+    pub plugins: BTreeMap<String, PluginPin>,
     pub checks: Vec<CheckConfig>,
     pub policies: Vec<PolicyConfig>,
     pub api: ApiConfig,
+    /// The text it was read from, for positions in later errors.
+    pub source: Arc<Source>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The top-level tables of `mend.toml`.
+const SECTIONS: &[&str] = &[
+    "engine",
+    "api",
+    "connections",
+    "commands",
+    "plugins",
+    "check",
+    "policy",
+];
+
+/// `[plugins.NAME]`: pins a plugin name to one file's content, so no other
+/// `.wasm` in the plugins directory can claim it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ConfigFile {
-    #[serde(default)]
-    engine: EngineConfig,
-    #[serde(default)]
-    connections: BTreeMap<String, ConnectionDef>,
-    #[serde(default)]
-    commands: BTreeMap<String, CommandDef>,
-    #[serde(default, rename = "check")]
-    checks: Vec<CheckConfig>,
-    #[serde(default, rename = "policy")]
-    policies: Vec<PolicyConfig>,
-    #[serde(default)]
-    api: ApiConfig,
+pub struct PluginPin {
+    /// The sha256 of the `.wasm` (as `mend plugin inspect` prints it).
+    pub sha256: String,
+}
+
+/// Where a config came from: the file's text, its `${VAR}` expansion, and
+/// the span of every key, so any stage can say where a problem is.
+#[derive(Debug, Default)]
+pub struct Source {
+    pub file: PathBuf,
+    text: String,
+    expanded: env::Expanded,
+    /// Key path (`check[2].config`, `engine.plugins_dir`) → span of its
+    /// value in the expanded text.
+    keys: BTreeMap<String, Range<usize>>,
+}
+
+impl Source {
+    /// 1-based line and column in the file of a span of the expanded text.
+    pub fn position(&self, span: &Range<usize>) -> (usize, usize) {
+        error::line_col(&self.text, self.expanded.original(span.start))
+    }
+
+    /// Where a key's value is, or its closest enclosing table's.
+    pub fn span_of(&self, key: &str) -> Option<Range<usize>> {
+        let mut k = key;
+        loop {
+            if let Some(s) = self.keys.get(k) {
+                return Some(s.clone());
+            }
+            let cut = k.rfind(['.', '['])?;
+            k = &k[..cut];
+        }
+    }
+
+    /// An error at `key`, positioned.
+    pub fn error(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        let key = key.into();
+        ConfigError {
+            file: self.file.clone(),
+            position: self.span_of(&key).map(|s| self.position(&s)),
+            key,
+            message: message.into(),
+        }
+    }
+
+    /// An error at an exact span.
+    pub fn error_at(
+        &self,
+        span: &Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            position: Some(self.position(span)),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn record(&mut self, prefix: &str, value: &Spanned<DeValue<'_>>) {
+        self.keys.insert(prefix.to_string(), value.span());
+        match value.get_ref() {
+            DeValue::Table(t) => {
+                for (k, v) in t.iter() {
+                    let path = if prefix.is_empty() {
+                        k.get_ref().to_string()
+                    } else {
+                        format!("{prefix}.{}", k.get_ref())
+                    };
+                    self.record(&path, v);
+                }
+            }
+            DeValue::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    self.record(&format!("{prefix}[{i}]"), v);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// `[engine]`.
@@ -157,19 +251,13 @@ impl LimitsConfig {
         Limits {
             fuel: self.fuel.unwrap_or(base.fuel),
             deadline: self.deadline.map(|d| d.0).unwrap_or(base.deadline),
-            memory: self.memory.map(|m| m.0).unwrap_or(base.memory),
+            memory: self.memory.map(|m| m.as_usize()).unwrap_or(base.memory),
+            ..base
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Critical,
-    #[default]
-    Warning,
-    Info,
-}
+pub use crate::contract::Severity;
 
 /// `[[check]]`: a detector run on a schedule.
 #[derive(Debug, Clone, Deserialize)]
@@ -472,13 +560,8 @@ impl Config {
     pub fn state_dir(&self) -> Option<PathBuf> {
         match &self.engine.state_dir {
             Some(d) => Some(self.relative(d)),
-            None => crate::cli::default_state_dir(),
+            None => default_state_dir(),
         }
-    }
-
-    /// The named connections and commands, checked (nothing is opened).
-    pub fn backends(&self) -> anyhow::Result<Backends> {
-        Backends::new(&self.connections, &self.commands)
     }
 
     /// Makes relative directory grants (and command working directories)
@@ -527,73 +610,309 @@ impl Config {
     }
 }
 
-/// Reads, parses and validates a config file, reporting every problem.
-pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            position: None,
-            key: String::new(),
-            message: format!("cannot read: {e}"),
-        }])
-    })?;
-    parse(&text, path, |k| std::env::var(k).ok())
+/// mend's state directory when the config names none: `$MEND_STATE_DIR`,
+/// else `$XDG_STATE_HOME/mend`, else `~/.local/state/mend`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("MEND_STATE_DIR") {
+        return Some(d.into());
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        return Some(PathBuf::from(d).join("mend"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/mend"))
 }
 
-/// Parses and validates config text. `env` resolves `${VAR}`.
+/// A config as far as it could be read, and every problem found.
+#[derive(Debug)]
+pub struct Parsed {
+    /// Present whenever the file is TOML; tables that did not parse are
+    /// left out (and reported).
+    pub config: Option<Config>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl Parsed {
+    /// The config, if there was no problem at all.
+    pub fn strict(self) -> Result<Config, ConfigErrors> {
+        match self.config {
+            Some(c) if self.errors.is_empty() => Ok(c),
+            _ => Err(ConfigErrors(self.errors)),
+        }
+    }
+}
+
+/// Reads and parses a config file (see [`parse`]).
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_partial(path).strict()
+}
+
+/// Reads and parses a config file, keeping what parsed beside the errors.
+pub fn load_partial(path: &Path) -> Parsed {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_partial(&text, path, |k| std::env::var(k).ok()),
+        Err(e) => Parsed {
+            config: None,
+            errors: vec![ConfigError {
+                file: path.to_path_buf(),
+                position: None,
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }],
+        },
+    }
+}
+
+/// Parses config text and checks what the file alone can tell (names,
+/// references, cycles, values). `env` resolves `${VAR}`.
 pub fn parse(
     text: &str,
     file: &Path,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let mut report = Reporter::new(file, text);
-    let expanded = match env::interpolate(text, env) {
-        Ok(t) => t,
+    parse_partial(text, file, env).strict()
+}
+
+/// [`parse`], keeping what parsed beside the errors.
+pub fn parse_partial(text: &str, file: &Path, env: impl Fn(&str) -> Option<String>) -> Parsed {
+    let fail = |errors| Parsed {
+        config: None,
+        errors,
+    };
+    let mut source = Source {
+        file: file.to_path_buf(),
+        text: text.to_string(),
+        ..Source::default()
+    };
+    match env::expand(text, env) {
+        Ok(e) => source.expanded = e,
         Err(missing) => {
-            for m in missing {
-                report.at(
-                    Some(m.offset..m.offset),
-                    "",
-                    format!("environment variable `{}` is not set", m.name),
-                );
-            }
-            return Err(ConfigErrors(report.errors));
+            let errors = missing
+                .into_iter()
+                .map(|m| ConfigError {
+                    file: file.to_path_buf(),
+                    position: Some(error::line_col(text, m.offset)),
+                    key: m.key,
+                    message: m.message,
+                })
+                .collect();
+            return fail(errors);
         }
-    };
-    // Positions from here on refer to the expanded text.
-    let mut report = Reporter::new(file, &expanded);
-    let raw: ConfigFile = match toml::de::Deserializer::parse(&expanded) {
-        Err(e) => {
-            report.at(e.span(), "", e.message().to_string());
-            return Err(ConfigErrors(report.errors));
-        }
-        Ok(de) => match serde_path_to_error::deserialize(de) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let key = e.path().to_string();
-                let key = if key == "." { String::new() } else { key };
-                report.at(e.inner().span(), key, e.inner().message().to_string());
-                return Err(ConfigErrors(report.errors));
-            }
-        },
-    };
+    }
+    let expanded = source.expanded.text.clone();
+    let (root, syntax) = DeTable::parse_recoverable(&expanded);
+    if !syntax.is_empty() {
+        let errors = syntax
+            .iter()
+            .map(|e| ConfigError {
+                file: file.to_path_buf(),
+                position: e.span().map(|s| source.position(&s)),
+                key: String::new(),
+                message: e.message().to_string(),
+            })
+            .collect();
+        return fail(errors);
+    }
+    let root_value = Spanned::new(root.span(), DeValue::Table(root.get_ref().clone()));
+    source.record("", &root_value);
+
+    let mut sections = Sections::default();
+    for (key, value) in root.into_inner() {
+        sections.read(&source, key.get_ref(), value);
+    }
+    let Sections {
+        mut errors,
+        engine,
+        api,
+        connections,
+        commands,
+        plugins,
+        checks,
+        policies,
+        unparsed,
+    } = sections;
+    let source = Arc::new(source);
     let mut config = Config {
         file: file.to_path_buf(),
-        engine: raw.engine,
-        connections: raw.connections,
-        commands: raw.commands,
-        checks: raw.checks,
-        policies: raw.policies,
-        api: raw.api,
+        engine: engine.unwrap_or_default(),
+        connections,
+        commands,
+        plugins,
+        checks,
+        policies,
+        api: api.unwrap_or_default(),
+        source: source.clone(),
     };
     config.anchor_grants();
-    validate::validate(&config, &mut report);
+    let mut report = Reporter::new(&source);
+    validate::validate(&config, &unparsed, &mut report);
     api::validate(&config, &mut report);
-    if report.errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(report.errors))
+    errors.extend(report.errors);
+    errors.sort_by_key(|e| e.position);
+    Parsed {
+        config: Some(config),
+        errors,
     }
+}
+
+/// Names of tables that did not parse, so that what refers to them is not
+/// reported twice.
+#[derive(Debug, Default)]
+pub(crate) struct Unparsed {
+    pub checks: BTreeSet<String>,
+    pub policies: usize,
+}
+
+/// The top-level tables, each read on its own.
+#[derive(Default)]
+struct Sections {
+    errors: Vec<ConfigError>,
+    engine: Option<EngineConfig>,
+    api: Option<ApiConfig>,
+    connections: BTreeMap<String, ConnectionDef>,
+    commands: BTreeMap<String, CommandDef>,
+    plugins: BTreeMap<String, PluginPin>,
+    checks: Vec<CheckConfig>,
+    policies: Vec<PolicyConfig>,
+    unparsed: Unparsed,
+}
+
+impl Sections {
+    fn read(&mut self, source: &Source, key: &str, value: Spanned<DeValue<'_>>) {
+        match key {
+            "engine" => self.engine = self.one(source, "engine", value),
+            "api" => self.api = self.one(source, "api", value),
+            "connections" => {
+                for (name, v) in self.entries(source, key, value) {
+                    if let Some(d) = self.one(source, &format!("connections.{name}"), v) {
+                        self.connections.insert(name, d);
+                    }
+                }
+            }
+            "commands" => {
+                for (name, v) in self.entries(source, key, value) {
+                    if let Some(d) = self.one(source, &format!("commands.{name}"), v) {
+                        self.commands.insert(name, d);
+                    }
+                }
+            }
+            "plugins" => {
+                for (name, v) in self.entries(source, key, value) {
+                    if let Some(d) = self.one(source, &format!("plugins.{name}"), v) {
+                        self.plugins.insert(name, d);
+                    }
+                }
+            }
+            "check" => {
+                for (i, v) in self.elements(source, key, value).into_iter().enumerate() {
+                    let name = name_of(&v);
+                    match self.one::<CheckConfig>(source, &format!("check[{i}]"), v) {
+                        Some(c) => self.checks.push(c),
+                        None => {
+                            self.unparsed.checks.extend(name);
+                        }
+                    }
+                }
+            }
+            "policy" => {
+                for (i, v) in self.elements(source, key, value).into_iter().enumerate() {
+                    match self.one::<PolicyConfig>(source, &format!("policy[{i}]"), v) {
+                        Some(p) => self.policies.push(p),
+                        None => self.unparsed.policies += 1,
+                    }
+                }
+            }
+            other => self.errors.push(source.error(
+                other,
+                format!(
+                    "unknown table `{other}`; mend.toml has {}{}",
+                    SECTIONS
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    suggest::hint(other, SECTIONS.iter().copied())
+                ),
+            )),
+        }
+    }
+
+    /// Deserializes one table, recording its first error.
+    fn one<T: serde::de::DeserializeOwned>(
+        &mut self,
+        source: &Source,
+        key: &str,
+        value: Spanned<DeValue<'_>>,
+    ) -> Option<T> {
+        let span = value.span();
+        match serde_path_to_error::deserialize::<_, T>(value.into_deserializer()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let path = e.path().to_string();
+                let full = if path == "." || path.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{key}.{path}")
+                };
+                let at = e.inner().span().unwrap_or(span);
+                let message = suggest::with_field_hint(e.inner().message());
+                self.errors.push(source.error_at(&at, full, message));
+                None
+            }
+        }
+    }
+
+    fn entries<'a>(
+        &mut self,
+        source: &Source,
+        key: &str,
+        value: Spanned<DeValue<'a>>,
+    ) -> Vec<(String, Spanned<DeValue<'a>>)> {
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::Table(t) => t
+                .into_iter()
+                .map(|(k, v)| (k.into_inner().into_owned(), v))
+                .collect(),
+            _ => {
+                self.errors.push(source.error_at(
+                    &span,
+                    key,
+                    format!("must be a table of named entries, e.g. [{key}.NAME]"),
+                ));
+                Vec::new()
+            }
+        }
+    }
+
+    fn elements<'a>(
+        &mut self,
+        source: &Source,
+        key: &str,
+        value: Spanned<DeValue<'a>>,
+    ) -> Vec<Spanned<DeValue<'a>>> {
+        let span = value.span();
+        match value.into_inner() {
+            DeValue::Array(a) => a.iter().cloned().collect(),
+            _ => {
+                self.errors.push(source.error_at(
+                    &span,
+                    key,
+                    format!("must be an array of tables: write [[{key}]]"),
+                ));
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The `name` of a raw table, if it has a string one.
+fn name_of(v: &Spanned<DeValue<'_>>) -> Option<String> {
+    v.get_ref()
+        .as_table()?
+        .get("name")?
+        .get_ref()
+        .as_str()
+        .map(str::to_string)
 }
 
 #[cfg(test)]

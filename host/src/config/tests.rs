@@ -80,6 +80,80 @@ fn unknown_keys_name_the_line_column_and_key() {
         e[0].starts_with("mend.toml:7:1: check[0].intervall: unknown field `intervall`"),
         "{e:?}"
     );
+    assert!(e[0].ends_with("did you mean `interval`?"), "{e:?}");
+}
+
+#[test]
+fn schema_errors_in_different_tables_are_reported_together() {
+    let e = errors(
+        r#"
+[engine]
+intervl = "1s"
+
+[[check]]
+name = "a"
+plugin = "p"
+failure_threshold = "three"
+
+[[check]]
+name = "b"
+plugin = "p"
+
+[[policy]]
+name = "x"
+check = "a"
+cooldwn = "1m"
+
+[[policy.step]]
+action = "fix"
+
+[conections.db]
+kind = "postgres"
+"#,
+    );
+    let all = e.join("\n");
+    assert!(
+        all.contains("mend.toml:3:1: engine.intervl: unknown field `intervl`"),
+        "{all}"
+    );
+    assert!(all.contains("did you mean `interval`?"), "{all}");
+    assert!(
+        all.contains("check[0].failure_threshold: invalid type"),
+        "{all}"
+    );
+    assert!(all.contains("policy[0].cooldwn: unknown field"), "{all}");
+    assert!(all.contains("did you mean `cooldown`?"), "{all}");
+    assert!(all.contains("unknown table `conections`"), "{all}");
+    assert!(all.contains("did you mean `connections`?"), "{all}");
+    assert_eq!(e.len(), 4, "{all}");
+}
+
+#[test]
+fn a_table_that_does_not_parse_is_not_reported_again_by_what_refers_to_it() {
+    let e = errors(
+        "[[check]]\nname = \"a\"\nplugin = \"p\"\nbogus = 1\n\n[[check]]\nname = \"b\"\nplugin = \"p\"\ndepends_on = [\"a\"]\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("check[0].bogus"), "{e:?}");
+}
+
+#[test]
+fn environment_values_are_typed_and_may_have_defaults() {
+    let c = parse(
+        "# ${UNSET} in a comment is left alone\n[engine]\nmax_concurrent = ${MEND_CONCURRENCY:-3}\ndry_run = ${DRY:-false}\n[[check]]\nname = \"a\"\nplugin = \"p\"\nlabels = { team = ${TEAM} }\n",
+        Path::new("mend.toml"),
+        |k| (k == "TEAM").then(|| "storage ops".to_string()),
+    )
+    .unwrap();
+    assert_eq!(c.engine.max_concurrent, 3);
+    assert!(!c.engine.dry_run);
+    assert_eq!(c.checks[0].labels["team"], "storage ops");
+    // A value that does not fit the key is an error at the key.
+    let e = errors("[engine]\nmax_concurrent = ${TOKEN}\n");
+    assert!(
+        e[0].starts_with("mend.toml:2:18: engine.max_concurrent"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -107,7 +181,9 @@ fn missing_environment_variables_are_errors() {
     let e = errors("[[check]]\nname = \"a\"\nplugin = \"p\"\nconfig = { pw = \"${NOPE}\" }\n");
     assert_eq!(
         e,
-        vec!["mend.toml:4:18: environment variable `NOPE` is not set"]
+        vec![
+            "mend.toml:4:18: check[0].pw: environment variable `NOPE` is not set (give a default with `${NOPE:-value}`)"
+        ]
     );
 }
 
@@ -159,86 +235,6 @@ backoff = { base = "1m", max = "1s" }
     );
     assert!(all.contains("policy[0].backoff"), "{all}");
     assert!(e.len() >= 7, "{all}");
-}
-
-#[test]
-fn grants_are_checked() {
-    let e = errors(
-        "[[check]]\nname = \"a\"\nplugin = \"p\"\ngrants = { dirs = [{ host = \"/definitely/not/here\", guest = \"/d\" }] }\n",
-    );
-    assert!(
-        e[0].contains("check[0].grants: directory grant `/definitely/not/here`"),
-        "{e:?}"
-    );
-}
-
-#[test]
-fn connections_and_commands_are_defined_once_and_granted_by_name() {
-    let text = r#"
-[connections.appdb]
-kind = "postgres"
-url = "host=127.0.0.1 user=app password=${TOKEN}"
-timeout = "3s"
-
-[connections.cache]
-kind = "redis"
-url = "redis://127.0.0.1:6379/"
-
-[commands.restart]
-argv = ["/bin/true"]
-cwd = "."
-timeout = "1m"
-
-[[check]]
-name = "db"
-plugin = "pg-reconnect"
-grants = { connections = ["appdb"], urls = ["http://127.0.0.1:8080/pool"] }
-
-[[policy]]
-name = "fix-db"
-check = "db"
-
-[[policy.step]]
-action = "service-restart"
-grants = { commands = ["restart"] }
-"#;
-    let c = parse_str(text).unwrap();
-    assert_eq!(c.connections.len(), 2);
-    assert_eq!(c.commands["restart"].timeout.0, Duration::from_secs(60));
-    assert!(c.commands["restart"].cwd.is_some());
-    assert!(c.backends().is_ok());
-}
-
-#[test]
-fn undefined_names_and_bad_definitions_are_all_reported() {
-    let errs = errors(
-        r#"
-[connections.appdb]
-kind = "postgres"
-url = "host=x port=notaport"
-
-[commands.empty]
-argv = []
-
-[[check]]
-name = "db"
-plugin = "pg-reconnect"
-grants = { connections = ["nope"], urls = ["ftp://x/"] }
-
-[[policy]]
-name = "p"
-check = "db"
-
-[[policy.step]]
-action = "service-restart"
-grants = { commands = ["missing"] }
-"#,
-    );
-    let all = errors_text(&errs);
-    assert!(all.contains("connections.appdb"), "{all}");
-    assert!(all.contains("commands.empty"), "{all}");
-    assert!(all.contains("check[0].grants"), "{all}");
-    assert!(all.contains("command `missing` is not defined"), "{all}");
 }
 
 #[test]

@@ -1,18 +1,32 @@
-//! Everything about a config that can be checked without running a
-//! plugin: references resolve, names are unique, no dependency cycles,
-//! durations and thresholds make sense, grants exist. All problems are
-//! reported, not just the first.
+//! Everything about a config the file alone can tell: references resolve,
+//! names are unique, no dependency cycles, durations and thresholds make
+//! sense. All problems are reported, not just the first. What needs the
+//! system (directories, addresses, connections, plugins) is `crate::plan`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::error::Reporter;
-use super::{CheckConfig, Config, StepConfig};
-use crate::capabilities::Backends;
+use super::suggest::hint;
+use super::{CheckConfig, Config, StepConfig, Unparsed};
 use crate::policy::root_cause::find_cycle;
 
-pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
-    let backends = backends(c, r);
+pub(super) fn validate(c: &Config, unparsed: &Unparsed, r: &mut Reporter<'_>) {
+    for (table, names) in [
+        ("connections", c.connections.keys().collect::<Vec<_>>()),
+        ("commands", c.commands.keys().collect()),
+        ("plugins", c.plugins.keys().collect()),
+    ] {
+        for name in names {
+            if !valid_name(name) {
+                r.at(
+                    None,
+                    format!("{table}.{name}"),
+                    "use letters, digits, `-`, `_` and `.` in names",
+                );
+            }
+        }
+    }
     if c.engine.interval.0.is_zero() {
         r.at(None, "engine.interval", "must be more than 0s");
     }
@@ -44,38 +58,31 @@ pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
         }
         let interval = check.interval(&c.engine);
         if interval.is_zero() {
-            r.at(span.clone(), key("interval"), "must be more than 0s");
+            r.at(None, key("interval"), "must be more than 0s");
         }
         if check.jitter(&c.engine) >= interval && !interval.is_zero() {
-            r.at(
-                span.clone(),
-                key("jitter"),
-                "must be less than the interval",
-            );
+            r.at(None, key("jitter"), "must be less than the interval");
         }
         if check.failure_threshold == 0 {
-            r.at(span.clone(), key("failure_threshold"), "must be at least 1");
+            r.at(None, key("failure_threshold"), "must be at least 1");
         }
         if check.success_threshold == 0 {
-            r.at(span.clone(), key("success_threshold"), "must be at least 1");
+            r.at(None, key("success_threshold"), "must be at least 1");
         }
         if let Err(e) = check.flap.validate() {
-            r.at(span.clone(), key("flap"), e);
-        }
-        if let Err(e) = check.grants.resolve_with(&backends) {
-            r.at(span.clone(), key("grants"), format!("{e:#}"));
+            r.at(None, key("flap"), e);
         }
         if let Some(deadline) = check.limits.deadline {
             commands_fit(
                 c,
                 r,
-                span.clone(),
+                None,
                 &key("grants"),
                 &check.grants.commands,
                 deadline.0,
             );
         }
-        limits(r, span, &key("limits"), check.limits.deadline.map(|d| d.0));
+        limits(r, None, &key("limits"), check.limits.deadline.map(|d| d.0));
     }
 
     for (i, check) in c.checks.iter().enumerate() {
@@ -83,11 +90,17 @@ pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
             let key = format!("check[{i}].depends_on[{j}]");
             if dep.get_ref() == check.name() {
                 r.at(Some(dep.span()), key, "a check cannot depend on itself");
-            } else if !names.contains(dep.get_ref().as_str()) {
+            } else if !names.contains(dep.get_ref().as_str())
+                && !unparsed.checks.contains(dep.get_ref())
+            {
                 r.at(
                     Some(dep.span()),
                     key,
-                    format!("unknown check `{}`", dep.get_ref()),
+                    format!(
+                        "unknown check `{}`{}",
+                        dep.get_ref(),
+                        hint(dep.get_ref(), names.iter().copied())
+                    ),
                 );
             }
         }
@@ -118,59 +131,65 @@ pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
                 format!("policy `{}` is defined twice", p.name()),
             );
         }
-        if !names.contains(p.check.get_ref().as_str()) {
+        if !names.contains(p.check.get_ref().as_str())
+            && !unparsed.checks.contains(p.check.get_ref())
+        {
             r.at(
                 Some(p.check.span()),
                 key("check"),
-                format!("unknown check `{}`", p.check.get_ref()),
+                format!(
+                    "unknown check `{}`{}",
+                    p.check.get_ref(),
+                    hint(p.check.get_ref(), names.iter().copied())
+                ),
             );
         }
         for code in &p.codes {
             if let Err(e) = globset::Glob::new(code) {
-                r.at(span.clone(), key("codes"), format!("`{code}`: {e}"));
+                r.at(None, key("codes"), format!("`{code}`: {e}"));
             }
         }
         if p.status.is_empty() {
-            r.at(span.clone(), key("status"), "matches no status");
+            r.at(None, key("status"), "matches no status");
         }
         if let Err(e) = p.trigger.trigger() {
-            r.at(span.clone(), key("trigger"), e);
+            r.at(None, key("trigger"), e);
         }
         if p.steps.is_empty() {
             r.at(
-                span.clone(),
+                None,
                 key("step"),
                 "a policy needs at least one [[policy.step]]",
             );
         }
         if p.max_attempts == 0 {
-            r.at(span.clone(), key("max_attempts"), "must be at least 1");
+            r.at(None, key("max_attempts"), "must be at least 1");
         }
         if p.window.0.is_zero() {
-            r.at(span.clone(), key("window"), "must be more than 0s");
+            r.at(None, key("window"), "must be more than 0s");
         }
         if let Err(e) = p.backoff.backoff().validate() {
-            r.at(span.clone(), key("backoff"), e);
+            r.at(None, key("backoff"), e);
         }
         let b = p.breaker.breaker();
         if b.failure_threshold == 0 {
-            r.at(span.clone(), key("breaker.failures"), "must be at least 1");
+            r.at(None, key("breaker.failures"), "must be at least 1");
         }
         if b.max_open_for < b.open_for {
             r.at(
-                span.clone(),
+                None,
                 key("breaker.max_open_for"),
                 "must be at least open_for",
             );
         }
         for (j, m) in p.maintenance.iter().enumerate() {
             if let Err(e) = m.validate() {
-                r.at(span.clone(), key(&format!("maintenance[{j}]")), e);
+                r.at(None, key(&format!("maintenance[{j}]")), e);
             }
         }
         let mut step_names = BTreeSet::new();
         for (j, s) in p.steps.iter().enumerate() {
-            step(c, r, &backends, s, &key(&format!("step[{j}]")));
+            step(c, r, s, &key(&format!("step[{j}]")));
             if !step_names.insert(s.name()) {
                 r.at(
                     Some(s.action.span()),
@@ -183,24 +202,20 @@ pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
             }
         }
         if let Some(s) = &p.escalate {
-            step(c, r, &backends, s, &key("escalate"));
+            step(c, r, s, &key("escalate"));
         }
     }
 }
 
-fn step(c: &Config, r: &mut Reporter<'_>, backends: &Backends, s: &StepConfig, key: &str) {
-    let span = Some(s.action.span());
+fn step(c: &Config, r: &mut Reporter<'_>, s: &StepConfig, key: &str) {
     if s.action.get_ref().is_empty() {
-        r.at(span.clone(), format!("{key}.action"), "is empty");
-    }
-    if let Err(e) = s.grants.resolve_with(backends) {
-        r.at(span.clone(), format!("{key}.grants"), format!("{e:#}"));
+        r.at(Some(s.action.span()), format!("{key}.action"), "is empty");
     }
     if let Some(deadline) = s.limits.deadline {
         commands_fit(
             c,
             r,
-            span.clone(),
+            None,
             &format!("{key}.grants"),
             &s.grants.commands,
             deadline.0,
@@ -208,7 +223,7 @@ fn step(c: &Config, r: &mut Reporter<'_>, backends: &Backends, s: &StepConfig, k
     }
     limits(
         r,
-        span,
+        None,
         &format!("{key}.limits"),
         s.limits.deadline.map(|d| d.0),
     );
@@ -253,35 +268,7 @@ fn commands_fit(
     }
 }
 
-/// Checks `[connections]` and `[commands]` one by one, so each problem
-/// is reported; grants are then resolved against those that are sound.
-fn backends(c: &Config, r: &mut Reporter<'_>) -> Backends {
-    let mut b = Backends::default();
-    for (name, def) in &c.connections {
-        admit(r, "connections", name, |n| b.add_connection(n, def));
-    }
-    for (name, def) in &c.commands {
-        admit(r, "commands", name, |n| b.add_command(n, def));
-    }
-    b
-}
-
-/// Adds one definition, or reports why it cannot be added.
-fn admit(
-    r: &mut Reporter<'_>,
-    table: &str,
-    name: &str,
-    add: impl FnOnce(&str) -> anyhow::Result<()>,
-) {
-    let key = format!("{table}.{name}");
-    if !valid_name(name) {
-        r.at(None, key, "use letters, digits, `-`, `_` and `.` in names");
-    } else if let Err(e) = add(name) {
-        r.at(None, key, format!("{e:#}"));
-    }
-}
-
-fn valid_name(n: &str) -> bool {
+pub(crate) fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 128
         && n.chars()

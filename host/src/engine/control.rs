@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::check::LastResult;
 use super::shutdown::Shutdown;
+use super::state::Detection;
 use super::{Engine, lock};
-use crate::policy::Millis;
 use crate::store::Store;
+use crate::values::Millis;
 
 /// Commands queued per check beyond this are refused.
 const MAX_QUEUED: usize = 64;
@@ -23,7 +23,7 @@ const MAX_QUEUED: usize = 64;
 const PAUSE_FLAG: &str = "pause";
 
 pub(super) enum Command {
-    Run(oneshot::Sender<LastResult>),
+    Run(oneshot::Sender<Detection>),
     Heal {
         dry_run: bool,
         source: String,
@@ -36,7 +36,7 @@ pub(super) enum Command {
 pub struct HealOutcome {
     pub check: String,
     /// The fresh detect the heal was decided on.
-    pub result: LastResult,
+    pub result: Detection,
     /// One entry per policy of the check.
     pub policies: Vec<PolicyHeal>,
 }
@@ -91,7 +91,7 @@ pub(super) fn load_pause(store: &Store) -> Option<Pause> {
 impl Engine {
     /// Asks check `check` to run its detector now (between scheduled runs;
     /// the schedule is unchanged). The receiver gets the result.
-    pub fn request_run(&self, check: &str) -> Result<oneshot::Receiver<LastResult>, ControlError> {
+    pub fn request_run(&self, check: &str) -> Result<oneshot::Receiver<Detection>, ControlError> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(check, Command::Run(tx))?;
         Ok(rx)
@@ -122,9 +122,9 @@ impl Engine {
 
     fn enqueue(&self, check: &str, cmd: Command) -> Result<(), ControlError> {
         let slot = self
-            .checks
-            .iter()
-            .find(|c| c.config.name() == check)
+            .index
+            .get(check)
+            .map(|&i| &self.checks[i])
             .ok_or_else(|| ControlError::UnknownCheck(check.to_string()))?;
         if !self.accepting.load(Ordering::Acquire) {
             return Err(ControlError::NotRunning);

@@ -1,21 +1,25 @@
-//! Diagnose: given that a policy's trigger holds, decide what to do and
-//! say why. The answer is a [`Diagnosis`], stored with the incident.
+//! Stage 2, diagnose: given a policy's evidence, decide what to do and say
+//! why. A pure function of a snapshot ([`DiagnoseInput`]) to a
+//! [`Diagnosis`], which is stored with the incident.
 //!
-//! The order of the guards is the safety argument: nothing acts inside a
-//! maintenance window or a cooldown; a flapping check is escalated to a
-//! human instead of being "fixed" over and over; and when a dependency is
-//! failing too, the dependency is the root cause, so this check holds while
-//! the root is remediated.
+//! The order of the guards is the safety argument: nothing acts while mend
+//! is paused, inside a maintenance window or a cooldown; a flapping check
+//! is escalated to a human instead of being "fixed" over and over; and
+//! when a dependency is failing too, the dependency is the root cause, so
+//! this check holds while the root is remediated.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Engine, PolicySlot, lock};
+use super::control::Pause;
 use crate::contract::Finding;
 use crate::policy::budget::cooldown_remaining;
+use crate::policy::maintenance::MaintenanceWindow;
 use crate::policy::root_cause::root_causes;
 use crate::policy::trigger::Trigger;
+use crate::values::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -26,7 +30,7 @@ pub enum Decision {
     Hold,
     /// Call a human; take no automatic action.
     Escalate,
-    /// Not now (maintenance, cooldown).
+    /// Not now (pause, maintenance, cooldown).
     Suppress,
 }
 
@@ -41,99 +45,226 @@ pub struct Diagnosis {
     pub reason: String,
     /// The findings that triggered the policy.
     pub evidence: Vec<Finding>,
-    /// The ladder, in the order it will be tried (action names).
+    /// The ladder, in the order it will be tried (step names).
     pub plan: Vec<String>,
 }
 
-impl Engine {
-    /// `resuming`: for an incident already open, where the cooldown does
-    /// not apply.
-    pub(super) fn diagnose(
-        &self,
-        policy: &PolicySlot,
-        evidence: Vec<Finding>,
-        resuming: bool,
-    ) -> Diagnosis {
-        let check = &self.checks[policy.check];
-        let name = check.config.name().to_string();
-        let now = self.clock.now();
-        let plan = self
-            .ladder_order(policy, &evidence)
-            .into_iter()
-            .map(|i| policy.steps[i].name.clone())
-            .collect();
-        let mut d = Diagnosis {
-            check: name.clone(),
-            policy: policy.config.name().to_string(),
-            root_cause: name.clone(),
-            decision: Decision::Remediate,
-            reason: String::new(),
-            evidence,
-            plan,
-        };
-        let suppress = |d: &mut Diagnosis, reason: String| {
-            d.decision = Decision::Suppress;
-            d.reason = reason;
-        };
+/// Why the engine is looking: the policy's trigger fired, an incident is
+/// open already, or an operator asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause<'a> {
+    Triggered(Trigger),
+    /// An incident left open (by a restart, a pause) is being resumed.
+    Resuming,
+    /// An operator's heal, from `source` (e.g. `api`).
+    Manual(&'a str),
+}
 
-        if let Some(why) = self.held_off(policy) {
-            suppress(&mut d, why);
-            return d;
-        }
-        let last_closed = lock(&policy.state).last_closed;
-        if let Some(left) = cooldown_remaining(last_closed, now, policy.config.cooldown.0)
-            && !resuming
-        {
-            suppress(
-                &mut d,
-                format!(
-                    "cooling down for another {}s after the last incident",
-                    left.as_secs()
-                ),
-            );
-            return d;
-        }
-        {
-            let st = lock(&check.state);
-            if st.flap.is_flapping() {
-                d.decision = Decision::Escalate;
-                d.reason = format!(
-                    "flapping ({:.0}% state change over the last 21 results): no automatic action",
-                    st.flap.percent_change()
-                );
-                return d;
-            }
-        }
-        let failing: BTreeSet<String> = self
-            .checks
-            .iter()
-            .filter(|c| lock(&c.state).is_failing())
-            .map(|c| c.config.name().to_string())
-            .collect();
-        let roots = root_causes(&name, &self.dependencies, &failing);
-        if !roots.is_empty() {
-            d.decision = Decision::Hold;
-            d.root_cause = roots.join(", ");
-            d.reason = format!(
-                "dependency {} is failing too: remediating the root, holding this check",
-                d.root_cause
-            );
-            return d;
-        }
-        let trigger = match policy.trigger {
-            Trigger::Consecutive(n) => format!("{n} bad results in a row"),
-            Trigger::NOfM { n, m } => format!("{n} bad results among the last {m}"),
-        };
-        d.reason = format!(
-            "{trigger}: {}",
-            d.evidence
-                .iter()
-                .map(|f| f.code.as_str())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-                .join(", ")
+/// Everything a diagnosis looks at, taken by the engine at one instant.
+#[derive(Debug, Clone)]
+pub struct DiagnoseInput<'a> {
+    pub check: &'a str,
+    pub policy: &'a str,
+    pub cause: Cause<'a>,
+    pub evidence: Vec<Finding>,
+    pub now: Millis,
+    pub pause: Option<&'a Pause>,
+    /// The policy's own `paused`.
+    pub policy_paused: bool,
+    pub maintenance: &'a [MaintenanceWindow],
+    pub last_closed: Option<Millis>,
+    pub cooldown: Duration,
+    /// The check's percent state change, when it is flapping.
+    pub flapping: Option<f64>,
+    /// Check name → the checks it depends on.
+    pub dependencies: &'a BTreeMap<String, Vec<String>>,
+    /// Checks failing now (at least those this one depends on).
+    pub failing: &'a BTreeSet<String>,
+    /// The ladder in the order it would be tried (step names).
+    pub plan: Vec<String>,
+}
+
+/// Why no action may run right now (pause, policy paused, maintenance).
+pub fn held_off(
+    pause: Option<&Pause>,
+    policy_paused: bool,
+    maintenance: &[MaintenanceWindow],
+    now: Millis,
+) -> Option<String> {
+    if policy_paused {
+        return Some("the policy is paused (`paused = true`)".into());
+    }
+    if let Some(p) = pause {
+        return Some(format!("mend is paused: {}", p.reason));
+    }
+    maintenance
+        .iter()
+        .find(|w| w.contains(now))
+        .map(|w| format!("inside maintenance window {}–{} UTC", w.start, w.end))
+}
+
+pub fn diagnose(input: &DiagnoseInput<'_>) -> Diagnosis {
+    let mut d = Diagnosis {
+        check: input.check.to_string(),
+        policy: input.policy.to_string(),
+        root_cause: input.check.to_string(),
+        decision: Decision::Remediate,
+        reason: String::new(),
+        evidence: input.evidence.clone(),
+        plan: input.plan.clone(),
+    };
+    let decide = |d: &mut Diagnosis, decision: Decision, reason: String| {
+        d.decision = decision;
+        d.reason = reason;
+    };
+
+    if let Some(why) = held_off(
+        input.pause,
+        input.policy_paused,
+        input.maintenance,
+        input.now,
+    ) {
+        decide(&mut d, Decision::Suppress, why);
+        return d;
+    }
+    if let Cause::Triggered(_) = input.cause
+        && let Some(left) = cooldown_remaining(input.last_closed, input.now, input.cooldown)
+    {
+        let reason = format!(
+            "cooling down for another {}s after the last incident",
+            left.as_secs()
         );
-        d
+        decide(&mut d, Decision::Suppress, reason);
+        return d;
+    }
+    if let Some(percent) = input.flapping {
+        let reason = format!(
+            "flapping ({percent:.0}% state change over the last 21 results): no automatic action"
+        );
+        decide(&mut d, Decision::Escalate, reason);
+        return d;
+    }
+    let roots = root_causes(input.check, input.dependencies, input.failing);
+    if !roots.is_empty() {
+        d.root_cause = roots.join(", ");
+        let reason = format!(
+            "dependency {} is failing too: remediating the root, holding this check",
+            d.root_cause
+        );
+        decide(&mut d, Decision::Hold, reason);
+        return d;
+    }
+    let codes = input
+        .evidence
+        .iter()
+        .map(|f| f.code.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(", ");
+    d.reason = match input.cause {
+        Cause::Triggered(Trigger::Consecutive(n)) => format!("{n} bad results in a row: {codes}"),
+        Cause::Triggered(Trigger::NOfM { n, m }) => {
+            format!("{n} bad results among the last {m}: {codes}")
+        }
+        Cause::Resuming => format!("resuming the incident left open: {codes}"),
+        Cause::Manual(source) => format!("manual heal requested by {source}: {codes}"),
+    };
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Status;
+
+    fn finding(code: &str) -> Finding {
+        Finding {
+            check: "web".into(),
+            code: code.into(),
+            status: Status::Fail,
+            summary: String::new(),
+            metrics: Default::default(),
+            labels: Default::default(),
+        }
+    }
+
+    struct Fixture {
+        deps: BTreeMap<String, Vec<String>>,
+        failing: BTreeSet<String>,
+        windows: Vec<MaintenanceWindow>,
+    }
+
+    fn fixture() -> Fixture {
+        Fixture {
+            deps: [("web".to_string(), vec!["db".to_string()])].into(),
+            failing: BTreeSet::new(),
+            windows: Vec::new(),
+        }
+    }
+
+    fn input(f: &Fixture) -> DiagnoseInput<'_> {
+        DiagnoseInput {
+            check: "web",
+            policy: "restart-web",
+            cause: Cause::Triggered(Trigger::Consecutive(3)),
+            evidence: vec![finding("http.down")],
+            now: 1_000_000,
+            pause: None,
+            policy_paused: false,
+            maintenance: &f.windows,
+            last_closed: None,
+            cooldown: Duration::from_secs(600),
+            flapping: None,
+            dependencies: &f.deps,
+            failing: &f.failing,
+            plan: vec!["restart".into()],
+        }
+    }
+
+    #[test]
+    fn a_plain_trigger_remediates_and_says_why() {
+        let f = fixture();
+        let d = diagnose(&input(&f));
+        assert_eq!(d.decision, Decision::Remediate);
+        assert_eq!(d.reason, "3 bad results in a row: http.down");
+        assert_eq!(d.plan, vec!["restart".to_string()]);
+    }
+
+    #[test]
+    fn guards_apply_in_order() {
+        let mut f = fixture();
+        f.failing.insert("db".into());
+        let pause = Pause {
+            since: 0,
+            reason: "deploy".into(),
+        };
+        let mut i = input(&f);
+        i.flapping = Some(60.0);
+        i.last_closed = Some(999_000);
+        i.pause = Some(&pause);
+        assert_eq!(diagnose(&i).decision, Decision::Suppress, "pause first");
+        i.pause = None;
+        let d = diagnose(&i);
+        assert_eq!(d.decision, Decision::Suppress);
+        assert!(d.reason.contains("cooling down"), "{}", d.reason);
+        i.cause = Cause::Manual("api");
+        assert_eq!(
+            diagnose(&i).decision,
+            Decision::Escalate,
+            "an operator's heal skips the cooldown, not flapping"
+        );
+        i.flapping = None;
+        let d = diagnose(&i);
+        assert_eq!(d.decision, Decision::Hold);
+        assert_eq!(d.root_cause, "db");
+        f.failing.clear();
+        let mut i = input(&f);
+        i.cause = Cause::Manual("api");
+        assert!(
+            diagnose(&i)
+                .reason
+                .starts_with("manual heal requested by api")
+        );
     }
 }

@@ -1,110 +1,62 @@
-//! The plugins the engine calls, and swapping them while it runs.
+//! Swapping plugins while the engine runs.
 //!
 //! The set is immutable and shared as an `Arc`: a call takes the
 //! `Arc<Plugin>` it needs and keeps it to the end, so replacing the set
-//! never disturbs a call in flight; the next call sees the new version.
-//! A file that does not load (half written, broken) never replaces a
-//! working version: the old one stays and the error is reported.
+//! never disturbs a call in flight; the next call sees the new version. A
+//! new set is used only if the running config still compiles with it (the
+//! same [`Plan::compile`](crate::plan::Plan::compile) as at start): a file
+//! that does not load, a plugin that went away, a new version that refuses
+//! its config, or a different file claiming a loaded plugin's name leaves
+//! the running plugins in place and is reported.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Engine;
-use crate::config::Config;
-use crate::contract::Role;
-use crate::runtime::{LoadedDir, Plugin};
-
-/// The loaded plugins, and why others are unusable.
-#[derive(Default)]
-pub struct PluginSet {
-    /// By the name in each plugin's manifest.
-    pub plugins: HashMap<String, Arc<Plugin>>,
-    /// By plugin name (a plugin the config names that is missing or has
-    /// the wrong role) or by file name (a file that did not load).
-    pub errors: HashMap<String, String>,
-}
+use crate::plan::{self, Plan};
 
 /// What a plugin reload changed.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct PluginReload {
     /// `name version` of plugins new or changed.
     pub loaded: Vec<String>,
-    /// Plugins whose file went away.
+    /// Plugins whose file went away (and nothing used).
     pub removed: Vec<String>,
-    /// Files that did not load; the previous version (if any) is kept.
-    pub failed: Vec<String>,
+    /// Why the new set was not taken (the running plugins stay).
+    pub refused: Vec<String>,
 }
 
 impl PluginReload {
     pub fn is_empty(&self) -> bool {
-        self.loaded.is_empty() && self.removed.is_empty() && self.failed.is_empty()
+        self.loaded.is_empty() && self.removed.is_empty() && self.refused.is_empty()
     }
-}
-
-impl PluginSet {
-    /// The loaded plugins, with an error for each plugin a check names
-    /// that is missing or is not a detector.
-    pub(super) fn resolve(config: &Config, loaded: LoadedDir) -> PluginSet {
-        let LoadedDir {
-            plugins,
-            mut errors,
-        } = loaded;
-        for c in &config.checks {
-            let plugin = c.plugin.get_ref();
-            match plugins.get(plugin) {
-                Some(p) if !p.manifest().has_role(Role::Detector) => {
-                    errors.insert(plugin.clone(), format!("plugin {plugin} is not a detector"));
-                }
-                Some(_) => {}
-                None => {
-                    errors.entry(plugin.clone()).or_insert_with(|| {
-                        format!(
-                            "plugin {plugin} is not loaded (no such plugin in the plugins directory)"
-                        )
-                    });
-                }
-            }
-        }
-        PluginSet { plugins, errors }
-    }
-
-    /// Why `plugin` cannot be called, if it cannot.
-    pub fn error(&self, plugin: &str) -> Option<&str> {
-        self.errors.get(plugin).map(String::as_str)
-    }
-}
-
-fn file_of(p: &Plugin) -> Option<String> {
-    p.source()
-        .and_then(|s| s.file_name())
-        .map(|f| f.to_string_lossy().into_owned())
 }
 
 impl Engine {
     /// Loads the plugins directory again (compiling off the engine's
-    /// tasks) and swaps the new set in at once. Files that fail to load
-    /// keep their previous version; plugins whose file is gone are
-    /// removed, and their checks report `plugin.error` saying so.
-    pub async fn reload_plugins(&self) -> std::io::Result<PluginReload> {
-        let dir = self.config.plugins_dir();
-        let mut loaded = self.runtime.load_dir(&dir).await?;
+    /// tasks), checks the running config against it, and swaps the new set
+    /// in at once when it fits.
+    pub async fn reload_plugins(&self) -> PluginReload {
+        let config = self.config();
+        let new = plan::load_plugins(config, &self.runtime).await;
         let old = self.plugin_set();
         let mut report = PluginReload::default();
-
-        for (file, why) in &loaded.errors {
-            report.failed.push(format!("{file}: {why}"));
-            // Keep the version that was working, if this file held one.
-            if let Some(prev) = old
-                .plugins
-                .values()
-                .find(|p| file_of(p).as_deref() == Some(file.as_str()))
-                && !loaded.plugins.contains_key(prev.name())
+        // A name is tied to its file: another file may not take it over.
+        for (name, p) in &new.plugins {
+            if let Some(prev) = old.plugins.get(name)
+                && prev.source() != p.source()
+                && config
+                    .plugins
+                    .get(name)
+                    .is_none_or(|pin| pin.sha256 != p.sha256())
             {
-                tracing::warn!(plugin = prev.name(), file = %file, "keeping the previous version: {why}");
-                loaded.plugins.insert(prev.name().to_string(), prev.clone());
+                report.refused.push(format!(
+                    "{} claims plugin `{name}`, which is loaded from {}: restart mend (or pin it in [plugins.{name}]) to change which file carries it",
+                    p.source().map(|s| s.display().to_string()).unwrap_or_default(),
+                    prev.source().map(|s| s.display().to_string()).unwrap_or_default(),
+                ));
             }
         }
-        for (name, p) in &loaded.plugins {
+        for (name, p) in &new.plugins {
             match old.plugins.get(name) {
                 Some(prev) if prev.sha256() == p.sha256() => {}
                 _ => report
@@ -112,23 +64,30 @@ impl Engine {
                     .push(format!("{name} {}", p.manifest().version)),
             }
         }
-        let mut set = PluginSet::resolve(&self.config, loaded);
         for name in old.plugins.keys() {
-            if !set.plugins.contains_key(name) {
+            if !new.plugins.contains_key(name) {
                 report.removed.push(name.clone());
-                set.errors.insert(
-                    name.clone(),
-                    format!(
-                        "plugin {name} was removed from the plugins directory {}",
-                        dir.display()
-                    ),
-                );
             }
+        }
+        if report.loaded.is_empty() && report.removed.is_empty() && report.refused.is_empty() {
+            return report;
+        }
+        if report.refused.is_empty()
+            && let Err(problems) = Plan::compile(config.clone(), new.clone(), &self.runtime).await
+        {
+            report
+                .refused
+                .extend(problems.errors.iter().map(|e| e.to_string()));
         }
         report.loaded.sort();
         report.removed.sort();
-        report.failed.sort();
-        *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
-        Ok(report)
+        if report.refused.is_empty() {
+            *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        } else {
+            report.loaded.clear();
+            report.removed.clear();
+        }
+        *super::lock(&self.last_reload) = Some(report.clone());
+        report
     }
 }

@@ -50,7 +50,7 @@ fn beat(engine: &Engine) {
 
 /// Keeps check `idx` running: a panic is logged and the task restarted.
 async fn supervise(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
-    let name = engine.checks[idx].config.name().to_string();
+    let name = engine.plan.checks[idx].name.clone();
     let mut restarts = 0u32;
     loop {
         let task = tokio::spawn(check_loop(engine.clone(), idx, shutdown.clone()));
@@ -72,8 +72,8 @@ async fn supervise(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
 /// One check's schedule: its own interval plus jitter, no global tick.
 async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
     let slot = &engine.checks[idx];
-    let interval = slot.config.interval(&engine.config.engine);
-    let jitter = slot.config.jitter(&engine.config.engine);
+    let interval = engine.plan.checks[idx].interval;
+    let jitter = engine.plan.checks[idx].jitter;
     let spread = |j: Duration| j.mul_f64(fastrand::f64());
     // Spread the first runs over one interval so checks do not start in a herd.
     let mut due = Instant::now() + spread(interval);
@@ -120,13 +120,13 @@ async fn watchdog(engine: Arc<Engine>, mut shutdown: Shutdown) {
         }
         let now = engine.clock.now();
         let mut stalled = None;
-        for slot in &engine.checks {
-            let interval = slot.config.interval(&engine.config.engine);
-            let allowed = 2 * interval + slot.config.jitter(&engine.config.engine);
+        for (check, slot) in engine.plan.checks.iter().zip(&engine.checks) {
+            let interval = check.interval;
+            let allowed = 2 * interval + check.jitter;
             let mut st = lock(&slot.state);
             let since = now.saturating_sub(st.last_run.unwrap_or(started));
-            if !st.remediating && is_stalled(since, allowed, slot.limits.deadline) {
-                stalled = Some(slot.config.name());
+            if !st.remediating && is_stalled(since, allowed, check.limits.deadline) {
+                stalled = Some(check.name.as_str());
             }
             if st.remediating || st.reported_late {
                 continue;
@@ -136,12 +136,12 @@ async fn watchdog(engine: Arc<Engine>, mut shutdown: Shutdown) {
                 drop(st);
                 let late_ms = since - interval.as_millis() as u64;
                 tracing::warn!(
-                    check = slot.config.name(),
+                    check = %check.name,
                     late_ms,
                     "watchdog: check missed twice its interval"
                 );
                 let event = WatchdogEvent {
-                    check: slot.config.name().to_string(),
+                    check: check.name.clone(),
                     at: now,
                     late_ms,
                 };
@@ -176,7 +176,7 @@ fn is_stalled(since_ms: u64, allowed: Duration, deadline: Duration) -> bool {
 
 /// Prunes history past the retention period, hourly.
 async fn housekeeping(engine: Arc<Engine>, mut shutdown: Shutdown) {
-    let retention = engine.config.engine.history_retention.0;
+    let retention = engine.plan.config.engine.history_retention.0;
     loop {
         let cutoff = engine
             .clock

@@ -14,8 +14,7 @@ pub mod maintenance;
 pub mod root_cause;
 pub mod trigger;
 
-/// Milliseconds since the Unix epoch (wall clock, so it can be persisted).
-pub type Millis = u64;
+pub use crate::values::Millis;
 
 /// `t + d`, saturating at `Millis::MAX` instead of overflowing.
 pub fn add(t: Millis, d: Duration) -> Millis {

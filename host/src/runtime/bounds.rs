@@ -1,8 +1,12 @@
-//! Limits on what a plugin may return. The guest's memory cap already
-//! bounds how much can cross the boundary; these keep results small enough
-//! to store, log and show, and reject the rest with a clear error.
+//! What a plugin may hand back. The guest's memory cap already bounds how
+//! much can cross the boundary; these keep results small enough to store,
+//! log and show, reject the rest with a clear error, and make every string
+//! a plugin wrote safe to print: names and codes must be plain, and control
+//! characters in free text (newlines that would forge a log line, ANSI
+//! escapes that would drive a terminal) are written out as `\n`, `\u{1b}`.
 
-use super::bindings::v0_1::types;
+use crate::contract::{Finding, GuestError, Manifest, Outcome};
+use crate::text::{escape, truncate};
 
 pub const MAX_FINDINGS: usize = 1000;
 /// Summaries, messages, steps, descriptions.
@@ -20,48 +24,75 @@ fn text(what: &str, s: &str, max: usize) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn findings(findings: &[types::Finding]) -> Result<(), String> {
-    if findings.len() > MAX_FINDINGS {
-        return Err(format!("{} findings (max {MAX_FINDINGS})", findings.len()));
-    }
-    for (i, f) in findings.iter().enumerate() {
-        let at = |field: &str| format!("finding {i}: {field}");
-        text(&at("code"), &f.code, MAX_NAME)?;
-        if f.code.is_empty() {
-            return Err(at("code is empty"));
-        }
-        text(&at("summary"), &f.summary, MAX_TEXT)?;
-        if f.metrics.len() > MAX_ENTRIES || f.labels.len() > MAX_ENTRIES {
-            return Err(at(&format!("more than {MAX_ENTRIES} metrics or labels")));
-        }
-        for (k, _) in &f.metrics {
-            text(&at("metric name"), k, MAX_NAME)?;
-        }
-        for (k, v) in &f.labels {
-            text(&at("label key"), k, MAX_NAME)?;
-            text(&at("label value"), v, MAX_NAME)?;
-        }
+fn plain(what: &str, s: &str) -> Result<(), String> {
+    text(what, s, MAX_NAME)?;
+    if s.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} {:?} contains control characters",
+            escape(s)
+        ));
     }
     Ok(())
 }
 
-pub(crate) fn outcome(o: &types::Outcome) -> Result<(), String> {
+fn clean(s: &mut String) {
+    if let std::borrow::Cow::Owned(e) = escape(s) {
+        *s = e;
+    }
+}
+
+/// Checks findings and makes their free text printable.
+pub(crate) fn findings(findings: &mut [Finding]) -> Result<(), String> {
+    if findings.len() > MAX_FINDINGS {
+        return Err(format!("{} findings (max {MAX_FINDINGS})", findings.len()));
+    }
+    for (i, f) in findings.iter_mut().enumerate() {
+        let at = |field: &str| format!("finding {i}: {field}");
+        if f.code.is_empty() {
+            return Err(at("code is empty"));
+        }
+        plain(&at("code"), &f.code)?;
+        text(&at("summary"), &f.summary, MAX_TEXT)?;
+        clean(&mut f.summary);
+        if f.metrics.len() > MAX_ENTRIES || f.labels.len() > MAX_ENTRIES {
+            return Err(at(&format!("more than {MAX_ENTRIES} metrics or labels")));
+        }
+        for k in f.metrics.keys() {
+            plain(&at("metric name"), k)?;
+        }
+        for (k, v) in &f.labels {
+            plain(&at("label key"), k)?;
+            text(&at("label value"), v, MAX_NAME)?;
+        }
+        let labels = std::mem::take(&mut f.labels);
+        f.labels = labels
+            .into_iter()
+            .map(|(k, v)| (k, escape(&v).into_owned()))
+            .collect();
+    }
+    Ok(())
+}
+
+/// Checks an outcome and makes its text printable.
+pub(crate) fn outcome(o: &mut Outcome) -> Result<(), String> {
     if o.steps.len() > MAX_STEPS {
         return Err(format!("{} steps (max {MAX_STEPS})", o.steps.len()));
     }
-    for s in &o.steps {
+    for s in &mut o.steps {
         text("a step", s, MAX_TEXT)?;
+        clean(s);
     }
-    text("message", &o.message, MAX_TEXT)
+    text("message", &o.message, MAX_TEXT)?;
+    clean(&mut o.message);
+    Ok(())
 }
 
-pub(crate) fn manifest(m: &types::Manifest) -> Result<(), String> {
-    text("name", &m.name, MAX_NAME)?;
-    if m.name.is_empty() {
-        return Err("name is empty".into());
-    }
-    text("version", &m.version, MAX_NAME)?;
+/// Checks what `describe()` returned.
+pub(crate) fn manifest(m: &mut Manifest) -> Result<(), String> {
+    crate::runtime::plugin::valid_name(&m.name)?;
+    plain("version", &m.version)?;
     text("description", &m.description, MAX_TEXT)?;
+    clean(&mut m.description);
     if m.roles.len() > 2 {
         return Err(format!(
             "{} roles (a plugin has at most two)",
@@ -69,38 +100,81 @@ pub(crate) fn manifest(m: &types::Manifest) -> Result<(), String> {
         ));
     }
     for r in &m.roles {
-        let n = &r.needs;
-        let count = n.dirs.len() + n.addresses.len() + n.connections.len() + n.commands.len();
-        if count > MAX_ENTRIES {
-            return Err(format!("{count} declared needs (max {MAX_ENTRIES})"));
-        }
+        needs(&r.needs)?;
     }
     Ok(())
+}
+
+/// Checks declared needs (from `describe()` or `validate()`).
+pub(crate) fn needs(n: &crate::contract::Needs) -> Result<(), String> {
+    let count =
+        n.dirs.len() + n.addresses.len() + n.urls.len() + n.connections.len() + n.commands.len();
+    if count > MAX_ENTRIES {
+        return Err(format!("{count} declared needs (max {MAX_ENTRIES})"));
+    }
+    for d in &n.dirs {
+        plain("a directory need", &d.path)?;
+    }
+    for s in n
+        .addresses
+        .iter()
+        .chain(&n.urls)
+        .chain(&n.connections)
+        .chain(&n.commands)
+    {
+        plain("a need", s)?;
+    }
+    Ok(())
+}
+
+/// A plugin's own error message, bounded and printable.
+pub(crate) fn message(m: &str) -> String {
+    escape(truncate(m, MAX_TEXT)).into_owned()
+}
+
+/// The guest's error with its message bounded and printable.
+pub(crate) fn guest_error(e: GuestError) -> GuestError {
+    match e {
+        GuestError::BadConfig(m) => GuestError::BadConfig(message(&m)),
+        GuestError::Denied(m) => GuestError::Denied(message(&m)),
+        GuestError::Failed(m) => GuestError::Failed(message(&m)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::Status;
 
-    fn finding(summary: String) -> types::Finding {
-        types::Finding {
+    fn finding(summary: String) -> Finding {
+        Finding {
             check: String::new(),
             code: "x.y".into(),
-            status: types::Status::Ok,
+            status: Status::Ok,
             summary,
-            metrics: vec![],
-            labels: vec![],
+            metrics: Default::default(),
+            labels: Default::default(),
         }
     }
 
     #[test]
     fn rejects_oversized_results() {
-        assert!(findings(&[finding("fine".into())]).is_ok());
-        assert!(findings(&[finding("x".repeat(MAX_TEXT + 1))]).is_err());
-        let many: Vec<_> = (0..=MAX_FINDINGS).map(|_| finding(String::new())).collect();
-        assert!(findings(&many).unwrap_err().contains("findings"));
+        assert!(findings(&mut [finding("fine".into())]).is_ok());
+        assert!(findings(&mut [finding("x".repeat(MAX_TEXT + 1))]).is_err());
+        let mut many: Vec<_> = (0..=MAX_FINDINGS).map(|_| finding(String::new())).collect();
+        assert!(findings(&mut many).unwrap_err().contains("findings"));
         let mut empty_code = finding(String::new());
         empty_code.code.clear();
-        assert!(findings(&[empty_code]).is_err());
+        assert!(findings(&mut [empty_code]).is_err());
+    }
+
+    #[test]
+    fn plugin_text_is_made_printable_and_names_plain() {
+        let mut f = [finding("disk full\nERROR forged \u{1b}[2J".into())];
+        findings(&mut f).unwrap();
+        assert_eq!(f[0].summary, "disk full\\nERROR forged \\u{1b}[2J");
+        let mut bad = finding(String::new());
+        bad.code = "x\ny".into();
+        assert!(findings(&mut [bad]).is_err());
     }
 }

@@ -1,24 +1,33 @@
 //! The compile cache. Compiling a component takes ~100 ms; loading the
 //! cached machine code takes well under a millisecond.
 //!
-//! Entries live in a directory the host owns, keyed by the engine's
+//! Entries live in a directory the host owns (0700), keyed by the engine's
 //! compatibility hash (so a new wasmtime or other settings never load stale
 //! code) and the sha256 of the wasm. Deserializing is `unsafe` because the
-//! bytes are trusted machine code: that is why only files mend wrote itself,
-//! in its own state directory, are ever deserialized, and never anything
-//! from the plugins directory.
+//! bytes are trusted machine code, so an entry is loaded only if its
+//! authentication tag checks out: HMAC-SHA256, under a key kept 0600 in the
+//! state directory, over the wasm's sha256 and the compiled bytes. A file
+//! planted or swapped in the cache (by anything but this host) is
+//! recompiled, never run. Nothing from the plugins directory is ever
+//! deserialized.
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+const TAG_LEN: usize = 32;
+const KEY_FILE: &str = "cache.key";
+
 pub(crate) struct CompileCache {
     dir: PathBuf,
+    key: [u8; 32],
 }
 
 /// Feeds `Hash` output into sha256, so the key is stable across runs
@@ -38,6 +47,13 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Why a cache entry was not used.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Rejected {
+    /// Too short to hold a tag, or the tag does not match.
+    BadTag,
+}
+
 impl CompileCache {
     /// A cache under `state_dir/cache/<engine compatibility hash>/`.
     pub(crate) fn open(engine: &Engine, state_dir: &Path) -> anyhow::Result<Self> {
@@ -45,69 +61,149 @@ impl CompileCache {
         engine.precompile_compatibility_hash().hash(&mut h);
         let compat = hex::encode(&h.0.finalize()[..12]);
         let dir = state_dir.join("cache").join(compat);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating compile cache {}", dir.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(
-                state_dir.join("cache"),
-                std::fs::Permissions::from_mode(0o700),
-            );
-        }
-        Ok(CompileCache { dir })
+        crate::private_fs::dir(&state_dir.join("cache"))?;
+        crate::private_fs::dir(&dir)?;
+        let key = load_or_create_key(&state_dir.join(KEY_FILE))?;
+        Ok(CompileCache { dir, key })
     }
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
+    fn tag(&self, sha: &str, artifact: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key size");
+        mac.update(sha.as_bytes());
+        mac.update(artifact);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The compiled bytes of an entry, if its tag is right.
+    pub(crate) fn verify<'a>(&self, sha: &str, entry: &'a [u8]) -> Result<&'a [u8], Rejected> {
+        if entry.len() < TAG_LEN {
+            return Err(Rejected::BadTag);
+        }
+        let (artifact, tag) = entry.split_at(entry.len() - TAG_LEN);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key size");
+        mac.update(sha.as_bytes());
+        mac.update(artifact);
+        mac.verify_slice(tag).map_err(|_| Rejected::BadTag)?;
+        Ok(artifact)
+    }
+
     /// The component for `wasm` (whose sha256 is `sha`), from the cache when
-    /// present. Returns whether it came from the cache.
+    /// present and authentic. Returns whether it came from the cache.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
         wasm: &[u8],
         sha: &str,
     ) -> wasmtime::Result<(Component, bool)> {
-        let path = self.dir.join(format!("{sha}.cwasm"));
-        if path.exists() {
-            // SAFETY: the file is in mend's own cache directory, named by the
-            // sha256 of the wasm and the engine's compatibility hash, and was
-            // written by `store` below. An incompatible or truncated file
-            // fails cleanly and is recompiled.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, true)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry")
-                }
+        let path = self.entry(sha);
+        if let Ok(entry) = std::fs::read(&path) {
+            match self.verify(sha, &entry) {
+                // SAFETY: the bytes carry a tag only this host can make (its
+                // key is 0600 in its own state directory), over this wasm's
+                // sha256: they are what `store` below wrote for this wasm.
+                // An incompatible entry (another wasmtime) fails cleanly.
+                Ok(artifact) => match unsafe { Component::deserialize(engine, artifact) } {
+                    Ok(c) => return Ok((c, true)),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry")
+                    }
+                },
+                Err(Rejected::BadTag) => tracing::warn!(
+                    path = %path.display(),
+                    "compile cache entry failed authentication; recompiling (was it tampered with?)"
+                ),
             }
         }
         let component = Component::new(engine, wasm)?;
-        if let Err(e) = self.store(&component, &path) {
+        if let Err(e) = self.store(&component, sha, &path) {
             tracing::warn!(path = %path.display(), error = %e, "could not write compile cache entry");
         }
         Ok((component, false))
     }
 
-    /// Writes atomically: a temp file in the same directory, then rename.
-    fn store(&self, component: &Component, path: &Path) -> anyhow::Result<()> {
-        let bytes = component.serialize().map_err(anyhow::Error::from)?;
-        let mut tmp = tempfile_in(&self.dir)?;
-        tmp.1.write_all(&bytes)?;
-        tmp.1.sync_all()?;
-        std::fs::rename(&tmp.0, path)?;
+    pub(crate) fn entry(&self, sha: &str) -> PathBuf {
+        self.dir.join(format!("{sha}.cwasm"))
+    }
+
+    /// Writes atomically: a private temp file in the same directory, then
+    /// rename.
+    fn store(&self, component: &Component, sha: &str, path: &Path) -> anyhow::Result<()> {
+        let mut bytes = component.serialize().map_err(anyhow::Error::from)?;
+        let tag = self.tag(sha, &bytes);
+        bytes.extend_from_slice(&tag);
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{}-{}", std::process::id(), fastrand::u64(..)));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
         Ok(())
     }
 }
 
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let name = format!(
-        ".tmp-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    );
-    let path = dir.join(name.replace(['(', ')'], ""));
-    let f = std::fs::File::create(&path)?;
-    Ok((path, f))
+/// The cache's key: 32 random bytes, created once, readable by mend alone.
+fn load_or_create_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+    if let Ok(bytes) = std::fs::read(path)
+        && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        crate::private_fs::file(path)?;
+        return Ok(key);
+    }
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .context("reading /dev/urandom for the compile cache key")?;
+    let tmp = path.with_extension("key.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(&key)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_entries_this_host_tagged_for_this_wasm_verify() {
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompileCache::open(&engine, tmp.path()).unwrap();
+        let artifact = b"machine code".to_vec();
+        let mut entry = artifact.clone();
+        entry.extend_from_slice(&cache.tag("aaaa", &artifact));
+        assert_eq!(cache.verify("aaaa", &entry), Ok(&artifact[..]));
+        // Another plugin's entry copied over this one's name.
+        assert_eq!(cache.verify("bbbb", &entry), Err(Rejected::BadTag));
+        // A flipped byte.
+        let mut bad = entry.clone();
+        bad[0] ^= 1;
+        assert_eq!(cache.verify("aaaa", &bad), Err(Rejected::BadTag));
+        assert_eq!(cache.verify("aaaa", b"short"), Err(Rejected::BadTag));
+        // The key persists and is private.
+        let again = CompileCache::open(&engine, tmp.path()).unwrap();
+        assert_eq!(again.verify("aaaa", &entry), Ok(&artifact[..]));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

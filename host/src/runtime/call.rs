@@ -4,30 +4,33 @@
 //! Limits per call: a fuel budget (reported back), a wall-clock deadline
 //! enforced twice (epoch interruption for wasm that computes, a tokio
 //! timeout for wasm waiting in a host call), a memory cap across all
-//! memories, and the engine's wasm stack limit. The epoch callback also
-//! yields to tokio on every tick, so a long call never stalls the executor.
+//! memories, the engine's wasm stack limit, and host-side budgets for what
+//! the guest can make the host hold: resource-table entries (every open
+//! descriptor, stream, pollable and HTTP object is one), and bytes per HTTP
+//! header set and per buffered request body. The epoch callback also yields
+//! to tokio on every tick, so a long call never stalls the executor.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{InstancePre, ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap, UpdateDeadline, WasmBacktrace};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::Runtime;
-use super::bindings::v0_1::types;
 use super::error::PluginError;
 use super::limits::{Limits, MemoryLimitExceeded, MemoryLimiter};
-use super::output::BoundedOutput;
-use super::plugin::Exports;
-use crate::capabilities::{self, HasCaps, HostCaps, ResolvedGrants};
+use crate::capabilities::output::BoundedOutput;
+use crate::capabilities::{CallSetup, HasCaps, HostCaps, ResolvedGrants};
+use crate::clock::Clock;
+use crate::text::truncate;
+use crate::wit::{self, Call, Exports, Returned};
 
 /// The data of one call's `Store`.
 pub struct CallState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    http_hooks: capabilities::http::HttpHooks,
     table: ResourceTable,
     caps: HostCaps,
     limiter: MemoryLimiter,
@@ -47,7 +50,7 @@ impl WasiHttpView for CallState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.http_hooks,
+            hooks: &mut self.caps.http,
         }
     }
 }
@@ -58,26 +61,20 @@ impl HasCaps for CallState {
     }
 }
 
-/// Which export to call.
-pub(crate) enum Call {
-    Describe,
-    Detect(types::Invocation),
-    Remedy(types::RemedyRequest, bool),
-}
-
-/// What the export returned.
-pub(crate) enum Returned {
-    Manifest(types::Manifest),
-    Findings(Result<Vec<types::Finding>, types::PluginError>),
-    Outcome(Result<types::Outcome, types::PluginError>),
-}
-
 /// The pieces of a plugin a call needs (a `Plugin` is not complete until
 /// its own `describe()` call has returned).
 pub(crate) struct Target<'a> {
     pub name: &'a str,
-    pub pre: &'a wasmtime::component::InstancePre<CallState>,
+    pub pre: &'a InstancePre<CallState>,
     pub exports: &'a Exports,
+}
+
+/// Everything about one call but the plugin.
+pub(crate) struct CallSpec<'a> {
+    pub grants: &'a ResolvedGrants,
+    pub limits: Limits,
+    pub clock: Clock,
+    pub dry_run: bool,
 }
 
 pub(crate) struct Invoked {
@@ -96,10 +93,10 @@ impl Runtime {
         &self,
         target: Target<'_>,
         call: Call,
-        grants: &ResolvedGrants,
-        limits: Limits,
+        spec: CallSpec<'_>,
     ) -> Result<Invoked, PluginError> {
         let name = target.name;
+        let limits = spec.limits;
         let host_err = |message: String| PluginError::Host {
             plugin: name.into(),
             message,
@@ -117,49 +114,27 @@ impl Runtime {
         wasi.allow_blocking_current_thread(self.inline_file_io)
             .stdout(stdout.clone())
             .stderr(stderr.clone());
-        capabilities::fs::preopen(&mut wasi, &grants.dirs)
-            .map_err(|e| host_err(format!("{e:#}")))?;
-        capabilities::net::configure(&mut wasi, &grants.addresses);
-
-        let plugin: Arc<str> = name.into();
-        let dry_run = matches!(call, Call::Remedy(_, true));
+        let caps = HostCaps::prepare(
+            spec.grants,
+            CallSetup {
+                plugin: Arc::from(name),
+                dry_run: spec.dry_run,
+                clock: spec.clock,
+                state: self.state.as_ref(),
+            },
+            &mut wasi,
+        )
+        .map_err(|e| host_err(format!("{e:#}")))?;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.resources);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(limits.http_field_bytes);
         let state = CallState {
             wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            http_hooks: capabilities::http::HttpHooks {
-                plugin: plugin.clone(),
-                grants: grants.urls.clone(),
-            },
-            table: ResourceTable::new(),
+            http,
+            table,
             limiter: MemoryLimiter::new(limits.memory),
-            caps: HostCaps {
-                log: capabilities::log::LogCap::new(plugin.clone()),
-                clock: capabilities::clock::ClockCap {
-                    clock: self.clock.clone(),
-                },
-                exec: capabilities::exec::ExecCap {
-                    plugin: plugin.clone(),
-                    commands: grants.commands.clone(),
-                    dry_run,
-                },
-                sql: capabilities::sql::SqlCap {
-                    connections: grants.postgres(),
-                },
-                redis: capabilities::redis::RedisCap {
-                    connections: grants.redis(),
-                },
-                state: capabilities::state::StateCap {
-                    plugin,
-                    store: if grants.state {
-                        self.state.clone()
-                    } else {
-                        None
-                    },
-                },
-                fs: capabilities::fs::FsCap {
-                    dirs: grants.dirs.clone(),
-                },
-            },
+            caps,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -205,39 +180,17 @@ async fn run(
     call: Call,
 ) -> wasmtime::Result<Returned> {
     let instance = target.pre.instantiate_async(&mut *store).await?;
-    Ok(match call {
-        Call::Describe => {
-            let meta = target.exports.meta.load(&mut *store, &instance)?;
-            Returned::Manifest(meta.call_describe(&mut *store).await?)
-        }
-        Call::Detect(input) => {
-            let idx = target.exports.detection.as_ref().ok_or_else(|| {
-                wasmtime::format_err!("the component does not export mend:plugin/detection")
-            })?;
-            let detection = idx.load(&mut *store, &instance)?;
-            Returned::Findings(detection.call_detect(&mut *store, &input).await?)
-        }
-        Call::Remedy(request, dry_run) => {
-            let idx = target.exports.remediation.as_ref().ok_or_else(|| {
-                wasmtime::format_err!("the component does not export mend:plugin/remediation")
-            })?;
-            let remediation = idx.load(&mut *store, &instance)?;
-            Returned::Outcome(
-                remediation
-                    .call_remedy(&mut *store, &request, dry_run)
-                    .await?,
-            )
-        }
-    })
+    wit::call(store, &instance, target.exports, call).await
 }
 
-/// Logs what the plugin printed, tagged with its name; returns stderr's
-/// text for error messages.
+/// Logs what the plugin printed, tagged with its name and escaped; returns
+/// stderr's text for error messages.
 fn log_output(plugin: &str, stream: &'static str, out: &BoundedOutput) -> String {
     const MAX_LINES: usize = 100;
     let (text, dropped) = out.take();
     let lines: Vec<&str> = text.lines().collect();
     for line in lines.iter().take(MAX_LINES) {
+        let line = crate::text::escape(line);
         if stream == "stderr" {
             tracing::warn!(target: "mend::plugin", plugin, stream, "{line}");
         } else {
@@ -257,6 +210,11 @@ fn log_output(plugin: &str, stream: &'static str, out: &BoundedOutput) -> String
     text
 }
 
+/// Bytes of a panic message or of stderr kept in an error.
+const MAX_STDERR_IN_ERROR: usize = 2048;
+/// Lines of stderr attached to a trap that is not a panic.
+const STDERR_TAIL_LINES: usize = 10;
+
 /// Turns a wasmtime error into the typed error the operator sees.
 fn classify(plugin: &str, e: wasmtime::Error, limits: &Limits, stderr: &str) -> PluginError {
     let plugin = plugin.to_string();
@@ -270,6 +228,20 @@ fn classify(plugin: &str, e: wasmtime::Error, limits: &Limits, stderr: &str) -> 
         return PluginError::MemoryLimit {
             plugin,
             limit: limits.memory,
+        };
+    }
+    if let Some(denied) = e.downcast_ref::<crate::capabilities::http::NotGranted>() {
+        return PluginError::Denied {
+            plugin,
+            message: denied.to_string(),
+        };
+    }
+    if let Some(ResourceTableError::Full) = e.downcast_ref::<ResourceTableError>() {
+        return PluginError::Budget {
+            plugin,
+            budget: "resources",
+            limit: limits.resources as u64,
+            detail: "open descriptors, streams, pollables and HTTP objects held at once".into(),
         };
     }
     let backtrace = e.downcast_ref::<WasmBacktrace>().map(|b| b.to_string());
@@ -289,27 +261,64 @@ fn classify(plugin: &str, e: wasmtime::Error, limits: &Limits, stderr: &str) -> 
             }
             _ => {}
         }
-        let mut message = match trap {
+        let base = match trap {
             Trap::StackOverflow => "wasm stack overflow (call stack too deep)".to_string(),
             other => other.to_string(),
         };
-        // A Rust panic prints its message to stderr before trapping.
-        if let Some(panic) = stderr.lines().rev().find(|l| l.contains("panicked")) {
-            message = format!("{message}: {}", capabilities::log::truncate(panic, 1024));
-        } else if let Some(last) = stderr.lines().rev().find(|l| !l.trim().is_empty()) {
-            message = format!(
-                "{message} (stderr: {})",
-                capabilities::log::truncate(last, 1024)
-            );
-        }
         return PluginError::Trap {
             plugin,
-            message,
+            message: with_stderr(base, stderr),
             backtrace,
         };
     }
     PluginError::Host {
         plugin,
         message: format!("{:#}", anyhow::Error::from(e)),
+    }
+}
+
+/// A trap's message with what the plugin said last: a Rust panic's whole
+/// message (from `panicked at`), or the last lines of stderr (a Python or
+/// JavaScript runtime prints its exception there before trapping).
+fn with_stderr(base: String, stderr: &str) -> String {
+    let stderr = stderr.trim_end();
+    if stderr.is_empty() {
+        return base;
+    }
+    if let Some(at) = stderr.rfind("panicked at") {
+        let line_start = stderr[..at].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let panic = truncate(&stderr[line_start..], MAX_STDERR_IN_ERROR);
+        return format!("{base}: {}", crate::text::escape(panic));
+    }
+    let lines: Vec<&str> = stderr.lines().collect();
+    let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
+    let mut start = tail.len().saturating_sub(MAX_STDERR_IN_ERROR);
+    while !tail.is_char_boundary(start) {
+        start += 1;
+    }
+    let tail = &tail[start..];
+    format!("{base} (stderr: {})", crate::text::escape(tail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_stderr;
+
+    #[test]
+    fn a_panic_keeps_its_whole_message() {
+        let stderr = "starting\nthread '<unnamed>' panicked at src/lib.rs:60:25:\nhostile plugin panicked on purpose\nnote: run with `RUST_BACKTRACE=1`\n";
+        let m = with_stderr("wasm trap: unreachable".into(), stderr);
+        assert!(m.contains("panicked at src/lib.rs:60:25"), "{m}");
+        assert!(m.contains("hostile plugin panicked on purpose"), "{m}");
+        assert!(!m.contains("starting"), "{m}");
+    }
+
+    #[test]
+    fn other_traps_get_the_last_lines_of_stderr() {
+        let stderr = "Traceback (most recent call last):\n  File \"app.py\", line 3, in detect\nZeroDivisionError: division by zero\n";
+        let m = with_stderr("wasm trap: unreachable".into(), stderr);
+        assert!(m.contains("ZeroDivisionError: division by zero"), "{m}");
+        assert!(m.contains("app.py"), "{m}");
+        assert_eq!(with_stderr("x".into(), ""), "x");
     }
 }

@@ -58,6 +58,15 @@ pub enum PluginError {
     #[error("plugin {plugin}: result too large: {what}")]
     ResultTooLarge { plugin: String, what: String },
 
+    /// A host-side budget ran out (resources the guest made the host hold).
+    #[error("plugin {plugin}: {budget} budget of {limit} exceeded ({detail})")]
+    Budget {
+        plugin: String,
+        budget: &'static str,
+        limit: u64,
+        detail: String,
+    },
+
     /// A failure on the host's side (I/O, an exhausted instance pool...).
     #[error("plugin {plugin}: host error: {message}")]
     Host { plugin: String, message: String },
@@ -84,6 +93,7 @@ impl PluginError {
             | Denied { plugin, .. }
             | Failed { plugin, .. }
             | ResultTooLarge { plugin, .. }
+            | Budget { plugin, .. }
             | Host { plugin, .. } => plugin,
         }
     }
@@ -104,6 +114,7 @@ impl PluginError {
             Denied { .. } => "denied",
             Failed { .. } => "failed",
             ResultTooLarge { .. } => "result-too-large",
+            Budget { .. } => "budget",
             Host { .. } => "host",
         }
     }

@@ -1,6 +1,15 @@
 //! Per-call resource limits, and the memory limiter that enforces the cap
 //! across *all* linear memories of an instance (wasmtime's `StoreLimits`
 //! caps each memory separately, and a component can have several).
+//!
+//! Memory the guest can make the *host* hold is bounded too: every open
+//! descriptor, stream, pollable and HTTP object lives in the call's
+//! resource table, capped at `resources` entries; HTTP header sets are
+//! capped at `http_field_bytes` each and request bodies buffer at most
+//! [`BODY_BUFFER`](crate::capabilities::http::BODY_BUFFER) each. So a call
+//! holds at most about `resources × max(http_field_bytes, BODY_BUFFER)` of host memory in
+//! resources (16 MiB with the defaults), and at most `resources` host file
+//! descriptors.
 
 use std::time::Duration;
 
@@ -18,6 +27,10 @@ pub struct Limits {
     pub deadline: Duration,
     /// Total bytes of linear memory the instance may hold.
     pub memory: usize,
+    /// Host resource-table entries the call may hold at once.
+    pub resources: usize,
+    /// Bytes of one HTTP header (or trailer) set.
+    pub http_field_bytes: usize,
 }
 
 impl Default for Limits {
@@ -26,6 +39,8 @@ impl Default for Limits {
             fuel: 1_000_000_000,
             deadline: Duration::from_secs(5),
             memory: 64 << 20,
+            resources: 256,
+            http_field_bytes: 64 << 10,
         }
     }
 }

@@ -4,45 +4,46 @@
 //! ```text
 //! .wasm ──load──► Plugin (compiled, pre-linked, described)
 //!                   │
-//!      detect/remedy(grants, limits) ──► fresh Store ──► Report | PluginError
+//!      validate/detect/remedy(grants, limits) ──► fresh Store ──► Report | PluginError
 //! ```
 //!
 //! The runtime knows nothing of checks or policies: callers hand it a
-//! plugin, a config, grants and limits.
+//! plugin, a config, grants and limits. It speaks every contract version
+//! through `crate::wit`, and sees only mend's own types.
 
-pub mod bindings;
 mod bounds;
 mod cache;
 mod call;
-pub mod engine;
 mod error;
 mod limits;
-pub(crate) mod output;
+mod load;
 mod plugin;
+pub mod wasm;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
-use wasmtime::component::Linker;
+use wasmtime::component::{Component, Linker};
 
-pub use self::engine::{Allocator, EngineSettings};
 pub use self::error::PluginError;
 pub use self::limits::Limits;
-pub use self::plugin::{MAX_WASM_BYTES, Plugin};
+pub use self::load::MAX_WASM_BYTES;
+pub use self::plugin::{Plugin, valid_name};
+pub use self::wasm::{Allocator, EngineSettings};
 
-use self::bindings::v0_1;
 use self::cache::CompileCache;
-use self::call::{Call, CallState, Returned, Target};
-use self::plugin::Exports;
-use crate::capabilities::clock::{WallClock, system_clock};
+use self::call::{CallSpec, CallState, Target};
 use crate::capabilities::state::StateStore;
 use crate::capabilities::{self, ResolvedGrants};
-use crate::contract::{Finding, Manifest, Outcome, Role};
+use crate::clock::Clock;
+use crate::contract::{
+    Finding, GuestError, Invocation, Needs, Outcome, RemedyContext, RemedyRequest, Role,
+};
+use crate::wit::{self, Call, Exports, Returned, VersionError};
 
 /// How to build a [`Runtime`].
 #[derive(Clone)]
@@ -51,11 +52,10 @@ pub struct RuntimeConfig {
     /// no state (a plugin granted state gets an error).
     pub state_dir: Option<PathBuf>,
     pub engine: EngineSettings,
-    /// Limits for `describe()` at load time.
+    /// Limits for `describe()` and `validate()` calls.
     pub describe_limits: Limits,
     /// Bytes of stdout and of stderr kept per call.
     pub output_limit: usize,
-    pub clock: WallClock,
     /// Run plugins' file I/O on the calling thread (about 3× faster) rather
     /// than on tokio's blocking pool. Inline, a plugin that opens a FIFO or
     /// a path on a hung mount inside its grant blocks a worker thread past
@@ -74,7 +74,6 @@ impl Default for RuntimeConfig {
                 ..Limits::default()
             },
             output_limit: 64 * 1024,
-            clock: system_clock(),
             inline_file_io: false,
         }
     }
@@ -98,47 +97,57 @@ fn ser_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Erro
 pub struct LoadedDir {
     /// By the name in each plugin's manifest.
     pub plugins: HashMap<String, Arc<Plugin>>,
-    /// Files that did not load, and why.
-    pub errors: HashMap<String, String>,
+    /// Files that did not load, by file path, and why.
+    pub errors: BTreeMap<PathBuf, String>,
+    /// Names claimed by more than one file: none of them is in `plugins`
+    /// (a pin in the config may pick one).
+    pub conflicts: BTreeMap<String, Vec<Arc<Plugin>>>,
 }
 
 /// One detect or remedy call.
 pub struct Request<'a> {
-    /// The check (or policy step) the call is for.
+    /// The check (or the check a policy step is for).
     pub check: &'a str,
     /// The plugin's config table (a JSON object).
     pub config: &'a serde_json::Value,
+    /// The check's labels.
+    pub labels: &'a BTreeMap<String, String>,
     pub grants: &'a ResolvedGrants,
     pub limits: Limits,
+    /// The engine's clock, which the plugin reads.
+    pub clock: Clock,
 }
 
 pub struct Runtime {
     engine: Engine,
+    /// WASI, every contract version's mend imports, and `wasi:http` with
+    /// every way to create an HTTP object trapping: for calls not granted
+    /// any URL, which so can make the host hold none.
     linker: Linker<CallState>,
+    /// The same with `wasi:http` working, for calls granted URLs.
+    http_linker: Linker<CallState>,
     allocator: Allocator,
     cache: Option<Arc<CompileCache>>,
     state: Option<StateStore>,
     permits: Semaphore,
     output_limit: usize,
     inline_file_io: bool,
-    clock: WallClock,
     describe_limits: Limits,
-    _ticker: engine::Ticker,
+    _ticker: wasm::Ticker,
 }
 
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
-        let (engine, allocator) = engine::build(&config.engine)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        // Always linked; the per-call hooks send only to granted URLs.
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        let (engine, allocator) = wasm::build(&config.engine)?;
+        let mut http_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut http_linker).map_err(anyhow::Error::from)?;
+        wit::add_to_linker(&mut http_linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker)
             .map_err(anyhow::Error::from)?;
-        capabilities::add_to_linker(&mut linker)?;
+        let linker = capabilities::http::without_http(&http_linker)?;
         let (cache, state) = match &config.state_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating state directory {}", dir.display()))?;
+                crate::private_fs::dir(dir)?;
                 (
                     Some(Arc::new(CompileCache::open(&engine, dir)?)),
                     Some(StateStore::open(&dir.join("plugin-state.db"))?),
@@ -146,17 +155,17 @@ impl Runtime {
             }
             None => (None, None),
         };
-        let ticker = engine::Ticker::start(&engine, config.engine.epoch_tick);
+        let ticker = wasm::Ticker::start(&engine, config.engine.epoch_tick);
         Ok(Runtime {
             engine,
             linker,
+            http_linker,
             allocator,
             cache,
             state,
             permits: Semaphore::new(config.engine.max_concurrent_calls as usize),
             output_limit: config.output_limit,
             inline_file_io: config.inline_file_io,
-            clock: config.clock,
             describe_limits: config.describe_limits,
             _ticker: ticker,
         })
@@ -172,68 +181,50 @@ impl Runtime {
         self.cache.as_ref().map(|c| c.dir())
     }
 
-    /// Loads a `.wasm` file. Nothing but `.wasm` files is ever read.
+    /// Loads a `.wasm` file: regular files only, read without blocking and
+    /// within [`MAX_WASM_BYTES`].
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, PluginError> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        let invalid = |reason: String| PluginError::InvalidComponent {
-            plugin: name.clone(),
-            reason,
-        };
-        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
-            return Err(invalid("only `.wasm` files are loaded".into()));
-        }
-        let meta = tokio::fs::metadata(path)
+        let bytes = load::read(path)
             .await
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        if meta.len() > MAX_WASM_BYTES {
-            return Err(invalid(format!(
-                "{} bytes is larger than the {MAX_WASM_BYTES}-byte limit",
-                meta.len()
-            )));
-        }
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            .map_err(|reason| PluginError::InvalidComponent {
+                plugin: name.clone(),
+                reason: format!("{}: {reason}", path.display()),
+            })?;
         self.load_bytes(&name, bytes, Some(path.to_path_buf()))
             .await
     }
 
     /// Loads every `.wasm` in `dir`, in name order. A file that fails is
-    /// logged and listed by file name; the others still load.
+    /// logged and listed; the others still load. Two files claiming one
+    /// name are both refused: which one should run is the operator's call.
     pub async fn load_dir(&self, dir: &Path) -> std::io::Result<LoadedDir> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("wasm"))
-            .collect();
-        paths.sort();
         let mut loaded = LoadedDir::default();
-        for path in paths {
-            let file = path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+        let mut claims: BTreeMap<String, Vec<Arc<Plugin>>> = BTreeMap::new();
+        for path in load::entries(dir)? {
             match self.load_file(&path).await {
-                Ok(p) if loaded.plugins.contains_key(p.name()) => {
-                    let why = format!(
-                        "another file is also plugin `{}`; keeping the first",
-                        p.name()
-                    );
-                    tracing::error!(file = %path.display(), "{why}");
-                    loaded.errors.insert(file, why);
-                }
-                Ok(p) => {
-                    tracing::info!(plugin = %p.name(), version = %p.manifest().version, cached = p.from_cache(), "loaded plugin");
-                    loaded.plugins.insert(p.name().to_string(), Arc::new(p));
-                }
+                Ok(p) => claims
+                    .entry(p.name().to_string())
+                    .or_default()
+                    .push(Arc::new(p)),
                 Err(e) => {
                     tracing::error!(file = %path.display(), kind = e.kind(), "{e}");
-                    loaded.errors.insert(e.plugin().to_string(), e.to_string());
+                    loaded.errors.insert(path, e.to_string());
                 }
+            }
+        }
+        for (name, mut plugins) in claims {
+            if plugins.len() == 1 {
+                let p = plugins.remove(0);
+                tracing::info!(plugin = %p.name(), version = %p.manifest().version, cached = p.from_cache(), "loaded plugin");
+                loaded.plugins.insert(name, p);
+            } else {
+                let files: Vec<&Path> = plugins.iter().filter_map(|p| p.source()).collect();
+                tracing::warn!(plugin = %name, files = ?files, "several files claim this plugin name");
+                loaded.conflicts.insert(name, plugins);
             }
         }
         Ok(loaded)
@@ -260,25 +251,51 @@ impl Runtime {
         let sha = sha256.clone();
         let (component, from_cache) = tokio::task::spawn_blocking(move || match &cache {
             Some(c) => c.load_or_compile(&engine, &bytes, &sha),
-            None => wasmtime::component::Component::new(&engine, &bytes).map(|c| (c, false)),
+            None => Component::new(&engine, &bytes).map(|c| (c, false)),
         })
         .await
         .map_err(|e| invalid(format!("compiler task failed: {e}")))?
         .map_err(|e| invalid(format!("{:#}", anyhow::Error::from(e))))?;
 
-        let wit_version = plugin::contract_version(name, &self.engine, &component)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let (version, wit_version) =
+            wit::version(&self.engine, &component).map_err(|e| match e {
+                VersionError::NotAPlugin(exports) => invalid(format!(
+                    "not a mend plugin: it does not export mend:plugin/meta (it exports: {exports})"
+                )),
+                VersionError::Unsupported(found) => PluginError::UnsupportedVersion {
+                    plugin: name.into(),
+                    found: if found.is_empty() {
+                        "(unversioned)".into()
+                    } else {
+                        found
+                    },
+                    supported: wit::Version::supported(),
+                },
+            })?;
+        let unresolved = |e: wasmtime::Error| {
             invalid(format!(
                 "{:#} (the plugin imports something mend does not provide)",
                 anyhow::Error::from(e)
             ))
-        })?;
-        let exports = Exports {
-            meta: v0_1::meta::GuestIndices::new(&pre)
-                .map_err(|e| invalid(format!("{:#}", anyhow::Error::from(e))))?,
-            detection: v0_1::detection::GuestIndices::new(&pre).ok(),
-            remediation: v0_1::remediation::GuestIndices::new(&pre).ok(),
         };
+        let uses_http = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(n, _)| n.starts_with("wasi:http/"));
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(unresolved)?;
+        let pre_http = match uses_http {
+            true => Some(
+                self.http_linker
+                    .instantiate_pre(&component)
+                    .map_err(unresolved)?,
+            ),
+            false => None,
+        };
+        let exports = Exports::new(version, &pre)
+            .map_err(|e| invalid(format!("{:#}", anyhow::Error::from(e))))?;
 
         let target = Target {
             name,
@@ -286,23 +303,18 @@ impl Runtime {
             exports: &exports,
         };
         let invoked = self
-            .invoke(
-                target,
-                Call::Describe,
-                &ResolvedGrants::default(),
-                self.describe_limits,
-            )
+            .invoke(target, Call::Describe, self.meta_spec())
             .await?;
-        let Returned::Manifest(raw) = invoked.returned else {
+        let Returned::Manifest(mut manifest) = invoked.returned else {
             unreachable!("describe returns a manifest")
         };
-        bounds::manifest(&raw).map_err(|e| invalid(format!("describe(): {e}")))?;
-        let manifest: Manifest = raw.into();
-        for (role, present, iface) in [
-            (Role::Detector, exports.detection.is_some(), "detection"),
-            (Role::Action, exports.remediation.is_some(), "remediation"),
-        ] {
-            if manifest.has_role(role) && !present {
+        bounds::manifest(&mut manifest).map_err(|e| invalid(format!("describe(): {e}")))?;
+        for role in [Role::Detector, Role::Action] {
+            if manifest.has_role(role) && !exports.has(role) {
+                let iface = match role {
+                    Role::Detector => "detection",
+                    Role::Action => "remediation",
+                };
                 return Err(invalid(format!(
                     "declares the {role:?} role but does not export mend:plugin/{iface}"
                 )));
@@ -320,11 +332,56 @@ impl Runtime {
             manifest,
             sha256,
             source,
+            version,
             wit_version,
             from_cache,
             pre,
+            pre_http,
             exports,
         })
+    }
+
+    fn meta_spec(&self) -> CallSpec<'static> {
+        static NONE: std::sync::OnceLock<ResolvedGrants> = std::sync::OnceLock::new();
+        CallSpec {
+            grants: NONE.get_or_init(ResolvedGrants::default),
+            limits: self.describe_limits,
+            clock: Clock::system(),
+            dry_run: true,
+        }
+    }
+
+    /// Asks the plugin whether `config` is right for `role`, without
+    /// granting it anything. `Ok(None)`: its contract version cannot tell
+    /// (0.1). `Ok(Some(needs))`: fine, and this is what the config reaches.
+    pub async fn validate(
+        &self,
+        plugin: &Plugin,
+        role: Role,
+        config: &serde_json::Value,
+    ) -> Result<Option<Needs>, PluginError> {
+        let config = config_json(plugin, config)?;
+        let invoked = self
+            .invoke(
+                plugin.target(None),
+                Call::Validate(role, config),
+                self.meta_spec(),
+            )
+            .await?;
+        let Returned::Validated(result) = invoked.returned else {
+            unreachable!("validate returns needs")
+        };
+        match result {
+            None => Ok(None),
+            Some(Ok(needs)) => {
+                bounds::needs(&needs).map_err(|what| PluginError::ResultTooLarge {
+                    plugin: plugin.name().into(),
+                    what: format!("validate(): {what}"),
+                })?;
+                Ok(Some(needs))
+            }
+            Some(Err(e)) => Err(guest_error(plugin.name(), e)),
+        }
     }
 
     /// Runs a detector.
@@ -339,27 +396,28 @@ impl Runtime {
                 role: "a detector",
             });
         }
-        self.check_grants(plugin, Role::Detector, req.grants)?;
+        check_grants(plugin, Role::Detector, req.grants)?;
         let input = invocation(plugin, req)?;
+        let spec = CallSpec {
+            grants: req.grants,
+            limits: req.limits,
+            clock: req.clock,
+            dry_run: false,
+        };
         let invoked = self
-            .invoke(plugin.target(), Call::Detect(input), req.grants, req.limits)
+            .invoke(plugin.target(Some(req.grants)), Call::Detect(input), spec)
             .await?;
         let Returned::Findings(result) = invoked.returned else {
             unreachable!("detect returns findings")
         };
-        let raw = result.map_err(|e| guest_error(plugin.name(), e))?;
-        bounds::findings(&raw).map_err(|what| PluginError::ResultTooLarge {
+        let mut findings = result.map_err(|e| guest_error(plugin.name(), e))?;
+        bounds::findings(&mut findings).map_err(|what| PluginError::ResultTooLarge {
             plugin: plugin.name().into(),
             what,
         })?;
-        let findings = raw
-            .into_iter()
-            .map(|f| {
-                let mut f: Finding = f.into();
-                f.check = req.check.to_string();
-                f
-            })
-            .collect();
+        for f in &mut findings {
+            f.check = req.check.to_string();
+        }
         Ok(Report {
             value: findings,
             fuel_used: invoked.fuel_used,
@@ -367,13 +425,14 @@ impl Runtime {
         })
     }
 
-    /// Runs an action. With `dry_run`, the action reports its plan.
+    /// Runs an action. With `context.dry_run`, the action reports its plan,
+    /// and the host makes every write through a capability impossible.
     pub async fn remedy(
         &self,
         plugin: &Plugin,
         req: &Request<'_>,
         findings: &[Finding],
-        dry_run: bool,
+        context: RemedyContext,
     ) -> Result<Report<Outcome>, PluginError> {
         if !plugin.is_action() {
             return Err(PluginError::WrongRole {
@@ -381,94 +440,89 @@ impl Runtime {
                 role: "an action",
             });
         }
-        self.check_grants(plugin, Role::Action, req.grants)?;
-        let request = v0_1::types::RemedyRequest {
+        check_grants(plugin, Role::Action, req.grants)?;
+        let spec = CallSpec {
+            grants: req.grants,
+            limits: req.limits,
+            clock: req.clock,
+            dry_run: context.dry_run,
+        };
+        let request = RemedyRequest {
             invocation: invocation(plugin, req)?,
-            findings: findings.iter().map(Into::into).collect(),
+            context,
+            findings: findings.to_vec(),
         };
         let invoked = self
-            .invoke(
-                plugin.target(),
-                Call::Remedy(request, dry_run),
-                req.grants,
-                req.limits,
-            )
+            .invoke(plugin.target(Some(req.grants)), Call::Remedy(request), spec)
             .await?;
         let Returned::Outcome(result) = invoked.returned else {
             unreachable!("remedy returns an outcome")
         };
-        let raw = result.map_err(|e| guest_error(plugin.name(), e))?;
-        bounds::outcome(&raw).map_err(|what| PluginError::ResultTooLarge {
+        let mut outcome = result.map_err(|e| guest_error(plugin.name(), e))?;
+        bounds::outcome(&mut outcome).map_err(|what| PluginError::ResultTooLarge {
             plugin: plugin.name().into(),
             what,
         })?;
         Ok(Report {
-            value: raw.into(),
+            value: outcome,
             fuel_used: invoked.fuel_used,
             duration: invoked.duration,
         })
     }
+}
 
-    fn check_grants(
-        &self,
-        plugin: &Plugin,
-        role: Role,
-        grants: &ResolvedGrants,
-    ) -> Result<(), PluginError> {
-        let needs = plugin.manifest.needs(role).cloned().unwrap_or_default();
-        match capabilities::missing_grant(&needs, grants) {
-            Some(need) => Err(PluginError::MissingGrant {
-                plugin: plugin.name().into(),
-                need,
-            }),
-            None => Ok(()),
-        }
+/// Refuses a call whose plugin declares needs beyond its grants.
+fn check_grants(plugin: &Plugin, role: Role, grants: &ResolvedGrants) -> Result<(), PluginError> {
+    let needs = plugin.manifest.needs(role).cloned().unwrap_or_default();
+    match capabilities::missing_grant(&needs, grants) {
+        Some(need) => Err(PluginError::MissingGrant {
+            plugin: plugin.name().into(),
+            need,
+        }),
+        None => Ok(()),
     }
 }
 
 impl Plugin {
-    fn target(&self) -> Target<'_> {
+    /// The pre-linked instance for a call with these grants: `wasi:http`
+    /// only when URLs are granted.
+    fn target(&self, grants: Option<&ResolvedGrants>) -> Target<'_> {
+        let pre = match (&self.pre_http, grants) {
+            (Some(http), Some(g)) if !g.urls.is_empty() => http,
+            _ => &self.pre,
+        };
         Target {
             name: self.name(),
-            pre: &self.pre,
+            pre,
             exports: &self.exports,
         }
     }
 }
 
-fn invocation(plugin: &Plugin, req: &Request<'_>) -> Result<v0_1::types::Invocation, PluginError> {
-    let config = match req.config {
-        serde_json::Value::Null => "{}".to_string(),
-        v @ serde_json::Value::Object(_) => v.to_string(),
-        _ => {
-            return Err(PluginError::BadConfig {
-                plugin: plugin.name().into(),
-                message: "config must be a table".into(),
-            });
-        }
-    };
-    Ok(v0_1::types::Invocation {
+fn config_json(plugin: &Plugin, config: &serde_json::Value) -> Result<String, PluginError> {
+    match config {
+        serde_json::Value::Null => Ok("{}".to_string()),
+        v @ serde_json::Value::Object(_) => Ok(v.to_string()),
+        _ => Err(PluginError::BadConfig {
+            plugin: plugin.name().into(),
+            message: "config must be a table".into(),
+        }),
+    }
+}
+
+fn invocation(plugin: &Plugin, req: &Request<'_>) -> Result<Invocation, PluginError> {
+    Ok(Invocation {
         check: req.check.to_string(),
-        config,
+        config: config_json(plugin, req.config)?,
+        labels: req.labels.clone(),
     })
 }
 
-fn guest_error(plugin: &str, e: v0_1::types::PluginError) -> PluginError {
-    use v0_1::types::PluginError as G;
-    let cut = |m: String| capabilities::log::truncate(&m, bounds::MAX_TEXT).to_string();
+fn guest_error(plugin: &str, e: GuestError) -> PluginError {
     let plugin = plugin.to_string();
-    match e {
-        G::BadConfig(m) => PluginError::BadConfig {
-            plugin,
-            message: cut(m),
-        },
-        G::Denied(m) => PluginError::Denied {
-            plugin,
-            message: cut(m),
-        },
-        G::Failed(m) => PluginError::Failed {
-            plugin,
-            message: cut(m),
-        },
+    match bounds::guest_error(e) {
+        GuestError::BadConfig(message) => PluginError::BadConfig { plugin, message },
+        GuestError::Denied(message) => PluginError::Denied { plugin, message },
+        GuestError::Failed(message) => PluginError::Failed { plugin, message },
     }
 }

@@ -3,38 +3,32 @@
 //!
 //! Loading is where bad files are turned away with a clear reason: not wasm,
 //! a core module instead of a component, a component of another world, a
-//! contract version this host does not speak, or imports mend does not
-//! provide.
+//! contract version this host does not speak, imports mend does not
+//! provide, or a name that is not an identifier.
 
 use std::path::PathBuf;
 
-use wasmtime::Engine;
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::InstancePre;
 
-use super::bindings::v0_1;
 use super::call::CallState;
-use super::error::PluginError;
 use crate::contract::{Manifest, Role};
-
-/// Largest plugin file mend will read.
-pub const MAX_WASM_BYTES: u64 = 64 << 20;
+use crate::wit::{Exports, Version};
 
 /// A plugin ready to be called. Cheap to share behind an `Arc`.
 pub struct Plugin {
     pub(crate) manifest: Manifest,
     pub(crate) sha256: String,
     pub(crate) source: Option<PathBuf>,
+    pub(crate) version: Version,
+    /// The version as the component spells it, e.g. `0.2.0`.
     pub(crate) wit_version: String,
     pub(crate) from_cache: bool,
+    /// Pre-linked without `wasi:http` (its imports trap): for calls not
+    /// granted any URL.
     pub(crate) pre: InstancePre<CallState>,
+    /// Pre-linked with `wasi:http`, if the component imports it.
+    pub(crate) pre_http: Option<InstancePre<CallState>>,
     pub(crate) exports: Exports,
-}
-
-/// Where each exported interface sits in the component.
-pub(crate) struct Exports {
-    pub(crate) meta: v0_1::meta::GuestIndices,
-    pub(crate) detection: Option<v0_1::detection::GuestIndices>,
-    pub(crate) remediation: Option<v0_1::remediation::GuestIndices>,
 }
 
 impl Plugin {
@@ -53,19 +47,30 @@ impl Plugin {
     pub fn source(&self) -> Option<&std::path::Path> {
         self.source.as_deref()
     }
-    /// The `mend:plugin` version it was built against.
+    /// The `mend:plugin` version it was built against, e.g. `0.2.0`.
     pub fn wit_version(&self) -> &str {
         &self.wit_version
+    }
+    pub fn contract(&self) -> Version {
+        self.version
     }
     /// Whether its compiled code came from the compile cache.
     pub fn from_cache(&self) -> bool {
         self.from_cache
     }
+    /// Whether it plays `role` (and exports what that takes).
+    pub fn plays(&self, role: Role) -> bool {
+        self.manifest.has_role(role) && self.exports.has(role)
+    }
     pub fn is_detector(&self) -> bool {
-        self.manifest.has_role(Role::Detector) && self.exports.detection.is_some()
+        self.plays(Role::Detector)
     }
     pub fn is_action(&self) -> bool {
-        self.manifest.has_role(Role::Action) && self.exports.remediation.is_some()
+        self.plays(Role::Action)
+    }
+    /// Whether it imports `wasi:http` (and so can be granted URLs).
+    pub fn uses_http(&self) -> bool {
+        self.pre_http.is_some()
     }
 }
 
@@ -84,63 +89,21 @@ pub(crate) fn sniff(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
-/// The `mend:plugin` version a component was built against, from the name
-/// of its `meta` export, e.g. `mend:plugin/meta@0.1.0`.
-pub(crate) fn contract_version(
-    name: &str,
-    engine: &Engine,
-    component: &Component,
-) -> Result<String, PluginError> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    let Some(meta) = exports.iter().find(|n| n.starts_with("mend:plugin/meta")) else {
-        return Err(PluginError::InvalidComponent {
-            plugin: name.into(),
-            reason: format!(
-                "not a mend plugin: it does not export mend:plugin/meta (it exports: {})",
-                if exports.is_empty() {
-                    "nothing".into()
-                } else {
-                    exports.join(", ")
-                }
-            ),
-        });
-    };
-    let version = meta
-        .split_once('@')
-        .map(|(_, v)| v)
-        .unwrap_or("")
-        .to_string();
-    if !supported(&version) {
-        return Err(unsupported(name, &version));
-    }
-    // An import from another contract version is just as unsupported.
-    for (import, _) in ty.imports(engine) {
-        if let Some(rest) = import.strip_prefix("mend:plugin/") {
-            let v = rest.split_once('@').map(|(_, v)| v).unwrap_or("");
-            if !supported(v) {
-                return Err(unsupported(name, v));
-            }
-        }
-    }
-    Ok(version)
-}
-
-fn supported(version: &str) -> bool {
-    version
-        .strip_prefix(v0_1::VERSION)
-        .is_some_and(|rest| rest.starts_with('.'))
-}
-
-fn unsupported(name: &str, found: &str) -> PluginError {
-    PluginError::UnsupportedVersion {
-        plugin: name.into(),
-        found: if found.is_empty() {
-            "(unversioned)".into()
-        } else {
-            found.into()
-        },
-        supported: format!("{}.x", v0_1::VERSION),
+/// A plugin's name is an identifier: it names state, metrics, logs and
+/// files, so `../../x`, newlines or escapes have no place in it.
+pub fn valid_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if first_ok && rest_ok && name.len() <= 64 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the name {:?} is not a plugin name: use 1 to 64 of a-z, 0-9, `.`, `_` and `-`, starting with a letter or digit",
+            crate::text::truncate(name, 80)
+        ))
     }
 }
 
@@ -164,11 +127,22 @@ mod tests {
     }
 
     #[test]
-    fn versions() {
-        assert!(supported("0.1.0"));
-        assert!(supported("0.1.7"));
-        assert!(!supported("0.10.0"));
-        assert!(!supported("0.2.0"));
-        assert!(!supported(""));
+    fn names_are_identifiers() {
+        for ok in ["stale-file", "pg_reconnect", "a", "x.y-2", "0day"] {
+            assert!(valid_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "../../x",
+            "Stale",
+            "a b",
+            "-x",
+            ".x",
+            "a\nINFO forged",
+            "a\x1b[31m",
+            &"x".repeat(65),
+        ] {
+            assert!(valid_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -41,25 +41,22 @@ pub async fn watch(current: Arc<Current>, dir: PathBuf) -> anyhow::Result<()> {
         // Debounce: wait until nothing changed for QUIET.
         while let Ok(Some(())) = tokio::time::timeout(QUIET, rx.recv()).await {}
         let engine = current.get();
-        match engine.reload_plugins().await {
-            Ok(report) if report.is_empty() => {}
-            Ok(report) => {
-                for p in &report.loaded {
-                    tracing::info!(plugin = %p, "plugin loaded; the next call uses it");
-                }
-                for p in &report.removed {
-                    tracing::warn!(plugin = %p, "plugin removed; its checks report plugin.error");
-                }
-                for f in &report.failed {
-                    tracing::error!("plugin file did not load: {f}");
-                }
-                engine.metrics().reload("plugins", report.failed.is_empty());
-            }
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), "reloading plugins: {e}");
-                engine.metrics().reload("plugins", false);
-            }
+        let report = engine.reload_plugins().await;
+        if report.is_empty() {
+            continue;
         }
+        for p in &report.loaded {
+            tracing::info!(plugin = %p, "plugin loaded; the next call uses it");
+        }
+        for p in &report.removed {
+            tracing::warn!(plugin = %p, "plugin removed from the plugins directory");
+        }
+        for why in &report.refused {
+            tracing::error!(dir = %dir.display(), "plugin reload refused, the running plugins stay: {why}");
+        }
+        engine
+            .metrics()
+            .reload("plugins", report.refused.is_empty());
     }
     drop(watcher);
     Ok(())

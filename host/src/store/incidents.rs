@@ -4,6 +4,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::{Millis, Store};
+use crate::contract::StepRef;
 
 /// Where an incident stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -93,7 +94,10 @@ impl AttemptOutcome {
     }
     /// Whether this attempt counts against the policy's attempt window.
     pub fn counts_as_attempt(self) -> bool {
-        !matches!(self, AttemptOutcome::Skipped | AttemptOutcome::Escalation)
+        !matches!(
+            self,
+            AttemptOutcome::Skipped | AttemptOutcome::Escalation | AttemptOutcome::Planned
+        )
     }
 }
 
@@ -127,7 +131,8 @@ pub struct Incident {
 pub struct Attempt {
     pub id: i64,
     pub incident_id: i64,
-    pub step: u32,
+    pub step: StepRef,
+    /// The step's name (historically the column is `action`).
     pub action: String,
     pub started_at: Millis,
     pub finished_at: Option<Millis>,
@@ -139,7 +144,15 @@ pub struct Attempt {
 }
 
 const INCIDENT_COLS: &str = "id, policy, check_name, opened_at, closed_at, state, root_cause, diagnosis, dry_run, escalated_at, note";
-const ATTEMPT_COLS: &str = "id, incident_id, step, action, started_at, finished_at, outcome, dry_run, detail, duration_ms, fuel_used";
+const ATTEMPT_COLS: &str = "id, incident_id, step, action, started_at, finished_at, outcome, dry_run, detail, duration_ms, fuel_used, escalation";
+
+/// A step as its two columns.
+fn step_cols(step: StepRef) -> (u32, bool) {
+    match step {
+        StepRef::Ladder(i) => (i, false),
+        StepRef::Escalation => (0, true),
+    }
+}
 
 fn incident_row(r: &Row<'_>) -> rusqlite::Result<Incident> {
     let state: String = r.get(5)?;
@@ -166,7 +179,11 @@ fn attempt_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
     Ok(Attempt {
         id: r.get(0)?,
         incident_id: r.get(1)?,
-        step: r.get(2)?,
+        step: if r.get::<_, bool>(11)? {
+            StepRef::Escalation
+        } else {
+            StepRef::Ladder(r.get(2)?)
+        },
         action: r.get(3)?,
         started_at: r.get::<_, i64>(4)? as Millis,
         finished_at: r.get::<_, Option<i64>>(5)?.map(|v| v as Millis),
@@ -200,16 +217,17 @@ impl Store {
     pub fn start_attempt(
         &self,
         incident: i64,
-        step: u32,
+        step: StepRef,
         action: &str,
         dry_run: bool,
         now: Millis,
     ) -> anyhow::Result<i64> {
         let conn = self.conn();
+        let (index, escalation) = step_cols(step);
         conn.execute(
-            "INSERT INTO attempts (incident_id, step, action, started_at, outcome, dry_run)
-             VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
-            params![incident, step, action, now as i64, dry_run],
+            "INSERT INTO attempts (incident_id, step, action, started_at, outcome, dry_run, escalation)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
+            params![incident, index, action, now as i64, dry_run, escalation],
         )?;
         Ok(conn.last_insert_rowid())
     }
@@ -218,17 +236,18 @@ impl Store {
     pub fn note_attempt(
         &self,
         incident: i64,
-        step: u32,
+        step: StepRef,
         action: &str,
         outcome: AttemptOutcome,
         detail: &serde_json::Value,
         now: Millis,
     ) -> anyhow::Result<i64> {
         let conn = self.conn();
+        let (index, escalation) = step_cols(step);
         conn.execute(
-            "INSERT INTO attempts (incident_id, step, action, started_at, finished_at, outcome, detail)
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
-            params![incident, step, action, now as i64, outcome.as_str(), detail.to_string()],
+            "INSERT INTO attempts (incident_id, step, action, started_at, finished_at, outcome, detail, escalation)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+            params![incident, index, action, now as i64, outcome.as_str(), detail.to_string(), escalation],
         )?;
         Ok(conn.last_insert_rowid())
     }
@@ -305,10 +324,11 @@ impl Store {
         }
     }
 
-    /// When the policy's last incident closed, for its cooldown.
+    /// When the policy's last incident closed, for its cooldown (a dry
+    /// run's plan starts none).
     pub fn last_closed(&self, policy: &str) -> anyhow::Result<Option<Millis>> {
         let at: Option<i64> = self.conn().query_row(
-            "SELECT MAX(closed_at) FROM incidents WHERE policy = ?1",
+            "SELECT MAX(closed_at) FROM incidents WHERE policy = ?1 AND state != 'planned'",
             [policy],
             |r| r.get(0),
         )?;
@@ -321,7 +341,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT a.started_at, a.outcome FROM attempts a JOIN incidents i ON i.id = a.incident_id
-             WHERE i.policy = ?1 AND a.started_at > ?2 AND a.step != 4294967295 ORDER BY a.started_at",
+             WHERE i.policy = ?1 AND a.started_at > ?2 AND a.escalation = 0 ORDER BY a.started_at",
         )?;
         let rows = stmt.query_map(params![policy, since as i64], |r| {
             Ok((r.get::<_, i64>(0)? as Millis, r.get::<_, String>(1)?))
@@ -424,7 +444,9 @@ mod tests {
                 dry_run: false,
             })
             .unwrap();
-        let a = s.start_attempt(id, 0, "fix", false, 1100).unwrap();
+        let a = s
+            .start_attempt(id, StepRef::Ladder(0), "fix", false, 1100)
+            .unwrap();
         s.finish_attempt(a, AttemptOutcome::NotHealed, &json!({}), 5, Some(42), 1200)
             .unwrap();
         assert!(s.escalate_incident(id, 1300, "ladder exhausted").unwrap());
@@ -461,7 +483,8 @@ mod tests {
                 dry_run: false,
             })
             .unwrap();
-        s.start_attempt(id, 0, "fix", false, 2).unwrap();
+        s.start_attempt(id, StepRef::Ladder(0), "fix", false, 2)
+            .unwrap();
         drop(s);
         let (s, rec) = Store::open(&path, 99).unwrap();
         assert_eq!(

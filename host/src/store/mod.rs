@@ -25,7 +25,7 @@ pub use self::history::{CheckResult, WatchdogEvent};
 pub use self::incidents::{Attempt, AttemptOutcome, Incident, IncidentState, NewIncident};
 pub use self::stats::ActionStats;
 
-pub type Millis = u64;
+pub use crate::values::Millis;
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -49,9 +49,8 @@ impl Store {
     /// Opens (creating if needed) the store at `path` and recovers from an
     /// unclean stop.
     pub fn open(path: &Path, now: Millis) -> anyhow::Result<(Store, Recovery)> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+        // The incident store is mend's alone: 0700 directory, 0600 files.
+        crate::private_fs::file(path)?;
         let conn = Connection::open(path)
             .with_context(|| format!("opening incident store {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -68,6 +68,10 @@ const MIGRATIONS: &[&str] = &[
         name  TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 3: the escalation step is marked as such, not by a step number of
+    // u32::MAX.
+    "ALTER TABLE attempts ADD COLUMN escalation INTEGER NOT NULL DEFAULT 0;
+    UPDATE attempts SET escalation = 1, step = 0 WHERE step = 4294967295;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

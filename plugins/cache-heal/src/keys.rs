@@ -23,12 +23,7 @@ const MAX_VALUE_BYTES: i64 = 4 << 20;
 fn cmd(conn: &str, args: &[&str]) -> Result<Reply> {
     redis::command(conn, args).map_err(|e| {
         let what = args.iter().take(2).copied().collect::<Vec<_>>().join(" ");
-        match e {
-            Error::Denied(m) => Error::Denied(format!("{what} on `{conn}`: {m}")),
-            Error::BadConfig(m) | Error::Failed(m) => {
-                Error::Failed(format!("{what} on `{conn}`: {m}"))
-            }
-        }
+        e.context(format!("{what} on `{conn}`"))
     })
 }
 
@@ -37,8 +32,8 @@ fn cmd(conn: &str, args: &[&str]) -> Result<Reply> {
 pub fn ping(conn: &str) -> Result<std::result::Result<(), String>> {
     match redis::command(conn, &["PING"]) {
         Ok(_) => Ok(Ok(())),
-        Err(Error::Denied(m)) => Err(Error::Denied(format!("PING on `{conn}`: {m}"))),
-        Err(Error::BadConfig(m) | Error::Failed(m)) => Ok(Err(m)),
+        Err(e) if e.is_denied() => Err(e.context(format!("PING on `{conn}`"))),
+        Err(e) => Ok(Err(e.message().to_string())),
     }
 }
 

@@ -46,7 +46,7 @@ mod keys;
 pub mod validate;
 
 use mend_sdk::host::clock;
-use mend_sdk::{Action, Context, Detector, Error, Finding, Needs, Outcome, Plugin, Result};
+use mend_sdk::{Access, Action, Context, Detector, Error, Finding, Needs, Outcome, Plugin, Result};
 use serde::Deserialize;
 
 pub use validate::Validate;
@@ -221,8 +221,36 @@ impl Plugin for CacheHeal {
     }
 }
 
+impl Config {
+    /// What this config reaches: its connection, its cache directory, the
+    /// directory of its degraded flag.
+    fn reaches(&self, write: bool) -> Result<Needs> {
+        self.check()?;
+        let access = if write {
+            Access::ReadWrite
+        } else {
+            Access::Read
+        };
+        let mut n = Needs::new();
+        if let Some(c) = &self.connection {
+            n = n.connection(c);
+        }
+        if let Some(f) = &self.file_cache {
+            n = n.dir(&f.path, access);
+        }
+        if let Some(flag) = &self.degraded_flag {
+            n = n.dir(flag, access);
+        }
+        Ok(n)
+    }
+}
+
 impl Detector for CacheHeal {
     type Config = Config;
+
+    fn config_needs(c: &Config) -> Result<Needs> {
+        c.reaches(false)
+    }
 
     fn detect(cx: &Context, c: Config) -> Result<Vec<Finding>> {
         c.check()?;
@@ -283,6 +311,10 @@ impl Wants {
 
 impl Action for CacheHeal {
     type Config = Config;
+
+    fn config_needs(c: &Config) -> Result<Needs> {
+        c.reaches(true)
+    }
 
     fn remedy(cx: &Context, c: Config, findings: &[Finding], dry_run: bool) -> Result<Outcome> {
         c.check()?;

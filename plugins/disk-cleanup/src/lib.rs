@@ -126,6 +126,11 @@ fn mib(b: u64) -> String {
 impl Detector for DiskCleanup {
     type Config = DetectConfig;
 
+    /// The directory it measures must be granted.
+    fn config_needs(c: &DetectConfig) -> Result<Needs> {
+        Ok(Needs::new().dir(&c.path, Access::Read))
+    }
+
     fn detect(_cx: &Context, c: DetectConfig) -> Result<Vec<Finding>> {
         let warn = percent("warn_percent", c.warn_percent)?;
         let fail = percent("fail_percent", c.fail_percent)?;
@@ -311,6 +316,11 @@ impl Action for DiskCleanup {
 
     fn remedy_needs() -> Needs {
         Needs::new().dir("*", Access::ReadWrite)
+    }
+
+    /// The directory it cleans must be granted read-write.
+    fn config_needs(c: &CleanupConfig) -> Result<Needs> {
+        Ok(Needs::new().dir(&c.path, Access::ReadWrite))
     }
 
     fn remedy(

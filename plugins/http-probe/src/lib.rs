@@ -128,6 +128,12 @@ impl Plugin for HttpProbe {
 impl Detector for HttpProbe {
     type Config = Config;
 
+    /// The URL it probes must be granted.
+    fn config_needs(c: &Config) -> Result<Needs> {
+        c.validate()?;
+        Ok(Needs::new().url(&c.url))
+    }
+
     fn detect(_cx: &Context, c: Config) -> Result<Vec<Finding>> {
         let expected = c.validate()?;
         let mut request = mend_sdk::http::get(&c.url).timeout(c.timeout.0);
@@ -143,10 +149,7 @@ impl Detector for HttpProbe {
                 truncated: r.truncated,
             }),
             // A refusal is the operator's to fix, not the service's fault.
-            Err(Error::Denied(m)) => {
-                let m = m.strip_prefix("denied: ").unwrap_or(&m);
-                return Err(Error::Denied(m.to_string()));
-            }
+            Err(e) if e.is_denied() => return Err(e),
             Err(e) => Err((plain(&e.to_string()), start.elapsed())),
         };
         Ok(judge(&c, &expected, probe))

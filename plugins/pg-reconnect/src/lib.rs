@@ -177,6 +177,12 @@ impl Plugin for PgReconnect {
 impl Detector for PgReconnect {
     type Config = DetectConfig;
 
+    /// The connection it watches must be granted.
+    fn config_needs(c: &DetectConfig) -> Result<Needs> {
+        not_empty("connection", &c.connection)?;
+        Ok(Needs::new().connection(&c.connection))
+    }
+
     fn detect(_cx: &Context, c: DetectConfig) -> Result<Vec<Finding>> {
         not_empty("connection", &c.connection)?;
         let warn = percent("warn_connections_percent", c.warn_connections_percent)?;
@@ -456,6 +462,16 @@ fn validate(c: &TerminateConfig) -> Result<()> {
 
 impl Action for PgReconnect {
     type Config = TerminateConfig;
+
+    /// The connection it works on, and the pool-reset URL if set.
+    fn config_needs(c: &TerminateConfig) -> Result<Needs> {
+        not_empty("connection", &c.connection)?;
+        let n = Needs::new().connection(&c.connection);
+        Ok(match &c.pool_reset_url {
+            Some(url) => n.url(url),
+            None => n,
+        })
+    }
 
     fn remedy(
         _cx: &Context,

@@ -153,6 +153,14 @@ impl Plugin for ServiceRestart {
 impl Action for ServiceRestart {
     type Config = Config;
 
+    /// The command it runs must be granted.
+    fn config_needs(c: &Config) -> Result<Needs> {
+        if c.command.trim().is_empty() {
+            return Err(Error::bad_config("`command` is empty"));
+        }
+        Ok(Needs::new().command(&c.command))
+    }
+
     fn remedy(_cx: &Context, c: Config, _findings: &[Finding], dry_run: bool) -> Result<Outcome> {
         if c.command.trim().is_empty() {
             return Err(Error::bad_config(
@@ -250,13 +258,7 @@ impl Action for ServiceRestart {
                 // It never started: not a restart. Best effort to un-count
                 // it; the original error is what matters.
                 uncount(&key, now);
-                return Err(match e {
-                    Error::Denied(m) => Error::Denied(format!("running `{}`: {m}", c.command)),
-                    Error::BadConfig(m) => {
-                        Error::BadConfig(format!("running `{}`: {m}", c.command))
-                    }
-                    Error::Failed(m) => Error::Failed(format!("running `{}`: {m}", c.command)),
-                });
+                return Err(e.context(format!("running `{}`", c.command)));
             }
         };
         if !output.success() {

@@ -105,24 +105,40 @@ impl Plugin for StaleFile {
     }
 }
 
-impl Detector for StaleFile {
-    type Config = Config;
-
-    fn detect(_cx: &Context, config: Config) -> Result<Vec<Finding>> {
-        let paths: Vec<&str> = config
+impl Config {
+    /// The files to look at, once the config is known to be sound.
+    fn paths(&self) -> Result<Vec<&str>> {
+        let paths: Vec<&str> = self
             .path
             .iter()
-            .chain(config.paths.iter())
+            .chain(self.paths.iter())
             .map(String::as_str)
             .collect();
         if paths.is_empty() {
             return Err(Error::bad_config("set `path` or `paths`"));
         }
-        if let Some(warn) = config.warn_age
-            && warn >= config.max_age
+        if let Some(warn) = self.warn_age
+            && warn >= self.max_age
         {
             return Err(Error::bad_config("`warn_age` must be less than `max_age`"));
         }
+        Ok(paths)
+    }
+}
+
+impl Detector for StaleFile {
+    type Config = Config;
+
+    /// Each file must lie in a granted directory.
+    fn config_needs(config: &Config) -> Result<Needs> {
+        Ok(config
+            .paths()?
+            .into_iter()
+            .fold(Needs::new(), |n, p| n.dir(p, Access::Read)))
+    }
+
+    fn detect(_cx: &Context, config: Config) -> Result<Vec<Finding>> {
+        let paths = config.paths()?;
         let now = Duration::from_millis(clock::now_ms());
         let findings: Vec<Finding> = paths.iter().map(|p| check(p, now, &config)).collect();
         Ok(summarize(findings))
@@ -221,6 +237,14 @@ impl Action for StaleFile {
         Needs::new()
     }
 
+    /// The command or URL this config restarts with must be granted.
+    fn config_needs(c: &RestartConfig) -> Result<Needs> {
+        Ok(match c.restart()? {
+            Restart::Command(name) => Needs::new().command(name),
+            Restart::Url(url) => Needs::new().url(url),
+        })
+    }
+
     fn remedy(
         _cx: &Context,
         c: RestartConfig,
@@ -250,12 +274,7 @@ impl Action for StaleFile {
             }
             Restart::Command(name) => {
                 // The host's errors name the command already.
-                let o = exec::run(&name).map_err(|e| match e {
-                    Error::Denied(m) => {
-                        Error::Denied(m.strip_prefix("denied: ").unwrap_or(&m).to_string())
-                    }
-                    other => other,
-                })?;
+                let o = exec::run(&name)?;
                 if !o.success() {
                     return Err(Error::failed(format!("command `{name}` {}", o.describe())));
                 }
@@ -268,15 +287,13 @@ impl Action for StaleFile {
                 let r = mend_sdk::http::post(&url)
                     .timeout(c.timeout.0)
                     .send()
-                    .map_err(|e| match e {
-                        Error::Denied(m) => {
-                            Error::Denied(m.strip_prefix("denied: ").unwrap_or(&m).to_string())
+                    .map_err(|e| {
+                        if e.is_denied() {
+                            return e;
                         }
-                        other => {
-                            let m = other.to_string();
-                            let m = m.strip_prefix(&format!("{url}: ")).unwrap_or(&m);
-                            Error::failed(format!("POST {url}: {m}"))
-                        }
+                        let m = e.to_string();
+                        let m = m.strip_prefix(&format!("{url}: ")).unwrap_or(&m);
+                        Error::failed(format!("POST {url}: {m}"))
                     })?;
                 if !r.is_success() {
                     return Err(Error::failed(format!(

@@ -226,6 +226,12 @@ impl Plugin for WebhookNotify {
 impl Action for WebhookNotify {
     type Config = Config;
 
+    /// The URL it posts to must be granted.
+    fn config_needs(c: &Config) -> Result<Needs> {
+        c.validate()?;
+        Ok(Needs::new().url(&c.url))
+    }
+
     fn remedy(cx: &Context, c: Config, findings: &[Finding], dry_run: bool) -> Result<Outcome> {
         c.validate()?;
         let body = payload(&c.title, cx.check(), findings, clock::now_ms());
@@ -273,7 +279,6 @@ impl Action for WebhookNotify {
                 Ok(r) => (Some(r.status), format!("HTTP {}", r.status)),
                 // Not granted: retrying will not help.
                 Err(Error::Denied(m)) => {
-                    let m = m.strip_prefix("denied: ").unwrap_or(&m);
                     return Err(Error::Denied(m.replace(&c.url, &shown)));
                 }
                 Err(e) => {

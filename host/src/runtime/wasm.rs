@@ -1,4 +1,5 @@
-//! The one wasmtime `Engine` and the epoch ticker.
+//! The one wasmtime `Engine` (the WebAssembly engine, not the healing
+//! engine of `crate::engine`) and the epoch ticker.
 //!
 //! Every call runs with fuel metering (a deterministic budget, reported
 //! back) and epoch interruption (the wall-clock deadline). The pooling

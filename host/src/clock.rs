@@ -1,12 +1,13 @@
-//! The engine's clock. Wall-clock milliseconds (which policies persist)
-//! derived from tokio's clock, so that under tokio's paused clock in tests
-//! time-driven policy runs in virtual time.
+//! The one clock. Wall-clock milliseconds (which policies persist and
+//! plugins read) derived from tokio's clock, so that under tokio's paused
+//! clock in tests time-driven policy runs in virtual time, and plugins read
+//! the same virtual time (`mend:plugin/clock` and WASI's wall clock).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::policy::Millis;
+use crate::values::Millis;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -38,6 +39,17 @@ impl Clock {
 
     /// tokio's instant for a wall-clock time of this clock.
     pub fn instant_at(&self, wall: Millis) -> Instant {
-        self.base + std::time::Duration::from_millis(wall.saturating_sub(self.base_wall))
+        self.base + Duration::from_millis(wall.saturating_sub(self.base_wall))
+    }
+}
+
+/// WASI's wall clock reads the engine's clock.
+impl wasmtime_wasi::HostWallClock for Clock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        let elapsed = self.base.elapsed();
+        Duration::from_millis(self.base_wall) + elapsed
     }
 }

@@ -1,0 +1,275 @@
+//! Between detect and recover: what each policy of a check makes of a
+//! [`Detection`]. Its evidence (the findings it matches) feeds its trigger;
+//! an open incident resumes or closes; a fired trigger, or an operator's
+//! heal, is diagnosed from a snapshot and, when the diagnosis says so,
+//! opens an incident whose ladder runs ([`IncidentRun`]).
+
+use std::collections::BTreeSet;
+
+use tokio::sync::oneshot;
+
+use super::control::{HealOutcome, PolicyHeal};
+use super::diagnose::{Cause, Decision, DiagnoseInput, Diagnosis, diagnose};
+use super::incident::IncidentRun;
+use super::shutdown::Shutdown;
+use super::state::Detection;
+use super::{Engine, lock};
+use crate::contract::Finding;
+use crate::policy::health::Health;
+use crate::store::IncidentState;
+
+impl Engine {
+    /// After a detect: every policy of check `idx` looks at the result.
+    pub(super) async fn evaluate(&self, idx: usize, result: &Detection, shutdown: &Shutdown) {
+        for &pi in &self.plan.checks[idx].policies {
+            if let Err(e) = self.evaluate_policy(pi, result, shutdown).await {
+                tracing::error!(policy = %self.plan.policies[pi].name, "{e:#}");
+            }
+        }
+    }
+
+    /// The findings policy `pi` matches.
+    fn evidence(&self, pi: usize, findings: &[Finding]) -> Vec<Finding> {
+        let policy = &self.plan.policies[pi];
+        findings
+            .iter()
+            .filter(|f| policy.matches(f))
+            .cloned()
+            .collect()
+    }
+
+    async fn evaluate_policy(
+        &self,
+        pi: usize,
+        result: &Detection,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
+        let policy = &self.plan.policies[pi];
+        let evidence = self.evidence(pi, &result.findings);
+        let bad = !evidence.is_empty();
+        let fires = lock(&self.policies[pi].state)
+            .trigger
+            .record(bad, &policy.trigger);
+        let health = lock(&self.checks[policy.check].state).health.state();
+
+        // An incident already open: escalated ones wait for the check to
+        // recover; others (left open by a restart or a pause) resume.
+        if let Some(inc) = self.store.open_incident_for(&policy.name)? {
+            if inc.state == IncidentState::Escalated || !bad {
+                if health == Health::Healthy {
+                    self.close_incident(
+                        pi,
+                        inc.id,
+                        inc.opened_at,
+                        IncidentState::Recovered,
+                        "the check is healthy again",
+                    )?;
+                }
+                return Ok(());
+            }
+            let diagnosis = self.diagnosis(pi, evidence.clone(), Cause::Resuming);
+            let run = IncidentRun::resume(self, pi, &inc, evidence);
+            return match diagnosis.decision {
+                Decision::Remediate => {
+                    tracing::warn!(policy = %policy.name, incident = inc.id, "resuming an incident left open");
+                    run.run(shutdown).await
+                }
+                Decision::Escalate => run.escalate(&diagnosis.reason).await,
+                Decision::Hold | Decision::Suppress => {
+                    tracing::info!(policy = %policy.name, incident = inc.id, "not resuming yet: {}", diagnosis.reason);
+                    Ok(())
+                }
+            };
+        }
+        if !fires {
+            return Ok(());
+        }
+
+        let diagnosis = self.diagnosis(pi, evidence, Cause::Triggered(policy.trigger));
+        lock(&self.checks[policy.check].state).held_by = match diagnosis.decision {
+            Decision::Hold => vec![diagnosis.root_cause.clone()],
+            _ => Vec::new(),
+        };
+        match diagnosis.decision {
+            Decision::Suppress | Decision::Hold => {
+                tracing::info!(policy = %policy.name, decision = ?diagnosis.decision, "{}", diagnosis.reason);
+                Ok(())
+            }
+            Decision::Escalate => {
+                let run = IncidentRun::open(self, pi, &diagnosis, policy.dry_run)?;
+                run.escalate(&diagnosis.reason).await
+            }
+            Decision::Remediate => {
+                IncidentRun::open(self, pi, &diagnosis, policy.dry_run)?
+                    .run(shutdown)
+                    .await
+            }
+        }
+    }
+
+    /// Diagnoses policy `pi` from a snapshot of what it depends on.
+    fn diagnosis(&self, pi: usize, evidence: Vec<Finding>, cause: Cause<'_>) -> Diagnosis {
+        let policy = &self.plan.policies[pi];
+        let check = &self.plan.checks[policy.check];
+        let flapping = {
+            let st = lock(&self.checks[policy.check].state);
+            st.flap.is_flapping().then(|| st.flap.percent_change())
+        };
+        let failing = self.failing_dependencies(&check.name);
+        let pause = self.paused();
+        let last_closed = lock(&self.policies[pi].state).last_closed;
+        let plan = self
+            .ladder_order(pi, &evidence)
+            .into_iter()
+            .map(|i| policy.steps[i].name.clone())
+            .collect();
+        diagnose(&DiagnoseInput {
+            check: &check.name,
+            policy: &policy.name,
+            cause,
+            evidence,
+            now: self.clock.now(),
+            pause: pause.as_ref(),
+            policy_paused: policy.paused,
+            maintenance: &policy.maintenance,
+            last_closed,
+            cooldown: policy.cooldown,
+            flapping,
+            dependencies: &self.plan.dependencies,
+            failing: &failing,
+            plan,
+        })
+    }
+
+    /// The checks `check` depends on, directly or not, that are failing.
+    fn failing_dependencies(&self, check: &str) -> BTreeSet<String> {
+        let mut failing = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<&str> = vec![check];
+        while let Some(c) = todo.pop() {
+            for dep in self.plan.dependencies.get(c).into_iter().flatten() {
+                if !seen.insert(dep.as_str()) {
+                    continue;
+                }
+                if let Some(&i) = self.index.get(dep)
+                    && lock(&self.checks[i].state).is_failing()
+                {
+                    failing.insert(dep.clone());
+                }
+                todo.push(dep);
+            }
+        }
+        failing
+    }
+
+    /// A manual heal of check `idx` on `result` (a fresh detect): each of
+    /// its policies opens an incident and walks its ladder now. The trigger
+    /// and cooldown are skipped (an operator asked); pause, maintenance,
+    /// flapping, root cause, breakers and attempt caps are not. `reply`
+    /// learns the decisions before any action runs.
+    pub(super) async fn heal_now(
+        &self,
+        idx: usize,
+        result: &Detection,
+        dry_run: bool,
+        source: &str,
+        reply: oneshot::Sender<HealOutcome>,
+        shutdown: &Shutdown,
+    ) {
+        let check = &self.plan.checks[idx];
+        let mut decisions = Vec::new();
+        let mut runs = Vec::new();
+        for &pi in &check.policies {
+            let policy = &self.plan.policies[pi];
+            let dry_run = dry_run || policy.dry_run;
+            let mut heal = PolicyHeal {
+                policy: policy.name.clone(),
+                started: false,
+                incident: None,
+                dry_run,
+                reason: String::new(),
+            };
+            match self.start_manual(pi, result, dry_run, source) {
+                Ok(ManualHeal::Started(run, reason)) => {
+                    heal.started = true;
+                    heal.incident = Some(run.id());
+                    heal.reason = reason;
+                    runs.push(run);
+                }
+                Ok(ManualHeal::Refused { incident, reason }) => {
+                    tracing::info!(policy = %policy.name, source, "manual heal not started: {reason}");
+                    heal.incident = incident;
+                    heal.reason = reason;
+                }
+                Err(e) => {
+                    tracing::error!(policy = %policy.name, "manual heal: {e:#}");
+                    heal.reason = format!("{e:#}");
+                }
+            }
+            decisions.push(heal);
+        }
+        let _ = reply.send(HealOutcome {
+            check: check.name.clone(),
+            result: result.clone(),
+            policies: decisions,
+        });
+        for run in runs {
+            if let Err(e) = run.run(shutdown).await {
+                tracing::error!(check = %check.name, "{e:#}");
+            }
+        }
+    }
+
+    /// Opens the incident of a manual heal, or says why not.
+    fn start_manual(
+        &self,
+        pi: usize,
+        result: &Detection,
+        dry_run: bool,
+        source: &str,
+    ) -> anyhow::Result<ManualHeal<'_>> {
+        let policy = &self.plan.policies[pi];
+        if let Some(inc) = self.store.open_incident_for(&policy.name)? {
+            return Ok(ManualHeal::Refused {
+                incident: Some(inc.id),
+                reason: format!(
+                    "incident {} is already open ({})",
+                    inc.id,
+                    inc.state.as_str()
+                ),
+            });
+        }
+        let evidence = self.evidence(pi, &result.findings);
+        if evidence.is_empty() {
+            return Ok(ManualHeal::Refused {
+                incident: None,
+                reason: format!(
+                    "nothing to heal: no finding matches the policy (the check says {:?})",
+                    result.status
+                )
+                .to_lowercase(),
+            });
+        }
+        let d = self.diagnosis(pi, evidence, Cause::Manual(source));
+        if d.decision != Decision::Remediate {
+            return Ok(ManualHeal::Refused {
+                incident: None,
+                reason: d.reason,
+            });
+        }
+        let run = IncidentRun::open(self, pi, &d, dry_run)?;
+        Ok(ManualHeal::Started(run, d.reason))
+    }
+}
+
+/// What a manual heal of one policy came to.
+enum ManualHeal<'e> {
+    /// The incident is open; its ladder runs once the caller is answered.
+    Started(IncidentRun<'e>, String),
+    /// Not started, and why (with the incident already open, if that is
+    /// why).
+    Refused {
+        incident: Option<i64>,
+        reason: String,
+    },
+}

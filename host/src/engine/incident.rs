@@ -1,0 +1,552 @@
+//! Stages 3 and 4, recover and verify: one incident's walk of its policy's
+//! ladder. An [`IncidentRun`] opens the incident (or resumes one left
+//! open), runs each step, verifies after it, and ends healed, planned (dry
+//! run), escalated exactly once, or paused until it can go on.
+//!
+//! Every step is written to the store *before* it runs (as `running`) and
+//! after it ends, so a kill at any instant loses nothing. Limits wrap every
+//! step: the policy's attempt window, the breaker of (check, step), and
+//! backoff with jitter between steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use super::diagnose::{Diagnosis, held_off};
+use super::shutdown::Shutdown;
+use super::state::Detection;
+use super::{Engine, lock};
+use crate::contract::{Finding, RemedyContext, Status, StepRef};
+use crate::plan::{PolicyPlan, StepPlan};
+use crate::policy::adaptive;
+use crate::runtime::Request;
+use crate::store::{AttemptOutcome, Incident, IncidentState, NewIncident};
+use crate::values::Millis;
+
+/// Exit code for the "heavy heal": EX_TEMPFAIL, so systemd's
+/// `Restart=on-failure` starts mend afresh.
+pub const EXIT_HEAVY_HEAL: i32 = 75;
+
+/// One walk of a policy's ladder for one incident.
+pub(super) struct IncidentRun<'e> {
+    engine: &'e Engine,
+    /// The policy, by index in the plan.
+    pi: usize,
+    incident: i64,
+    opened_at: Millis,
+    dry_run: bool,
+    evidence: Vec<Finding>,
+    /// Steps (by index) already tried for this incident.
+    done: BTreeSet<usize>,
+    /// How many times each step ran for this incident.
+    tries: BTreeMap<usize, u32>,
+}
+
+/// How one step ended.
+enum StepOutcome {
+    /// Not run: its breaker is open.
+    Skipped,
+    /// The action itself failed.
+    Failed,
+    /// Dry run: its plan is recorded.
+    Planned,
+    /// The action ran; verification said whether it healed.
+    Verified { healed: bool },
+}
+
+/// Why a walk stopped before its end.
+enum Stop {
+    /// Shutting down: the incident resumes on the next start.
+    Shutdown,
+    /// Paused, in maintenance: the incident resumes afterwards.
+    HeldOff(String),
+    /// The attempt cap is reached: escalate.
+    Capped(String),
+}
+
+impl<'e> IncidentRun<'e> {
+    /// Opens an incident for `diagnosis` (durable before anything acts).
+    pub(super) fn open(
+        engine: &'e Engine,
+        pi: usize,
+        diagnosis: &Diagnosis,
+        dry_run: bool,
+    ) -> anyhow::Result<IncidentRun<'e>> {
+        let policy = &engine.plan.policies[pi];
+        let now = engine.clock.now();
+        let id = engine.store.open_incident(&NewIncident {
+            policy: &policy.name,
+            check: &diagnosis.check,
+            opened_at: now,
+            root_cause: &diagnosis.root_cause,
+            diagnosis: &serde_json::to_value(diagnosis)?,
+            dry_run,
+        })?;
+        let bad_since = lock(&engine.checks[policy.check].state).bad_since;
+        engine
+            .metrics
+            .opened(&policy.name, bad_since.map(|b| now.saturating_sub(b)));
+        tracing::warn!(
+            incident = id,
+            check = %diagnosis.check,
+            policy = %diagnosis.policy,
+            decision = ?diagnosis.decision,
+            "incident opened: {}",
+            diagnosis.reason
+        );
+        Ok(IncidentRun {
+            engine,
+            pi,
+            incident: id,
+            opened_at: now,
+            dry_run,
+            evidence: diagnosis.evidence.clone(),
+            done: BTreeSet::new(),
+            tries: BTreeMap::new(),
+        })
+    }
+
+    /// Takes up an incident left open, skipping the steps it tried.
+    pub(super) fn resume(
+        engine: &'e Engine,
+        pi: usize,
+        inc: &Incident,
+        evidence: Vec<Finding>,
+    ) -> IncidentRun<'e> {
+        let mut tries = BTreeMap::new();
+        for a in &inc.attempts {
+            if let StepRef::Ladder(i) = a.step {
+                *tries.entry(i as usize).or_insert(0) += 1;
+            }
+        }
+        IncidentRun {
+            engine,
+            pi,
+            incident: inc.id,
+            opened_at: inc.opened_at,
+            dry_run: inc.dry_run,
+            evidence,
+            done: tries.keys().copied().collect(),
+            tries,
+        }
+    }
+
+    pub(super) fn id(&self) -> i64 {
+        self.incident
+    }
+
+    fn policy(&self) -> &'e PolicyPlan {
+        &self.engine.plan.policies[self.pi]
+    }
+
+    /// Walks the ladder, skipping the steps already tried.
+    pub(super) async fn run(mut self, shutdown: &Shutdown) -> anyhow::Result<()> {
+        let mut shutdown = shutdown.clone();
+        let order = self.engine.ladder_order(self.pi, &self.evidence);
+        let (mut tried, mut skipped) = (0u32, Vec::new());
+        for (pos, &si) in order.iter().enumerate() {
+            if self.done.contains(&si) {
+                continue;
+            }
+            match self.step(si, &shutdown).await? {
+                Err(Stop::Shutdown) => return Ok(()),
+                Err(Stop::HeldOff(why)) => {
+                    tracing::info!(incident = self.incident, "pausing the ladder: {why}");
+                    return Ok(());
+                }
+                Err(Stop::Capped(note)) => return self.escalate(&note).await,
+                Ok(StepOutcome::Verified { healed: true }) => {
+                    let step = &self.policy().steps[si].name;
+                    return self.close(IncidentState::Healed, &format!("healed by {step}"));
+                }
+                Ok(StepOutcome::Planned) => continue,
+                Ok(StepOutcome::Skipped) => skipped.push(self.policy().steps[si].name.clone()),
+                Ok(StepOutcome::Failed | StepOutcome::Verified { healed: false }) => {
+                    tried += 1;
+                    if pos + 1 < order.len() && !self.backoff(tried, &mut shutdown).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if self.dry_run {
+            return self.close(
+                IncidentState::Planned,
+                "dry-run: the whole ladder's plan is recorded, nothing changed",
+            );
+        }
+        let note = match (tried, skipped.is_empty()) {
+            (0, false) => format!(
+                "no step could run: the circuit breaker is open for {}",
+                skipped.join(", ")
+            ),
+            (n, true) => format!("ladder exhausted after {n} step(s) without a verified heal"),
+            (n, false) => format!(
+                "ladder exhausted after {n} step(s) without a verified heal ({} skipped: circuit breaker open)",
+                skipped.join(", ")
+            ),
+        };
+        self.escalate(&note).await
+    }
+
+    /// Runs step `si`: the guards, the action, and its verification.
+    async fn step(
+        &mut self,
+        si: usize,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Result<StepOutcome, Stop>> {
+        let engine = self.engine;
+        let policy = self.policy();
+        let step = &policy.steps[si];
+        let step_ref = StepRef::Ladder(si as u32);
+        if shutdown.is_fired() {
+            return Ok(Err(Stop::Shutdown));
+        }
+        // A maintenance window (or a pause) that began mid-ladder stops it
+        // here; the incident stays open and resumes afterwards.
+        let now = engine.clock.now();
+        let pause = engine.paused();
+        if let Some(why) = held_off(pause.as_ref(), policy.paused, &policy.maintenance, now) {
+            return Ok(Err(Stop::HeldOff(why)));
+        }
+        // A dry run changes nothing, so it spends no attempt and asks no
+        // breaker.
+        if !self.dry_run {
+            let allowed = lock(&engine.policies[self.pi].state).attempts.allows(
+                now,
+                policy.max_attempts,
+                policy.window,
+            );
+            if !allowed {
+                let note = format!(
+                    "attempt cap reached: {} attempts in {}",
+                    policy.max_attempts,
+                    humantime::format_duration(policy.window)
+                );
+                self.note(
+                    step_ref,
+                    &step.name,
+                    AttemptOutcome::Skipped,
+                    json!({"reason": note}),
+                )?;
+                return Ok(Err(Stop::Capped(note)));
+            }
+            // Asked last: letting a half-open probe through commits to it.
+            let breaker_allows = lock(&engine.policies[self.pi].state)
+                .breakers
+                .entry(step.name.clone())
+                .or_default()
+                .allow(now, &policy.breaker);
+            if !breaker_allows {
+                let check = &engine.plan.checks[policy.check].name;
+                let note = format!("circuit breaker for ({check}, {}) is open", step.name);
+                tracing::warn!(incident = self.incident, "{note}");
+                self.note(
+                    step_ref,
+                    &step.name,
+                    AttemptOutcome::Skipped,
+                    json!({"reason": note}),
+                )?;
+                return Ok(Ok(StepOutcome::Skipped));
+            }
+        }
+
+        // Durable before acting.
+        let attempt =
+            engine
+                .store
+                .start_attempt(self.incident, step_ref, &step.name, self.dry_run, now)?;
+        if !self.dry_run {
+            lock(&engine.policies[self.pi].state)
+                .attempts
+                .record(now, policy.window);
+        }
+        let n = self.tries.entry(si).or_insert(0);
+        *n += 1;
+        let context = RemedyContext {
+            incident: self.incident as u64,
+            policy: policy.name.clone(),
+            step: step.name.clone(),
+            step_ref,
+            attempt: *n,
+            severity: engine.plan.checks[policy.check].severity,
+            dry_run: self.dry_run,
+        };
+        tracing::warn!(incident = self.incident, step = %step.name, action = %step.action, dry_run = self.dry_run, "running action");
+        let result = engine
+            .run_action(policy, step, &self.evidence, context)
+            .await;
+        let code = self
+            .evidence
+            .first()
+            .map(|f| f.code.clone())
+            .unwrap_or_default();
+        let finish = |outcome, detail, ms, fuel| {
+            engine.count(policy, &step.name, outcome);
+            engine
+                .store
+                .finish_attempt(attempt, outcome, &detail, ms, fuel, engine.clock.now())
+        };
+        let report = match result {
+            Err(e) => {
+                tracing::error!(incident = self.incident, action = %step.action, kind = e.kind(), "{e}");
+                finish(AttemptOutcome::Failed, json!({"error": e}), 0, None)?;
+                if !self.dry_run {
+                    engine.record_step(self.pi, &code, &step.name, false, self.opened_at)?;
+                }
+                return Ok(Ok(StepOutcome::Failed));
+            }
+            Ok(r) => r,
+        };
+        let ms = report.duration.as_millis() as u64;
+        engine.metrics.fuel(&step.action, report.fuel_used);
+        if self.dry_run {
+            finish(
+                AttemptOutcome::Planned,
+                json!({"outcome": report.value}),
+                ms,
+                Some(report.fuel_used),
+            )?;
+            return Ok(Ok(StepOutcome::Planned));
+        }
+
+        // Verify after the settle delay.
+        let mut shutdown = shutdown.clone();
+        if !shutdown.sleep(step.settle).await {
+            finish(
+                AttemptOutcome::Interrupted,
+                json!({"outcome": report.value, "note": "shut down before verification"}),
+                ms,
+                Some(report.fuel_used),
+            )?;
+            return Ok(Err(Stop::Shutdown));
+        }
+        let verification = self.verify().await;
+        let healed = self.heals(&verification);
+        let outcome = if healed {
+            AttemptOutcome::Healed
+        } else {
+            AttemptOutcome::NotHealed
+        };
+        finish(
+            outcome,
+            json!({"outcome": report.value, "verification": verification.findings}),
+            ms,
+            Some(report.fuel_used),
+        )?;
+        engine.record_step(self.pi, &code, &step.name, healed, self.opened_at)?;
+        Ok(Ok(StepOutcome::Verified { healed }))
+    }
+
+    /// A fresh detect of the check, which also feeds its health.
+    async fn verify(&self) -> Detection {
+        let idx = self.policy().check;
+        let verification = self.engine.detect(idx).await;
+        self.engine.observe(idx, &verification);
+        verification
+    }
+
+    /// Healed: nothing the policy matches any more, and not worse than what
+    /// triggered it (a fix that turns warn into fail is no heal).
+    fn heals(&self, verification: &Detection) -> bool {
+        let policy = self.policy();
+        verification.status != Status::Unknown
+            && !verification.findings.iter().any(|f| policy.matches(f))
+            && verification.status.severity()
+                <= self
+                    .evidence
+                    .iter()
+                    .map(|f| f.status.severity())
+                    .min()
+                    .unwrap_or(0)
+    }
+
+    /// Records a step that did not run.
+    fn note(
+        &self,
+        step_ref: StepRef,
+        step: &str,
+        outcome: AttemptOutcome,
+        detail: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        self.engine.count(self.policy(), step, outcome);
+        self.engine.store.note_attempt(
+            self.incident,
+            step_ref,
+            step,
+            outcome,
+            &detail,
+            self.engine.clock.now(),
+        )?;
+        Ok(())
+    }
+
+    /// Waits the backoff before the next step. Returns false if shutdown
+    /// fired.
+    async fn backoff(&self, tried: u32, shutdown: &mut Shutdown) -> bool {
+        let policy = self.policy();
+        let delay = policy
+            .backoff
+            .delay(tried.saturating_sub(1), fastrand::f64());
+        tracing::info!(policy = %policy.name, delay = ?delay, "backing off before the next step");
+        shutdown.sleep(delay).await
+    }
+
+    fn close(&self, state: IncidentState, note: &str) -> anyhow::Result<()> {
+        self.engine
+            .close_incident(self.pi, self.incident, self.opened_at, state, note)
+    }
+
+    /// Escalates the incident exactly once, then stops acting on it until
+    /// the check is healthy again.
+    pub(super) async fn escalate(&self, note: &str) -> anyhow::Result<()> {
+        let engine = self.engine;
+        let policy = self.policy();
+        let now = engine.clock.now();
+        if !engine.store.escalate_incident(self.incident, now, note)? {
+            return Ok(());
+        }
+        engine.metrics.escalated(&policy.name);
+        tracing::error!(incident = self.incident, policy = %policy.name, "escalating: {note}");
+        if let Some(step) = &policy.escalate {
+            // Durable before acting, like every step.
+            let attempt = engine.store.start_attempt(
+                self.incident,
+                StepRef::Escalation,
+                &step.name,
+                self.dry_run,
+                now,
+            )?;
+            let context = RemedyContext {
+                incident: self.incident as u64,
+                policy: policy.name.clone(),
+                step: step.name.clone(),
+                step_ref: StepRef::Escalation,
+                attempt: 1,
+                severity: engine.plan.checks[policy.check].severity,
+                dry_run: self.dry_run,
+            };
+            let detail = match engine
+                .run_action(policy, step, &self.evidence, context)
+                .await
+            {
+                Ok(r) => json!({"outcome": r.value, "note": note}),
+                Err(e) => {
+                    tracing::error!(incident = self.incident, "escalation action failed: {e}");
+                    json!({"error": e, "note": note})
+                }
+            };
+            let took = engine.clock.now().saturating_sub(now);
+            engine.count(policy, &step.name, AttemptOutcome::Escalation);
+            engine.store.finish_attempt(
+                attempt,
+                AttemptOutcome::Escalation,
+                &detail,
+                took,
+                None,
+                engine.clock.now(),
+            )?;
+        }
+        if policy.exit_on_exhausted {
+            tracing::error!(policy = %policy.name, "exit_on_exhausted: asking the supervisor to restart mend");
+            *lock(&engine.exit_code) = Some(EXIT_HEAVY_HEAL);
+            engine.exit_requested.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Runs an action step in the sandbox, within the bulkhead.
+    async fn run_action(
+        &self,
+        policy: &PolicyPlan,
+        step: &StepPlan,
+        evidence: &[Finding],
+        context: RemedyContext,
+    ) -> Result<crate::runtime::Report<crate::contract::Outcome>, crate::runtime::PluginError> {
+        let check = &self.plan.checks[policy.check];
+        let Some(plugin) = self.plugin_set().get(&step.action).cloned() else {
+            return Err(crate::runtime::PluginError::Host {
+                plugin: step.action.clone(),
+                message: format!("action plugin {} is not loaded", step.action),
+            });
+        };
+        let req = Request {
+            check: &check.name,
+            config: &step.config,
+            labels: &check.labels,
+            grants: &step.grants,
+            limits: step.limits,
+            clock: self.clock,
+        };
+        let _permit = self.bulkhead.acquire().await;
+        self.runtime.remedy(&plugin, &req, evidence, context).await
+    }
+
+    /// Counts an attempt's outcome in the metrics.
+    fn count(&self, policy: &PolicyPlan, step: &str, outcome: AttemptOutcome) {
+        self.metrics.attempt(&policy.name, step, outcome.as_str());
+    }
+
+    /// Closes an incident; anything but a dry run starts the cooldown.
+    pub(super) fn close_incident(
+        &self,
+        pi: usize,
+        id: i64,
+        opened_at: Millis,
+        state: IncidentState,
+        note: &str,
+    ) -> anyhow::Result<()> {
+        let policy = &self.plan.policies[pi];
+        let now = self.clock.now();
+        self.store.close_incident(id, state, now, note)?;
+        self.metrics
+            .closed(&policy.name, state.as_str(), now.saturating_sub(opened_at));
+        let mut st = lock(&self.policies[pi].state);
+        if state != IncidentState::Planned {
+            st.last_closed = Some(now);
+        }
+        st.trigger.reset();
+        tracing::info!(incident = id, policy = %policy.name, state = state.as_str(), "incident closed: {note}");
+        Ok(())
+    }
+
+    /// The ladder's order: as configured, or by past success with
+    /// `adaptive`.
+    pub(super) fn ladder_order(&self, pi: usize, evidence: &[Finding]) -> Vec<usize> {
+        let policy = &self.plan.policies[pi];
+        if !policy.adaptive {
+            return (0..policy.steps.len()).collect();
+        }
+        let code = evidence.first().map(|f| f.code.as_str()).unwrap_or("");
+        adaptive::order(policy.steps.len(), |i| {
+            self.store
+                .step_stats(code, &policy.steps[i].name)
+                .unwrap_or_default()
+        })
+    }
+
+    fn record_step(
+        &self,
+        pi: usize,
+        code: &str,
+        step: &str,
+        healed: bool,
+        opened_at: Millis,
+    ) -> anyhow::Result<()> {
+        let policy = &self.plan.policies[pi];
+        let now = self.clock.now();
+        let check = &self.plan.checks[policy.check].name;
+        let breaker = {
+            let mut st = lock(&self.policies[pi].state);
+            let b = st.breakers.entry(step.to_string()).or_default();
+            b.record(healed, now, &policy.breaker);
+            *b
+        };
+        self.metrics.breaker(check, step, &breaker.state);
+        self.store.save_breaker(check, step, &breaker)?;
+        self.store
+            .record_step_result(code, step, healed, now.saturating_sub(opened_at))
+    }
+}

@@ -13,6 +13,7 @@
 //! - [`policy`]: pure policy logic (triggers, health, flapping, breakers...).
 //! - [`engine`]: the detect → diagnose → recover → verify loop.
 //! - [`store`]: the crash-safe incident store (SQLite).
+//! - [`fleet`]: fleet mode: budgets, alert intake and events shared through NATS.
 //! - [`metrics`]: Prometheus metrics the engine records.
 //! - [`service`]: systemd notify, signals, plugin hot reload.
 //! - [`api`]: the admin HTTP API, metrics endpoint and dashboard.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod engine;
+pub mod fleet;
 pub mod metrics;
 pub mod policy;
 pub mod runtime;

@@ -2,6 +2,8 @@
 //! (with its own compile cache), and short ways to load and call plugins.
 #![allow(dead_code)]
 
+pub mod nats;
+pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod redis;

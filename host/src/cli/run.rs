@@ -29,6 +29,8 @@ struct Parts {
     store: Arc<Store>,
     clock: Clock,
     metrics: Arc<Metrics>,
+    /// FLEET HOOK (issue 12): fleet mode, shared by every engine.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Parts {
@@ -41,6 +43,11 @@ impl Parts {
             self.metrics.clone(),
         )
         .await
+        .inspect(|e| {
+            if let Some(f) = &self.fleet {
+                e.set_fleet(f.clone()); // FLEET HOOK
+            }
+        })
     }
 }
 
@@ -77,11 +84,23 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             "recovered from an unclean stop: interrupted attempts are marked, open incidents resume"
         );
     }
+    let store = Arc::new(store);
+    let metrics = Arc::new(Metrics::new());
+    // FLEET HOOK (issue 12): join the fleet when [fleet] is configured.
+    let fleet = match &config.fleet {
+        Some(f) => Some(
+            crate::fleet::Fleet::start(f, store.clone(), metrics.clone())
+                .await
+                .context("starting fleet mode ([fleet])")?,
+        ),
+        None => None,
+    };
     let parts = Parts {
         runtime,
-        store: Arc::new(store),
+        store,
         clock,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
+        fleet,
     };
     let notifier = Notifier::from_env();
     let mut engine = parts.engine(config).await?;
@@ -189,6 +208,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             }
         };
         engine.adopt_state(&old);
+        // FLEET HOOK (issue 12): budgets reload; the connection does not.
+        if let (Some(f), Some(new)) = (&parts.fleet, &engine.config().fleet) {
+            f.set_budgets(new);
+        }
+        if engine.config().fleet.is_some() != parts.fleet.is_some() {
+            tracing::warn!("[fleet] added or removed: it takes effect when mend restarts");
+        }
         parts.metrics.forget_checks();
         if engine.config().api.listen != old.config().api.listen {
             tracing::warn!("[api] listen changed: it takes effect when mend restarts");
@@ -198,6 +224,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
     if let Some(api) = api {
         api.abort();
+    }
+    if let Some(f) = &parts.fleet {
+        f.shutdown().await; // FLEET HOOK
     }
     match engine.exit_code() {
         Some(code) => {

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod env;
 pub mod error;
+pub mod fleet;
 mod validate;
 pub mod values;
 
@@ -48,6 +49,8 @@ pub struct Config {
     pub checks: Vec<CheckConfig>,
     pub policies: Vec<PolicyConfig>,
     pub api: ApiConfig,
+    /// `[fleet]`: off (None) unless configured.
+    pub fleet: Option<fleet::FleetConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +68,8 @@ struct ConfigFile {
     policies: Vec<PolicyConfig>,
     #[serde(default)]
     api: ApiConfig,
+    #[serde(default)]
+    fleet: Option<fleet::FleetConfig>,
 }
 
 /// `[engine]`.
@@ -279,6 +284,9 @@ pub struct StepConfig {
     /// How long to wait after the action before verifying.
     #[serde(default = "default_settle")]
     pub settle: Dur,
+    /// The fleet budget (`[fleet.budget.NAME]`) whose slot the step holds.
+    #[serde(default)]
+    pub budget: Option<Spanned<String>>,
 }
 
 impl StepConfig {
@@ -585,10 +593,12 @@ pub fn parse(
         checks: raw.checks,
         policies: raw.policies,
         api: raw.api,
+        fleet: raw.fleet,
     };
     config.anchor_grants();
     validate::validate(&config, &mut report);
     api::validate(&config, &mut report);
+    fleet::validate(&config, &mut report);
     if report.errors.is_empty() {
         Ok(config)
     } else {

@@ -81,6 +81,8 @@ pub struct Engine {
     last_beat: AtomicU64,
     /// How often the watchdog looks and beats (milliseconds).
     beat_every_ms: AtomicU64,
+    /// FLEET HOOK (issue 12): fleet mode, when `[fleet]` is configured.
+    fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
 }
 
 /// One check: its config, resolved grants, and live state.
@@ -120,6 +122,8 @@ struct Step {
     grants: ResolvedGrants,
     limits: Limits,
     settle: std::time::Duration,
+    /// FLEET HOOK (issue 12): the fleet budget the step holds a slot of.
+    budget: Option<String>,
 }
 
 /// What a policy remembers between results; restored from the store on
@@ -217,6 +221,7 @@ impl Engine {
                     limits: s.limits.over_for(base_limits, &grants),
                     grants,
                     settle: s.settle.0,
+                    budget: s.budget.as_ref().map(|b| b.get_ref().clone()),
                 })
             };
             let now = clock.now();
@@ -270,6 +275,7 @@ impl Engine {
             heartbeat: tokio::sync::watch::Sender::new(0),
             last_beat: AtomicU64::new(0),
             beat_every_ms: AtomicU64::new(1000),
+            fleet: std::sync::OnceLock::new(),
         };
         for (name, why) in &engine.plugin_set().errors {
             tracing::error!(plugin = %name, "{why}");
@@ -291,6 +297,16 @@ impl Engine {
                 *lock(&slot.state) = st;
             }
         }
+    }
+
+    /// FLEET HOOK (issue 12): joins this engine to the fleet (call before
+    /// [`Engine::run`]).
+    pub fn set_fleet(&self, fleet: Arc<crate::fleet::Fleet>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::Fleet>> {
+        self.fleet.get()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -423,6 +423,27 @@ impl Engine {
                 skip(AttemptOutcome::Failed, json!({"error": note}))?;
                 continue;
             };
+            // FLEET HOOK (issue 12): a budgeted step takes its fleet slot
+            // before it acts (a dry run takes none). Denied: the incident
+            // stays open, noted, and asks again on the next detection.
+            let slot = match (&step.budget, self.fleet(), dry_run) {
+                (Some(budget), Some(fleet), false) => {
+                    let holder = crate::fleet::Holder {
+                        policy: policy.config.name().to_string(),
+                        check: check_name.to_string(),
+                        incident,
+                        step: step.name.clone(),
+                    };
+                    tokio::select! {
+                        r = fleet.acquire(budget, &holder) => match r {
+                            Ok(slot) => Some(slot),
+                            Err(_) => return Ok(()),
+                        },
+                        _ = shutdown.fired() => return Ok(()),
+                    }
+                }
+                _ => None,
+            };
             // Asked last: letting a half-open probe through commits to it.
             // A dry run tests nothing, so it neither asks nor records.
             let breaker_allows = dry_run
@@ -435,6 +456,7 @@ impl Engine {
                 let note = format!("circuit breaker for ({check_name}, {}) is open", step.name);
                 tracing::warn!(incident, "{note}");
                 skip(AttemptOutcome::Skipped, json!({"reason": note}))?;
+                crate::fleet::release(slot).await; // FLEET HOOK
                 continue;
             }
 
@@ -452,7 +474,26 @@ impl Engine {
             };
             let result = {
                 let _permit = self.bulkhead.acquire().await;
-                self.runtime.remedy(&plugin, &req, &evidence, dry_run).await
+                // FLEET HOOK (issue 12): on_lease_lost = "abort" cancels the
+                // action when its lease runs out.
+                let call = self.runtime.remedy(&plugin, &req, &evidence, dry_run);
+                match crate::fleet::guarded(slot.as_ref(), call).await {
+                    Ok(r) => r,
+                    Err(lost) => {
+                        tracing::error!(incident, step = %step.name, "{lost}");
+                        self.count(policy, &step.name, AttemptOutcome::Interrupted);
+                        self.store.finish_attempt(
+                            attempt,
+                            AttemptOutcome::Interrupted,
+                            &json!({"note": lost.to_string()}),
+                            0,
+                            None,
+                            self.clock.now(),
+                        )?;
+                        crate::fleet::release(slot).await;
+                        return Ok(());
+                    }
+                }
             };
             let report = match result {
                 Err(e) => {
@@ -469,6 +510,7 @@ impl Engine {
                     if !dry_run {
                         self.record_step(policy, &code, &step.name, false, opened_at)?;
                     }
+                    crate::fleet::release(slot).await; // FLEET HOOK
                     tried += 1;
                     if !self
                         .backoff(policy, tried, pos, &order, &mut shutdown)
@@ -512,6 +554,7 @@ impl Engine {
                     Some(report.fuel_used),
                     self.clock.now(),
                 )?;
+                crate::fleet::release(slot).await; // FLEET HOOK
                 return Ok(());
             }
             let verify = self.detect(policy.check).await;
@@ -540,6 +583,7 @@ impl Engine {
                 Some(report.fuel_used),
                 self.clock.now(),
             )?;
+            crate::fleet::release(slot).await; // FLEET HOOK: after verification
             self.record_step(policy, &code, &step.name, healed, opened_at)?;
             if healed {
                 return self.close(

@@ -197,6 +197,20 @@ impl Slot {
     }
 }
 
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            Some(i) => f
+                .debug_struct("Slot")
+                .field("budget", &i.budget.name)
+                .field("key", &self.key())
+                .field("incident", &i.holder.incident)
+                .finish(),
+            None => f.write_str("Slot(released)"),
+        }
+    }
+}
+
 impl Drop for Slot {
     /// A slot dropped without `release` (an error path) is released in
     /// the background.

@@ -337,7 +337,7 @@ impl Fleet {
     /// write did land), and at which revision.
     pub(crate) async fn own_write(&self, bucket: &str, key: &str, value: &Bytes) -> Option<u64> {
         match self.timed("get", self.store.get(bucket, key)).await {
-            Ok(Some(e)) if &e.value == value => Some(e.revision),
+            Ok(Some(e)) if e.value == value => Some(e.revision),
             _ => None,
         }
     }

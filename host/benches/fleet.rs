@@ -122,6 +122,24 @@ lease_ttl = "1m"
 "#,
     )
     .await;
+    // The store alone: create a fresh key, delete it at its revision.
+    let store = a.fleet.store().clone();
+    let bucket = a.fleet.slots_bucket("fresh");
+    let (mut create, mut delete) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let key = format!("raw-{i}");
+        let t0 = Instant::now();
+        let rev = store
+            .create(&bucket, &key, bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let t1 = Instant::now();
+        store.delete(&bucket, &key, rev).await.unwrap();
+        create.push(t1 - t0);
+        delete.push(t1.elapsed());
+    }
+    show("store: create (fresh key)", create);
+    show("store: delete at revision", delete);
     for budget in ["fresh", "reused"] {
         let (mut acq, mut rel, mut both) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {

@@ -46,6 +46,10 @@ pub struct FleetConfig {
     /// How long the event stream keeps incident events.
     #[serde(default = "default_events_max_age")]
     pub events_max_age: Dur,
+    /// Replicas of the buckets and the stream mend makes (3 on a 3-node
+    /// cluster).
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
     #[serde(default, rename = "budget")]
     pub budgets: BTreeMap<String, BudgetConfig>,
     /// `[fleet.recorder]`: for `mend recorder` (and the fleet-wide
@@ -194,6 +198,9 @@ fn default_alert_window() -> Dur {
 fn default_events_max_age() -> Dur {
     Dur(Duration::from_secs(7 * 24 * 3600))
 }
+fn default_replicas() -> u32 {
+    1
+}
 fn default_wait() -> Dur {
     Dur(Duration::ZERO)
 }
@@ -298,6 +305,9 @@ pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
     }
     if f.events_max_age.0 < Duration::from_secs(60) {
         r.at(None, "fleet.events_max_age", "must be at least 1m");
+    }
+    if !(1..=5).contains(&f.replicas) {
+        r.at(None, "fleet.replicas", "must be 1 to 5");
     }
     if let Some(rec) = &f.recorder {
         if rec.postgres.trim().is_empty() {

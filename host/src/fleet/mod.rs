@@ -108,7 +108,8 @@ impl Fleet {
             &events_stream(prefix),
             &events_subject(prefix),
         )
-        .await?;
+        .await?
+        .with_replicas(config.replicas as usize);
         Self::with_store(config, Arc::new(store), db, metrics).await
     }
 
@@ -290,6 +291,7 @@ impl Fleet {
 
     async fn setup_until_done(self: Arc<Self>) {
         let mut pause = Duration::from_millis(200);
+        let mut warned: Option<std::time::Instant> = None;
         loop {
             match self.setup().await {
                 Ok(()) => {
@@ -298,7 +300,11 @@ impl Fleet {
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!("fleet: setting up the store: {e}");
+                    // Said at most every 30 s while it lasts.
+                    if warned.is_none_or(|w| w.elapsed() > Duration::from_secs(30)) {
+                        tracing::warn!("fleet: cannot set up the buckets yet (retrying): {e}");
+                        warned = Some(std::time::Instant::now());
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }

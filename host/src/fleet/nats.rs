@@ -26,6 +26,8 @@ pub struct NatsStore {
     /// The event stream's name and the subjects it takes (`<prefix>.>`).
     events_stream: String,
     events_subjects: String,
+    /// Replicas of each bucket and of the stream (a cluster: 3).
+    replicas: usize,
 }
 
 impl NatsStore {
@@ -84,7 +86,14 @@ impl NatsStore {
             buckets: Mutex::new(HashMap::new()),
             events_stream: events_stream.to_string(),
             events_subjects: format!("{events_prefix}.>"),
+            replicas: 1,
         })
+    }
+
+    /// Makes buckets and the stream with `n` replicas (on a cluster).
+    pub fn with_replicas(mut self, n: usize) -> Self {
+        self.replicas = n.max(1);
+        self
     }
 
     async fn bucket(&self, name: &str) -> Result<kv::Store, StoreError> {
@@ -113,8 +122,9 @@ impl NatsStore {
         let name = config.name.clone();
         match self.timed(self.js.get_stream(&name)).await? {
             Ok(s) => {
-                if s.cached_info().config.max_age != config.max_age {
-                    tracing::info!(stream = %name, max_age = ?config.max_age, "fleet: updating the stream's max_age");
+                let have = &s.cached_info().config;
+                if have.max_age != config.max_age || have.num_replicas != config.num_replicas {
+                    tracing::info!(stream = %name, max_age = ?config.max_age, replicas = config.num_replicas, "fleet: updating the stream");
                     self.timed(self.js.update_stream(config))
                         .await?
                         .map_err(|e| StoreError::Other(format!("updating stream {name}: {e}")))?;
@@ -167,7 +177,9 @@ fn bucket_stream(bucket: &str, ttl: Duration) -> stream::Config {
 #[async_trait::async_trait]
 impl FleetStore for NatsStore {
     async fn ensure_bucket(&self, bucket: &str, ttl: Duration) -> Result<(), StoreError> {
-        self.ensure_stream(bucket_stream(bucket, ttl)).await?;
+        let mut config = bucket_stream(bucket, ttl);
+        config.num_replicas = self.replicas;
+        self.ensure_stream(config).await?;
         self.buckets.lock().await.remove(bucket);
         self.bucket(bucket).await.map(|_| ())
     }
@@ -264,6 +276,7 @@ impl FleetStore for NatsStore {
             storage: stream::StorageType::File,
             // The window in which a repeated Nats-Msg-Id is dropped.
             duplicate_window: Duration::from_secs(120).min(max_age),
+            num_replicas: self.replicas,
             ..Default::default()
         })
         .await

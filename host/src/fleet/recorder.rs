@@ -248,7 +248,8 @@ pub async fn run(fleet: &FleetConfig, stop: impl Future<Output = ()>) -> anyhow:
         &events_stream(prefix),
         &events_subject(prefix),
     )
-    .await?;
+    .await?
+    .with_replicas(fleet.replicas as usize);
     tokio::pin!(stop);
     // Wait for NATS and PostgreSQL both; either may start after us.
     let mut pause = Duration::from_millis(200);

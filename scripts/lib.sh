@@ -72,6 +72,38 @@ ensure_services() {
         redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" \
             --appendonly no --dir /var/lib/redis --logfile /var/log/redis/mend-tests.log
     fi
+    ensure_nats
+}
+
+# NATS with JetStream (127.0.0.1:4222) for fleet mode's tests, which use
+# their own bucket and stream names; the multi-host tests start their own
+# server inside a network namespace.
+ensure_nats() {
+    if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+        apt_install nats-server
+    fi
+    local nats
+    nats=$(command -v nats-server || echo /usr/sbin/nats-server)
+    if ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
+        echo "==> starting NATS (JetStream)"
+        mkdir -p /var/lib/nats-mend-tests
+        "$nats" -js -a 127.0.0.1 -p 4222 -sd /var/lib/nats-mend-tests \
+            -l /var/log/nats-mend-tests.log >/dev/null 2>&1 &
+        disown || true
+        local i
+        for i in $(seq 1 50); do
+            (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && break
+            sleep 0.1
+        done
+    fi
+}
+
+# Tools the multi-host fleet tests use (network namespaces, partitions by
+# nftables). Not fatal: without them those tests skip and say why.
+ensure_netns_tools() {
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt_install iproute2 nftables curl || echo "    could not install iproute2/nftables/curl; the multi-host fleet tests may skip" >&2
+    fi
 }
 
 # Headless Chromium, for the dashboard's end-to-end test (tests/service.rs).

@@ -16,6 +16,7 @@
 //! - [`policy`]: pure policy logic (triggers, health, flapping, breakers...).
 //! - [`engine`]: the detect → diagnose → recover → verify loop.
 //! - [`store`]: the crash-safe incident store (SQLite).
+//! - [`fleet`]: fleet mode: budgets, alert intake and events shared through NATS.
 //! - [`metrics`]: Prometheus metrics the engine records.
 //! - [`service`]: systemd notify, signals, plugin hot reload.
 //! - [`api`]: the admin HTTP API, metrics endpoint and dashboard.
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod contract;
 pub mod engine;
+pub mod fleet;
 pub mod metrics;
 pub mod plan;
 pub mod policy;

@@ -94,6 +94,8 @@ pub struct Metrics {
     reloads: Family<KindResult, Counter>,
     paused: Gauge,
     alerts: Family<OutcomeLabel, Counter>,
+    /// Fleet mode's own families (issue 12).
+    fleet: crate::fleet::FleetMetrics,
     /// Serialises encoding (the registry is read-only after construction;
     /// this only keeps two scrapes from interleaving their buffers).
     encode: Mutex<()>,
@@ -144,6 +146,7 @@ impl Metrics {
             reloads: Family::default(),
             paused: Gauge::default(),
             alerts: Family::default(),
+            fleet: crate::fleet::FleetMetrics::default(),
             encode: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -217,7 +220,12 @@ impl Metrics {
             "Alertmanager alerts received, by what mend did with them",
             m.alerts.clone(),
         );
+        m.fleet.register(&mut registry);
         Metrics { registry, ..m }
+    }
+
+    pub fn fleet(&self) -> &crate::fleet::FleetMetrics {
+        &self.fleet
     }
 
     /// The text exposition format.

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod nats;
+pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod redis;

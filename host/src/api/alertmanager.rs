@@ -129,10 +129,38 @@ pub(super) async fn receive(
             metrics.alert("duplicate");
             continue;
         }
-        let source = format!(
+        let mut source = format!(
             "alertmanager (alert {name}, fingerprint {})",
             alert.fingerprint
         );
+        // In fleet mode, one agent of the fleet takes each alert
+        // occurrence; to the others it is a duplicate.
+        if let Some(fleet) = engine.fleet() {
+            let id = if alert.fingerprint.is_empty() {
+                key.as_str()
+            } else {
+                alert.fingerprint.as_str()
+            };
+            match fleet.claim_alert(id, &alert.starts_at).await {
+                Ok(crate::fleet::AlertClaim::Won) => {
+                    source.push_str(&format!(", taken by fleet agent {}", fleet.agent()));
+                }
+                Ok(crate::fleet::AlertClaim::Taken { winner }) => {
+                    tracing::info!(alert = %name, %winner, "alert taken by another fleet agent");
+                    duplicates += 1;
+                    metrics.alert("duplicate");
+                    continue;
+                }
+                Err(e) => {
+                    s.alerts
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .forget(&key);
+                    retry.push(format!("{name}: the fleet store: {e}"));
+                    continue;
+                }
+            }
+        }
         for rule in matched {
             let check = rule.check.get_ref();
             match engine.request_heal(check, rule.dry_run, &source) {

@@ -11,6 +11,7 @@ mod auth;
 mod checks;
 mod control;
 mod dashboard;
+mod fleet;
 mod incidents;
 mod openapi;
 mod plugins;
@@ -108,6 +109,7 @@ pub fn router(current: Arc<Current>, reader: Store, max_body: usize) -> Router {
         .route("/api/v1/incidents/{id}", get(incidents::one))
         .route("/api/v1/stats", get(incidents::stats))
         .route("/api/v1/plugins", get(plugins::list))
+        .route("/api/v1/fleet", get(fleet::status))
         .merge(mutating)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

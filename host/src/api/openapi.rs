@@ -54,6 +54,7 @@ pub fn spec() -> Value {
             "/api/v1/incidents/{id}": {"get": op("One incident with its diagnosis and every attempt", false, "200", json!([path_param("id", "integer")]))},
             "/api/v1/stats": {"get": op("Per (finding code, action): attempts, heals, success rate, MTTR", false, "200", json!([]))},
             "/api/v1/plugins": {"get": op("Plugins in use (name, version, sha256, file) and unusable files or names, with why", false, "200", json!([]))},
+            "/api/v1/fleet": {"get": op("Fleet mode: members, budgets with their holders, fleet-wide incidents (404 when fleet mode is off)", false, "200", json!([]))},
             "/api/v1/pause": {"post": op("Pause every policy (maintenance); body {\"reason\": \"...\"} optional", true, "200", json!([]))},
             "/api/v1/resume": {"post": op("End the pause", true, "200", json!([]))},
             "/api/v1/alertmanager": {"post": op("Alertmanager webhook receiver (deduplicated by fingerprint)", true, "200", json!([]))},

@@ -129,7 +129,11 @@ fn client(opts: &ApiOpts) -> Client {
     Client::new(&opts.api, opts.token.clone())
 }
 
-fn print(opts: &ApiOpts, v: &Value, table: impl Fn(&Value) -> String) -> anyhow::Result<ExitCode> {
+pub(super) fn print(
+    opts: &ApiOpts,
+    v: &Value,
+    table: impl Fn(&Value) -> String,
+) -> anyhow::Result<ExitCode> {
     if opts.json {
         println!("{}", serde_json::to_string_pretty(v)?);
     } else {
@@ -139,7 +143,7 @@ fn print(opts: &ApiOpts, v: &Value, table: impl Fn(&Value) -> String) -> anyhow:
 }
 
 /// Rows as aligned columns (the last column is not padded).
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -174,7 +178,7 @@ fn s(v: &Value) -> String {
 }
 
 /// Wall-clock milliseconds as RFC 3339, to the second.
-fn when(ms: Option<u64>) -> String {
+pub(super) fn when(ms: Option<u64>) -> String {
     match ms {
         Some(ms) => {
             humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()

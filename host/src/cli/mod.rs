@@ -3,7 +3,9 @@
 mod admin;
 mod check_config;
 mod client;
+mod fleet;
 mod plugin;
+mod recorder;
 mod run;
 
 use std::path::PathBuf;
@@ -51,6 +53,16 @@ enum Command {
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Fleet mode, as the running agent sees it.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
+    /// Write the fleet's incident events to PostgreSQL (`[fleet.recorder]`);
+    /// run any number of replicas.
+    Recorder {
+        /// The config file (its [fleet] and [fleet.recorder]).
+        #[arg(long, short, default_value = "/etc/mend/mend.toml")]
+        config: PathBuf,
+    },
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
@@ -63,6 +75,15 @@ pub fn main() -> ExitCode {
     let command = match cli.command {
         Command::Admin(cmd) => {
             return match admin::run(cmd) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("mend: {}", one_line(&format!("{e:#}")));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Fleet(cmd) => {
+            return match fleet::run(cmd) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("mend: {}", one_line(&format!("{e:#}")));
@@ -87,7 +108,8 @@ pub fn main() -> ExitCode {
             Command::Run { config } => run::run(&config).await,
             Command::CheckConfig { file } => check_config::check_config(&file).await,
             Command::Plugin(cmd) => plugin::run(cmd).await,
-            Command::Admin(_) => unreachable!("handled above"),
+            Command::Recorder { config } => recorder::run(&config).await,
+            Command::Admin(_) | Command::Fleet(_) => unreachable!("handled above"),
         }
     });
     match result {

@@ -35,6 +35,8 @@ struct Parts {
     store: Arc<Store>,
     clock: Clock,
     metrics: Arc<Metrics>,
+    /// Fleet mode, shared by every engine.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Parts {
@@ -46,6 +48,11 @@ impl Parts {
             self.clock,
             self.metrics.clone(),
         )
+        .inspect(|e| {
+            if let Some(f) = &self.fleet {
+                e.set_fleet(f.clone());
+            }
+        })
     }
 }
 
@@ -114,11 +121,23 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             "recovered from an unclean stop: interrupted attempts are marked, open incidents resume"
         );
     }
+    let store = Arc::new(store);
+    let metrics = Arc::new(Metrics::new());
+    // Join the fleet when [fleet] is configured.
+    let fleet = match &plan.config.fleet {
+        Some(f) => Some(
+            crate::fleet::Fleet::start(f, store.clone(), metrics.clone())
+                .await
+                .context("starting fleet mode ([fleet])")?,
+        ),
+        None => None,
+    };
     let parts = Parts {
         runtime,
-        store: Arc::new(store),
+        store,
         clock,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
+        fleet,
     };
     let notifier = Notifier::from_env();
     let mut engine = parts.engine(plan)?;
@@ -231,6 +250,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         parts.metrics.reload("config", true);
         tracing::info!("config reloaded");
         engine.adopt_state(&old);
+        // Budgets reload; the connection does not.
+        if let (Some(f), Some(new)) = (&parts.fleet, &engine.config().fleet) {
+            f.set_budgets(new);
+        }
+        if engine.config().fleet.is_some() != parts.fleet.is_some() {
+            tracing::warn!("[fleet] added or removed: it takes effect when mend restarts");
+        }
         parts.metrics.forget_checks();
         if engine.config().api.listen != old.config().api.listen {
             tracing::warn!("[api] listen changed: it takes effect when mend restarts");
@@ -240,6 +266,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
 
     if let Some(api) = api {
         api.abort();
+    }
+    if let Some(f) = &parts.fleet {
+        f.shutdown().await;
     }
     match engine.exit_code() {
         Some(code) => {

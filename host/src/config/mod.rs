@@ -13,6 +13,7 @@
 pub mod api;
 pub mod env;
 pub mod error;
+pub mod fleet;
 pub mod suggest;
 mod validate;
 
@@ -58,6 +59,8 @@ pub struct Config {
     pub checks: Vec<CheckConfig>,
     pub policies: Vec<PolicyConfig>,
     pub api: ApiConfig,
+    /// `[fleet]`: off (None) unless configured.
+    pub fleet: Option<fleet::FleetConfig>,
     /// The text it was read from, for positions in later errors.
     pub source: Arc<Source>,
 }
@@ -71,6 +74,7 @@ const SECTIONS: &[&str] = &[
     "plugins",
     "check",
     "policy",
+    "fleet",
 ];
 
 /// `[plugins.NAME]`: pins a plugin name to one file's content, so no other
@@ -367,6 +371,9 @@ pub struct StepConfig {
     /// How long to wait after the action before verifying.
     #[serde(default = "default_settle")]
     pub settle: Dur,
+    /// The fleet budget (`[fleet.budget.NAME]`) whose slot the step holds.
+    #[serde(default)]
+    pub budget: Option<Spanned<String>>,
 }
 
 impl StepConfig {
@@ -723,6 +730,7 @@ pub fn parse_partial(text: &str, file: &Path, env: impl Fn(&str) -> Option<Strin
         mut errors,
         engine,
         api,
+        fleet,
         connections,
         commands,
         plugins,
@@ -740,12 +748,14 @@ pub fn parse_partial(text: &str, file: &Path, env: impl Fn(&str) -> Option<Strin
         checks,
         policies,
         api: api.unwrap_or_default(),
+        fleet,
         source: source.clone(),
     };
     config.anchor_grants();
     let mut report = Reporter::new(&source);
     validate::validate(&config, &unparsed, &mut report);
     api::validate(&config, &mut report);
+    fleet::validate(&config, &mut report);
     errors.extend(report.errors);
     errors.sort_by_key(|e| e.position);
     Parsed {
@@ -768,6 +778,7 @@ struct Sections {
     errors: Vec<ConfigError>,
     engine: Option<EngineConfig>,
     api: Option<ApiConfig>,
+    fleet: Option<fleet::FleetConfig>,
     connections: BTreeMap<String, ConnectionDef>,
     commands: BTreeMap<String, CommandDef>,
     plugins: BTreeMap<String, PluginPin>,
@@ -781,6 +792,7 @@ impl Sections {
         match key {
             "engine" => self.engine = self.one(source, "engine", value),
             "api" => self.api = self.one(source, "api", value),
+            "fleet" => self.fleet = self.one(source, "fleet", value),
             "connections" => {
                 for (name, v) in self.entries(source, key, value) {
                     if let Some(d) = self.one(source, &format!("connections.{name}"), v) {

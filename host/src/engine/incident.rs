@@ -58,6 +58,10 @@ enum StepOutcome {
 enum Stop {
     /// Shutting down: the incident resumes on the next start.
     Shutdown,
+    /// The step's fleet budget has no free slot (the denial is noted on
+    /// the incident), or the slot's lease was lost mid-action: the incident
+    /// stays open and asks again on its check's next run.
+    Fleet,
     /// Paused, in maintenance: the incident resumes afterwards.
     HeldOff(String),
     /// The attempt cap is reached: escalate.
@@ -149,7 +153,7 @@ impl<'e> IncidentRun<'e> {
                 continue;
             }
             match self.step(si, &shutdown).await? {
-                Err(Stop::Shutdown) => return Ok(()),
+                Err(Stop::Shutdown | Stop::Fleet) => return Ok(()),
                 Err(Stop::HeldOff(why)) => {
                     tracing::info!(incident = self.incident, "pausing the ladder: {why}");
                     return Ok(());
@@ -231,6 +235,29 @@ impl<'e> IncidentRun<'e> {
                 )?;
                 return Ok(Err(Stop::Capped(note)));
             }
+        }
+        // A budgeted step takes its fleet slot before it acts (a dry run
+        // takes none).
+        let slot = match (&step.budget, engine.fleet(), self.dry_run) {
+            (Some(budget), Some(fleet), false) => {
+                let holder = crate::fleet::Holder {
+                    policy: policy.name.clone(),
+                    check: engine.plan.checks[policy.check].name.clone(),
+                    incident: self.incident,
+                    step: step.name.clone(),
+                };
+                let mut shutdown = shutdown.clone();
+                tokio::select! {
+                    r = fleet.acquire(budget, &holder) => match r {
+                        Ok(slot) => Some(slot),
+                        Err(_) => return Ok(Err(Stop::Fleet)),
+                    },
+                    _ = shutdown.fired() => return Ok(Err(Stop::Shutdown)),
+                }
+            }
+            _ => None,
+        };
+        if !self.dry_run {
             // Asked last: letting a half-open probe through commits to it.
             let breaker_allows = lock(&engine.policies[self.pi].state)
                 .breakers
@@ -247,6 +274,7 @@ impl<'e> IncidentRun<'e> {
                     AttemptOutcome::Skipped,
                     json!({"reason": note}),
                 )?;
+                crate::fleet::release(slot).await;
                 return Ok(Ok(StepOutcome::Skipped));
             }
         }
@@ -273,9 +301,26 @@ impl<'e> IncidentRun<'e> {
             dry_run: self.dry_run,
         };
         tracing::warn!(incident = self.incident, step = %step.name, action = %step.action, dry_run = self.dry_run, "running action");
-        let result = engine
-            .run_action(policy, step, &self.evidence, context)
-            .await;
+        // `on_lease_lost = "abort"` cancels the action when its lease runs
+        // out.
+        let call = engine.run_action(policy, step, &self.evidence, context);
+        let result = match crate::fleet::guarded(slot.as_ref(), call).await {
+            Ok(r) => r,
+            Err(lost) => {
+                tracing::error!(incident = self.incident, step = %step.name, "{lost}");
+                engine.count(policy, &step.name, AttemptOutcome::Interrupted);
+                engine.store.finish_attempt(
+                    attempt,
+                    AttemptOutcome::Interrupted,
+                    &json!({"note": lost.to_string()}),
+                    0,
+                    None,
+                    engine.clock.now(),
+                )?;
+                crate::fleet::release(slot).await;
+                return Ok(Err(Stop::Fleet));
+            }
+        };
         let code = self
             .evidence
             .first()
@@ -294,6 +339,7 @@ impl<'e> IncidentRun<'e> {
                 if !self.dry_run {
                     engine.record_step(self.pi, &code, &step.name, false, self.opened_at)?;
                 }
+                crate::fleet::release(slot).await;
                 return Ok(Ok(StepOutcome::Failed));
             }
             Ok(r) => r,
@@ -319,6 +365,7 @@ impl<'e> IncidentRun<'e> {
                 ms,
                 Some(report.fuel_used),
             )?;
+            crate::fleet::release(slot).await;
             return Ok(Err(Stop::Shutdown));
         }
         let verification = self.verify().await;
@@ -334,6 +381,8 @@ impl<'e> IncidentRun<'e> {
             ms,
             Some(report.fuel_used),
         )?;
+        // The slot is held through verification, then handed back.
+        crate::fleet::release(slot).await;
         engine.record_step(self.pi, &code, &step.name, healed, self.opened_at)?;
         Ok(Ok(StepOutcome::Verified { healed }))
     }

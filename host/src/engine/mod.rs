@@ -88,6 +88,8 @@ pub struct Engine {
     last_beat: AtomicU64,
     /// How often the watchdog looks and beats (milliseconds).
     beat_every_ms: AtomicU64,
+    /// Fleet mode, when `[fleet]` is configured.
+    fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
 }
 
 /// One check's live state and its operator commands.
@@ -179,6 +181,7 @@ impl Engine {
             heartbeat: tokio::sync::watch::Sender::new(0),
             last_beat: AtomicU64::new(0),
             beat_every_ms: AtomicU64::new(1000),
+            fleet: std::sync::OnceLock::new(),
         }))
     }
 
@@ -199,6 +202,16 @@ impl Engine {
             st.reported_late = false;
             *lock(&self.checks[i].state) = st;
         }
+    }
+
+    /// Joins this engine to the fleet (call before [`Engine::run`]).
+    pub fn set_fleet(&self, fleet: Arc<crate::fleet::Fleet>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// The fleet, in fleet mode.
+    pub fn fleet(&self) -> Option<&Arc<crate::fleet::Fleet>> {
+        self.fleet.get()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -103,6 +103,8 @@ pub struct StepPlan {
     pub grants: ResolvedGrants,
     pub limits: Limits,
     pub settle: Duration,
+    /// The fleet budget (`[fleet.budget.NAME]`) the step holds a slot of.
+    pub budget: Option<String>,
 }
 
 impl PolicyPlan {
@@ -434,6 +436,7 @@ impl Compiler<'_> {
             grants,
             config: json,
             settle: s.settle.0,
+            budget: s.budget.as_ref().map(|b| b.get_ref().clone()),
         }
     }
 

@@ -10,6 +10,7 @@
 //! The store knows nothing of the engine: it records and answers.
 
 mod flags;
+mod fleet;
 mod history;
 mod incidents;
 mod schema;
@@ -21,6 +22,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use rusqlite::Connection;
 
+pub use self::fleet::{OutboxEvent, SlotRecord};
 pub use self::history::{CheckResult, WatchdogEvent};
 pub use self::incidents::{Attempt, AttemptOutcome, Incident, IncidentState, NewIncident};
 pub use self::stats::ActionStats;

@@ -72,6 +72,72 @@ const MIGRATIONS: &[&str] = &[
     // u32::MAX.
     "ALTER TABLE attempts ADD COLUMN escalation INTEGER NOT NULL DEFAULT 0;
     UPDATE attempts SET escalation = 1, step = 0 WHERE step = 4294967295;",
+    // 4: fleet mode (issue 12). Budget slots are recorded before acting,
+    // so a restart resumes or releases its own; the outbox is filled by
+    // triggers in the same transaction as each incident or attempt write,
+    // and only while fleet mode sets the flag.
+    "CREATE TABLE fleet_slots (
+        id          INTEGER PRIMARY KEY,
+        budget      TEXT NOT NULL,
+        slot_key    TEXT NOT NULL DEFAULT '',
+        value       TEXT NOT NULL,
+        revision    INTEGER,
+        state       TEXT NOT NULL,
+        policy      TEXT NOT NULL,
+        check_name  TEXT NOT NULL,
+        incident    INTEGER NOT NULL,
+        step        TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        deadline    INTEGER,
+        ended_at    INTEGER,
+        note        TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX fleet_slots_open ON fleet_slots (id) WHERE ended_at IS NULL;
+    CREATE TABLE fleet_outbox (
+        id           INTEGER PRIMARY KEY,
+        kind         TEXT NOT NULL,
+        at           INTEGER NOT NULL,
+        body         TEXT NOT NULL,
+        published_at INTEGER
+    );
+    CREATE INDEX fleet_outbox_pending ON fleet_outbox (id) WHERE published_at IS NULL;
+    CREATE TRIGGER fleet_outbox_incident_insert AFTER INSERT ON incidents
+    WHEN (SELECT value FROM flags WHERE name = 'fleet.outbox') = 'on'
+    BEGIN
+        INSERT INTO fleet_outbox (kind, at, body) VALUES ('incident', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), json_object(
+            'id', NEW.id, 'policy', NEW.policy, 'check', NEW.check_name, 'state', NEW.state,
+            'opened_at', NEW.opened_at, 'closed_at', NEW.closed_at,
+            'escalated_at', NEW.escalated_at, 'root_cause', NEW.root_cause,
+            'note', NEW.note, 'dry_run', NEW.dry_run));
+    END;
+    CREATE TRIGGER fleet_outbox_incident_update AFTER UPDATE ON incidents
+    WHEN (SELECT value FROM flags WHERE name = 'fleet.outbox') = 'on'
+    BEGIN
+        INSERT INTO fleet_outbox (kind, at, body) VALUES ('incident', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), json_object(
+            'id', NEW.id, 'policy', NEW.policy, 'check', NEW.check_name, 'state', NEW.state,
+            'opened_at', NEW.opened_at, 'closed_at', NEW.closed_at,
+            'escalated_at', NEW.escalated_at, 'root_cause', NEW.root_cause,
+            'note', NEW.note, 'dry_run', NEW.dry_run));
+    END;
+    CREATE TRIGGER fleet_outbox_attempt_insert AFTER INSERT ON attempts
+    WHEN (SELECT value FROM flags WHERE name = 'fleet.outbox') = 'on'
+    BEGIN
+        INSERT INTO fleet_outbox (kind, at, body) VALUES ('attempt', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), json_object(
+            'id', NEW.id, 'incident', NEW.incident_id, 'step', NEW.step, 'escalation', NEW.escalation, 'action', NEW.action,
+            'outcome', NEW.outcome, 'started_at', NEW.started_at,
+            'finished_at', NEW.finished_at, 'duration_ms', NEW.duration_ms,
+            'dry_run', NEW.dry_run));
+    END;
+    CREATE TRIGGER fleet_outbox_attempt_update AFTER UPDATE ON attempts
+    WHEN (SELECT value FROM flags WHERE name = 'fleet.outbox') = 'on'
+    BEGIN
+        INSERT INTO fleet_outbox (kind, at, body) VALUES ('attempt', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), json_object(
+            'id', NEW.id, 'incident', NEW.incident_id, 'step', NEW.step, 'escalation', NEW.escalation, 'action', NEW.action,
+            'outcome', NEW.outcome, 'started_at', NEW.started_at,
+            'finished_at', NEW.finished_at, 'duration_ms', NEW.duration_ms,
+            'dry_run', NEW.dry_run));
+    END;
+",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod exec;
 pub mod fs;
 pub mod http;
+mod limited_stream;
 pub mod log;
 pub mod net;
 pub mod redis;

@@ -7,23 +7,34 @@
 //! limit. A call may ask for a fresh connection, so that a detector really
 //! tests connectivity instead of reusing a socket that happens to be open.
 
+mod roles;
+mod session;
+mod wire;
+
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
 use wasmtime::component::{HasSelf, Linker};
 
+pub use self::roles::{RoleRisk, RoleRisks, SERVER_ACCESS_ROLES};
+use self::session::Session;
+pub use self::wire::Overflow;
 use super::HasCaps;
 use crate::config::values::Dur;
 use crate::runtime::bindings::v0_1::mend::plugin::sql;
 
 /// Rows a query may return.
 pub const MAX_ROWS: usize = 10_000;
-/// Bytes of text a query may return.
+/// Bytes the rows of one statement may take as the server sends them (the
+/// values, plus 4 bytes a value and 2 a row), and bytes any other single
+/// message from the server may take. Counted from each message's header
+/// as it arrives, so the host never holds much more.
 pub const MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// `[connections.NAME]` with `kind = "postgres"`.
@@ -44,13 +55,13 @@ fn default_timeout() -> Dur {
     Dur(Duration::from_secs(5))
 }
 
-/// A named connection: its settings and the host's reusable client.
+/// A named connection: its settings and the host's reusable session.
 pub struct PgConnection {
     pub name: String,
     config: tokio_postgres::Config,
     timeout: Duration,
     read_only: bool,
-    shared: tokio::sync::Mutex<Option<Client>>,
+    shared: tokio::sync::Mutex<Option<Session>>,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -59,6 +70,18 @@ impl std::fmt::Debug for PgConnection {
         f.debug_struct("PgConnection")
             .field("name", &self.name)
             .finish_non_exhaustive()
+    }
+}
+
+/// Why a call failed: refused by the host, or failed on the way.
+enum Failure {
+    Denied(String),
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(m: String) -> Self {
+        Failure::Failed(m)
     }
 }
 
@@ -97,75 +120,121 @@ impl PgConnection {
         self.timeout
     }
 
-    async fn connect(&self) -> Result<Client, String> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| format!("connecting: {}", describe(&e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("postgres connection closed: {e}");
-            }
-        });
-        Ok(client)
+    /// Whether every statement runs in a read-only transaction.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
-    /// Runs `work` on a fresh or the shared client, within `timeout` in
+    /// Connects (within the connection's timeout) and reports what the
+    /// login role can do past a read-only transaction: superuser, or
+    /// membership in one of [`SERVER_ACCESS_ROLES`]. For config checks:
+    /// on a `read_only` connection any risk means the promise cannot be
+    /// kept ([`RoleRisks::refusal`] says so), and every statement on it
+    /// is refused. An `Err` means the server could not be asked (it names
+    /// the connection).
+    pub async fn role_risks(&self) -> Result<RoleRisks, String> {
+        let ask = async {
+            let session = self.open().await?;
+            RoleRisks::query(&session.client)
+                .await
+                .map_err(|e| format!("asking for the role's attributes: {}", describe(&e)))
+        };
+        tokio::time::timeout(self.timeout, ask)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "timed out after {}",
+                    humantime::format_duration(self.timeout)
+                ))
+            })
+            .map_err(|e| format!("connection `{}`: {e}", self.name))
+    }
+
+    async fn open(&self) -> Result<Session, String> {
+        Session::connect(&self.config, MAX_BYTES as u64)
+            .await
+            .map_err(|e| format!("connecting: {e}"))
+    }
+
+    /// A new session, refused if it is read-only and its role can get
+    /// past that.
+    async fn connect(&self) -> Result<Session, Failure> {
+        let session = self.open().await?;
+        if self.read_only {
+            let risks = RoleRisks::query(&session.client).await.map_err(|e| {
+                format!("checking the role of a read-only session: {}", describe(&e))
+            })?;
+            if let Some(why) = risks.explain() {
+                return Err(Failure::Denied(why));
+            }
+        }
+        Ok(session)
+    }
+
+    /// Runs `work` on a fresh or the shared session, within `timeout` in
     /// all: connecting gets what it needs, the statement the rest (and is
     /// cancelled on the server when that runs out).
-    async fn with_client<T>(
+    async fn with_session<T>(
         &self,
         fresh: bool,
         timeout: Duration,
-        work: impl AsyncFnOnce(&Client) -> Result<T, String>,
+        work: impl AsyncFnOnce(&Session) -> Result<T, String>,
     ) -> Result<T, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || format!("timed out after {}", humantime::format_duration(timeout));
         let connect = async || {
             tokio::time::timeout_at(deadline, self.connect())
                 .await
-                .unwrap_or_else(|_| Err(timed_out()))
+                .unwrap_or_else(|_| Err(Failure::Failed(timed_out())))
         };
         let result = if fresh {
             match connect().await {
-                Ok(client) => self.run_on(&client, deadline, timeout, work).await.0,
+                Ok(session) => self.run_on(&session, deadline, timeout, work).await.0,
                 Err(e) => Err(e),
             }
         } else {
-            let mut shared = match tokio::time::timeout_at(deadline, self.shared.lock()).await {
-                Ok(guard) => guard,
-                Err(_) => return Err(format!("connection `{}`: {}", self.name, timed_out())),
-            };
-            if shared.as_ref().is_none_or(|c| c.is_closed()) {
-                *shared = None;
-                match connect().await {
-                    Ok(c) => *shared = Some(c),
-                    Err(e) => return Err(format!("connection `{}`: {e}", self.name)),
+            match tokio::time::timeout_at(deadline, self.shared.lock()).await {
+                Err(_) => Err(Failure::Failed(timed_out())),
+                Ok(mut shared) => {
+                    let live = match shared.take() {
+                        Some(s) if !s.client.is_closed() => Ok(s),
+                        _ => connect().await,
+                    };
+                    match live {
+                        Err(e) => Err(e),
+                        Ok(session) => {
+                            let (result, clean) =
+                                self.run_on(&session, deadline, timeout, work).await;
+                            // Never hand a session in an unknown state to
+                            // the next call.
+                            if clean && !session.client.is_closed() {
+                                *shared = Some(session);
+                            }
+                            result
+                        }
+                    }
                 }
             }
-            let client = shared.as_ref().expect("just connected");
-            let (result, clean) = self.run_on(client, deadline, timeout, work).await;
-            if !clean || client.is_closed() {
-                // Never hand a session in an unknown state to the next call.
-                *shared = None;
-            }
-            result
         };
-        result.map_err(|e| format!("connection `{}`: {e}", self.name))
+        result.map_err(|e| match e {
+            Failure::Denied(m) => format!("denied: connection `{}`: {m}", self.name),
+            Failure::Failed(m) => format!("connection `{}`: {m}", self.name),
+        })
     }
 
-    /// One statement on `client`: inside a read-only transaction when the
-    /// connection is read-only, and with the session reset afterwards, so
-    /// nothing one call does (SET, BEGIN, temp tables, advisory locks)
+    /// One statement on `session`: inside a read-only transaction when
+    /// the connection is read-only, and with the session reset afterwards
+    /// (`DISCARD ALL`: settings, prepared statements, cursors, temp
+    /// tables, advisory locks, `LISTEN`), so nothing one call does
     /// outlives it. Returns the result and whether the session is clean.
     async fn run_on<T>(
         &self,
-        client: &Client,
+        session: &Session,
         deadline: tokio::time::Instant,
         timeout: Duration,
-        work: impl AsyncFnOnce(&Client) -> Result<T, String>,
-    ) -> (Result<T, String>, bool) {
+        work: impl AsyncFnOnce(&Session) -> Result<T, String>,
+    ) -> (Result<T, Failure>, bool) {
+        let client = &session.client;
         let within = async |sql: &str| {
             matches!(
                 tokio::time::timeout_at(deadline, client.batch_execute(sql)).await,
@@ -173,14 +242,23 @@ impl PgConnection {
             )
         };
         if self.read_only && !within("BEGIN READ ONLY").await {
-            return (Err("cannot start a read-only transaction".into()), false);
+            let e = session
+                .overflow()
+                .unwrap_or_else(|| Failure::Failed("cannot start a read-only transaction".into()));
+            return (Err(e), false);
         }
-        let result = run_cancellable(client, deadline, timeout, work).await;
-        if result.is_err() {
-            return (result, false);
+        let result = run_cancellable(session, deadline, timeout, work).await;
+        if let Err(e) = result {
+            return (Err(session.overflow().unwrap_or(Failure::Failed(e))), false);
         }
-        let clean = within("ROLLBACK").await && within(RESET_SESSION).await;
-        (result, clean)
+        // Two queries, sent together: DISCARD ALL cannot run inside the
+        // transaction a plugin may have left open.
+        let (rolled_back, discarded) = tokio::join!(within("ROLLBACK"), within("DISCARD ALL"));
+        // DISCARD ALL also dropped the statements tokio-postgres caches
+        // for looking up non-built-in types: a session that cached one is
+        // not reused.
+        let clean = rolled_back && discarded && !session.cached_types();
+        (result.map_err(Failure::Failed), clean)
     }
 
     pub async fn query(
@@ -190,15 +268,16 @@ impl PgConnection {
         options: &sql::Options,
     ) -> Result<sql::Rows, String> {
         let timeout = self.timeout_for(options);
-        self.with_client(options.fresh, timeout, async |client| {
-            let stmt = client.prepare(statement).await.map_err(|e| describe(&e))?;
+        self.with_session(options.fresh, timeout, async |session| {
+            let client = &session.client;
+            let stmt = session.prepare(statement).await?;
             let params = bind(&stmt, params)?;
             let stream = client
                 .query_raw(&stmt, refs(&params))
                 .await
                 .map_err(|e| describe(&e))?;
-            // Count while rows arrive: a huge result is stopped at the
-            // limit, never collected.
+            // Convert rows while they arrive: a result over the row limit
+            // is stopped there (the byte limit is kept by the stream).
             let mut rows = RowsBuilder::new(&stmt);
             futures_util::pin_mut!(stream);
             while let Some(row) = stream.next().await {
@@ -216,10 +295,11 @@ impl PgConnection {
         options: &sql::Options,
     ) -> Result<u64, String> {
         let timeout = self.timeout_for(options);
-        self.with_client(options.fresh, timeout, async |client| {
-            let stmt = client.prepare(statement).await.map_err(|e| describe(&e))?;
+        self.with_session(options.fresh, timeout, async |session| {
+            let stmt = session.prepare(statement).await?;
             let params = bind(&stmt, params)?;
-            client
+            session
+                .client
                 .execute(&stmt, &refs(&params))
                 .await
                 .map_err(|e| describe(&e))
@@ -235,23 +315,45 @@ impl PgConnection {
     }
 }
 
-/// Undoes what a statement may leave in a session (everything `DISCARD
-/// ALL` does but deallocating prepared statements, which the client
-/// caches).
-const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; \
-    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES";
+impl Session {
+    /// Prepares `statement`, noting whether tokio-postgres had to look up
+    /// (and so cached a statement for) a type that is not built in.
+    async fn prepare(&self, statement: &str) -> Result<Statement, String> {
+        let stmt = self
+            .client
+            .prepare(statement)
+            .await
+            .map_err(|e| describe(&e))?;
+        let custom = |t: &Type| Type::from_oid(t.oid()).is_none();
+        if stmt.params().iter().any(custom) || stmt.columns().iter().any(|c| custom(c.type_())) {
+            self.custom_types.store(true, Ordering::Relaxed);
+        }
+        Ok(stmt)
+    }
+
+    fn cached_types(&self) -> bool {
+        self.custom_types.load(Ordering::Relaxed)
+    }
+
+    /// The refusal, when the stream stopped a reply over the limits.
+    fn overflow(&self) -> Option<Failure> {
+        self.tripwire
+            .tripped()
+            .map(|o| Failure::Denied(o.to_string()))
+    }
+}
 
 /// Runs `work`; if it fails, the time runs out, or the call is dropped
 /// (the plugin's own deadline), asks the server to cancel the statement
 /// (a result over the limits is abandoned mid-stream).
 async fn run_cancellable<T>(
-    client: &Client,
+    session: &Session,
     deadline: tokio::time::Instant,
     timeout: Duration,
-    work: impl AsyncFnOnce(&Client) -> Result<T, String>,
+    work: impl AsyncFnOnce(&Session) -> Result<T, String>,
 ) -> Result<T, String> {
-    let mut guard = CancelOnDrop(Some(client.cancel_token()));
-    let result = tokio::time::timeout_at(deadline, work(client)).await;
+    let mut guard = CancelOnDrop(Some(session.canceller()));
+    let result = tokio::time::timeout_at(deadline, work(session)).await;
     match result {
         Ok(Ok(v)) => {
             guard.0 = None;
@@ -266,14 +368,12 @@ async fn run_cancellable<T>(
 }
 
 /// Cancels the running statement unless disarmed.
-struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+struct CancelOnDrop(Option<session::Canceller>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(token) = self.0.take() {
-            tokio::spawn(async move {
-                let _ = token.cancel_query(NoTls).await;
-            });
+        if let Some(c) = self.0.take() {
+            tokio::spawn(c.cancel());
         }
     }
 }
@@ -378,10 +478,9 @@ fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
-/// Rows converted for the plugin as they arrive, within the limits.
+/// Rows converted for the plugin as they arrive, within the row limit.
 struct RowsBuilder<'a> {
     stmt: &'a Statement,
-    bytes: usize,
     rows: Vec<Vec<sql::Value>>,
 }
 
@@ -389,7 +488,6 @@ impl<'a> RowsBuilder<'a> {
     fn new(stmt: &'a Statement) -> Self {
         RowsBuilder {
             stmt,
-            bytes: 0,
             rows: Vec::new(),
         }
     }
@@ -400,14 +498,7 @@ impl<'a> RowsBuilder<'a> {
         }
         let mut values = Vec::with_capacity(self.stmt.columns().len());
         for (i, col) in self.stmt.columns().iter().enumerate() {
-            let v = value(row, i, col)?;
-            if let Some(sql::Value::Text(t)) = &v {
-                self.bytes += t.len();
-            }
-            values.push(v.unwrap_or(sql::Value::Null));
-        }
-        if self.bytes > MAX_BYTES {
-            return Err(format!("the result is larger than {MAX_BYTES} bytes"));
+            values.push(value(row, i, col)?.unwrap_or(sql::Value::Null));
         }
         self.rows.push(values);
         Ok(())

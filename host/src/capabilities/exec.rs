@@ -6,8 +6,11 @@
 //! timeout) and a plugin can only ask for it by name: there is no way to
 //! add an argument. The command runs without a shell, with an empty
 //! environment but `PATH` and what the operator lists, in its own process
-//! group (killed as a whole at the timeout), and its output is captured up
-//! to a limit. A dry-run remedy call runs nothing.
+//! group, and its output is captured up to a limit. At the timeout every
+//! process it started dies, wherever it went (see [`tree`]). A dry-run
+//! remedy call runs nothing.
+
+mod tree;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,6 +22,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use wasmtime::component::{HasSelf, Linker};
 
+use self::tree::Tree;
+pub use self::tree::{Hold, cgroup_parent};
 use super::HasCaps;
 use crate::config::values::Dur;
 use crate::runtime::bindings::v0_1::mend::plugin::exec;
@@ -41,7 +46,7 @@ pub struct CommandDef {
     /// The environment, besides `PATH` (which may be overridden here).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Killed (with its whole process group) after this long.
+    /// Killed (with every process it started) after this long.
     #[serde(default = "default_timeout")]
     pub timeout: Dur,
 }
@@ -79,6 +84,15 @@ impl Command {
 
     /// Runs the command to completion (or its timeout).
     pub async fn run(&self) -> Result<exec::CommandOutput, String> {
+        self.run_held(true).await.map(|(out, _)| out)
+    }
+
+    /// [`Command::run`], saying how the command's processes were held;
+    /// `allow_cgroup: false` forces the `/proc` fallback (for tests).
+    pub async fn run_held(
+        &self,
+        allow_cgroup: bool,
+    ) -> Result<(exec::CommandOutput, Hold), String> {
         let def = &self.def;
         let mut cmd = tokio::process::Command::new(&def.argv[0]);
         cmd.args(&def.argv[1..])
@@ -91,6 +105,9 @@ impl Command {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // Kills the whole tree if this future is dropped (the plugin's
+        // deadline) or the command times out.
+        let mut tree = Tree::prepare(&mut cmd, allow_cgroup);
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| {
             format!(
@@ -98,9 +115,10 @@ impl Command {
                 self.name, def.argv[0]
             )
         })?;
-        // Kills the whole group if this future is dropped (the plugin's
-        // deadline) or the command times out.
-        let mut group = GroupGuard(child.id().map(|p| p as i32));
+        if let Some(pid) = child.id() {
+            tree.started(pid);
+        }
+        let hold = tree.hold();
         let stdout = BoundedOutput::new(OUTPUT_LIMIT);
         let stderr = BoundedOutput::new(OUTPUT_LIMIT);
         let readers = [
@@ -113,13 +131,14 @@ impl Command {
             Ok(Ok(status)) => {
                 // Exited: whatever it left running (a daemon it started)
                 // is not ours to kill.
-                group.0 = None;
+                tree.release();
                 Some(status)
             }
             Ok(Err(e)) => return Err(format!("command `{}`: waiting: {e}", self.name)),
             Err(_elapsed) => {
-                group.kill();
+                tree.kill();
                 let _ = child.wait().await;
+                tree.cleanup().await;
                 None
             }
         };
@@ -132,14 +151,15 @@ impl Command {
         }
         let (out, out_dropped) = stdout.take();
         let (err, err_dropped) = stderr.take();
-        Ok(exec::CommandOutput {
+        let output = exec::CommandOutput {
             exit_code: status.and_then(|s| s.code()),
             timed_out: status.is_none(),
             stdout: out,
             stderr: err,
             truncated: out_dropped + err_dropped > 0,
             duration_ms: started.elapsed().as_millis() as u64,
-        })
+        };
+        Ok((output, hold))
     }
 }
 
@@ -162,25 +182,6 @@ fn drain(
             }
         }
     })
-}
-
-/// SIGKILLs a process group when dropped, unless disarmed.
-struct GroupGuard(Option<i32>);
-
-impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pid) = self.0.take()
-            && let Some(pid) = rustix::process::Pid::from_raw(pid)
-        {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// Per-call state: the commands granted to this call.
@@ -265,6 +266,63 @@ mod tests {
         assert_eq!(o.exit_code, None);
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert!(!marker.exists(), "a child of the command outlived the kill");
+    }
+
+    /// Pid in `file`, once the command wrote it.
+    fn pid_in(file: &std::path::Path) -> i32 {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn runs(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            let state = s
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start())
+                .unwrap_or("");
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+    }
+
+    async fn tree_dies(allow_cgroup: bool) -> Hold {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let script = format!(
+            r#"setsid sh -c 'echo $$ > {d}/a; exec sleep 60' &
+sh -c 'setsid sh -c "echo \$\$ > {d}/b; exec sleep 60" & exit 0'
+while [ ! -s {d}/a ] || [ ! -s {d}/b ]; do sleep 0.02; done
+sleep 60"#
+        );
+        let c = cmd(&["/bin/sh", "-c", &script], Duration::from_secs(2));
+        let (o, hold) = c.run_held(allow_cgroup).await.unwrap();
+        assert!(o.timed_out);
+        for f in ["a", "b"] {
+            let pid = pid_in(&dir.path().join(f));
+            let start = Instant::now();
+            while runs(pid) && start.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!runs(pid), "{f} (pid {pid}) survived, held by {hold:?}");
+        }
+        hold
+    }
+
+    #[tokio::test]
+    async fn the_timeout_kills_setsid_and_orphaned_descendants_without_a_cgroup() {
+        assert_eq!(tree_dies(false).await, Hold::Subreaper);
+    }
+
+    #[tokio::test]
+    async fn the_timeout_kills_setsid_and_orphaned_descendants_in_a_cgroup() {
+        let hold = tree_dies(true).await;
+        if cgroup_parent().is_some() {
+            assert_eq!(hold, Hold::Cgroup);
+        } else {
+            eprintln!("no cgroup v2 to create cgroups in here: checked the /proc sweep only");
+        }
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! (with its own compile cache), and short ways to load and call plugins.
 #![allow(dead_code)]
 
+pub mod memory;
 pub mod postgres;
 pub mod process;
 pub mod redis;
@@ -142,6 +143,26 @@ pub async fn detect_in(
                 config: &config,
                 grants,
                 limits: Limits::default(),
+            },
+        )
+        .await
+}
+
+/// [`detect_in`] with explicit limits.
+pub async fn detect_in_with(
+    plugin: &Plugin,
+    config: serde_json::Value,
+    grants: &ResolvedGrants,
+    limits: Limits,
+) -> Result<Report<Vec<Finding>>, PluginError> {
+    runtime()
+        .detect(
+            plugin,
+            &Request {
+                check: "test",
+                config: &config,
+                grants,
+                limits,
             },
         )
         .await

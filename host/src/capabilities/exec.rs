@@ -107,7 +107,7 @@ impl Command {
             .kill_on_drop(true);
         // Kills the whole tree if this future is dropped (the plugin's
         // deadline) or the command times out.
-        let mut tree = Tree::prepare(&mut cmd, allow_cgroup);
+        let tree = Tree::prepare(&mut cmd, allow_cgroup);
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| {
             format!(
@@ -115,6 +115,9 @@ impl Command {
                 self.name, def.argv[0]
             )
         })?;
+        // Rebound after `child` so it drops first: a dropped Child kills
+        // the command, and a subreaper's orphans must be swept before.
+        let mut tree = tree;
         if let Some(pid) = child.id() {
             tree.started(pid);
         }
@@ -287,7 +290,13 @@ mod tests {
         })
     }
 
-    async fn tree_dies(allow_cgroup: bool) -> Hold {
+    /// A setsid grandchild and a setsid orphan; the command times out
+    /// after `timeout`, or the call is dropped after `drop_after`.
+    async fn tree_dies(
+        allow_cgroup: bool,
+        timeout: Duration,
+        drop_after: Duration,
+    ) -> Option<Hold> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         let script = format!(
@@ -296,9 +305,15 @@ sh -c 'setsid sh -c "echo \$\$ > {d}/b; exec sleep 60" & exit 0'
 while [ ! -s {d}/a ] || [ ! -s {d}/b ]; do sleep 0.02; done
 sleep 60"#
         );
-        let c = cmd(&["/bin/sh", "-c", &script], Duration::from_secs(2));
-        let (o, hold) = c.run_held(allow_cgroup).await.unwrap();
-        assert!(o.timed_out);
+        let c = cmd(&["/bin/sh", "-c", &script], timeout);
+        let hold = match tokio::time::timeout(drop_after, c.run_held(allow_cgroup)).await {
+            Ok(r) => {
+                let (o, hold) = r.unwrap();
+                assert!(o.timed_out);
+                Some(hold)
+            }
+            Err(_dropped) => None,
+        };
         for f in ["a", "b"] {
             let pid = pid_in(&dir.path().join(f));
             let start = Instant::now();
@@ -310,18 +325,28 @@ sleep 60"#
         hold
     }
 
+    const SHORT: Duration = Duration::from_secs(2);
+    const NEVER: Duration = Duration::from_secs(60);
+
     #[tokio::test]
     async fn the_timeout_kills_setsid_and_orphaned_descendants_without_a_cgroup() {
-        assert_eq!(tree_dies(false).await, Hold::Subreaper);
+        assert_eq!(tree_dies(false, SHORT, NEVER).await, Some(Hold::Subreaper));
     }
 
     #[tokio::test]
     async fn the_timeout_kills_setsid_and_orphaned_descendants_in_a_cgroup() {
-        let hold = tree_dies(true).await;
+        let hold = tree_dies(true, SHORT, NEVER).await;
         if cgroup_parent().is_some() {
-            assert_eq!(hold, Hold::Cgroup);
+            assert_eq!(hold, Some(Hold::Cgroup));
         } else {
             eprintln!("no cgroup v2 to create cgroups in here: checked the /proc sweep only");
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_call_kills_the_whole_tree_too() {
+        for allow_cgroup in [false, true] {
+            assert_eq!(tree_dies(allow_cgroup, NEVER, SHORT).await, None);
         }
     }
 

@@ -72,7 +72,12 @@ impl Tree {
             _ => false,
         };
         if !joined && let Some(c) = self.cgroup.take() {
-            tracing::debug!(cgroup = %c.dir.display(), "the command did not join its cgroup; holding it as a subreaper");
+            if !NO_CGROUPS.swap(true, Ordering::Relaxed) {
+                tracing::info!(
+                    cgroup = %c.dir.display(),
+                    "a command could not join the cgroup made for it; a timed-out command's processes are found through /proc instead"
+                );
+            }
             c.remove();
         }
     }

@@ -17,8 +17,7 @@ use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 use wasmtime::component::{HasSelf, Linker};
 
-pub use self::resp::Overflow;
-use self::resp::RespFramer;
+use self::resp::{Overflow, RespFramer};
 use super::HasCaps;
 use super::limited_stream::{LimitedStream, Socket, Tripwire};
 use crate::config::values::Dur;

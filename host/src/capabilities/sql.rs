@@ -24,7 +24,6 @@ use wasmtime::component::{HasSelf, Linker};
 
 pub use self::roles::{RoleRisk, RoleRisks, SERVER_ACCESS_ROLES};
 use self::session::Session;
-pub use self::wire::Overflow;
 use super::HasCaps;
 use crate::config::values::Dur;
 use crate::runtime::bindings::v0_1::mend::plugin::sql;

@@ -81,7 +81,21 @@ async fn run() {
         }
     });
 
-    let backends = Backends::from_toml(
+    // A read-only connection needs a role that cannot get past it.
+    let (admin, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 user=postgres dbname=postgres",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let reader = format!("mend_bench_ro_{}", std::process::id());
+    admin
+        .batch_execute(&format!("CREATE ROLE {reader} LOGIN"))
+        .await
+        .unwrap();
+
+    let backends = Backends::from_toml(&format!(
         r#"
 [commands.true]
 argv = ["/bin/true"]
@@ -90,13 +104,13 @@ kind = "postgres"
 url = "host=127.0.0.1 user=postgres dbname=postgres"
 [connections.ro]
 kind = "postgres"
-url = "host=127.0.0.1 user=postgres dbname=postgres"
+url = "host=127.0.0.1 user={reader} dbname=postgres"
 read_only = true
 [connections.cache]
 kind = "redis"
 url = "redis://127.0.0.1:6379/"
-"#,
-    )
+"#
+    ))
     .unwrap();
     let grants = Grants {
         commands: vec!["true".into()],
@@ -152,6 +166,15 @@ url = "redis://127.0.0.1:6379/"
             native.map(|n| us(n.1)).unwrap_or_default()
         );
     }
+    drop(grants);
+    drop(backends);
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = '{reader}'; \
+             DROP ROLE {reader}"
+        ))
+        .await
+        .unwrap();
 }
 
 /// The same operation done directly by the host, for comparison.

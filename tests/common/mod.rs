@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod memory;
 pub mod nats;
 pub mod netns;
 pub mod postgres;
@@ -149,6 +150,18 @@ pub async fn detect_in(
 ) -> Result<Report<Vec<Finding>>, PluginError> {
     runtime()
         .detect(plugin, &request(&config, grants, Limits::default()))
+        .await
+}
+
+/// [`detect_in`] with explicit limits.
+pub async fn detect_in_with(
+    plugin: &Plugin,
+    config: serde_json::Value,
+    grants: &ResolvedGrants,
+    limits: Limits,
+) -> Result<Report<Vec<Finding>>, PluginError> {
+    runtime()
+        .detect(plugin, &request(&config, grants, limits))
         .await
 }
 

@@ -6,8 +6,11 @@
 //! timeout) and a plugin can only ask for it by name: there is no way to
 //! add an argument. The command runs without a shell, with an empty
 //! environment but `PATH` and what the operator lists, in its own process
-//! group (killed as a whole at the timeout), and its output is captured up
-//! to a limit. A dry-run remedy call runs nothing.
+//! group, and its output is captured up to a limit. At the timeout every
+//! process it started dies, wherever it went (see [`tree`]). A dry-run
+//! remedy call runs nothing.
+
+mod tree;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +21,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use self::tree::Tree;
+pub use self::tree::{Hold, cgroup_parent};
 use super::output::BoundedOutput;
 use crate::contract::HostError;
 use crate::values::Dur;
@@ -39,26 +44,13 @@ pub struct CommandDef {
     /// The environment, besides `PATH` (which may be overridden here).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Killed (with its whole process group) after this long.
+    /// Killed (with every process it started) after this long.
     #[serde(default = "default_timeout")]
     pub timeout: Dur,
 }
 
 fn default_timeout() -> Dur {
     Dur(Duration::from_secs(30))
-}
-
-/// What a command did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandOutput {
-    /// None when it was killed (timeout, signal).
-    pub exit_code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub timed_out: bool,
-    /// Output was cut at the limit.
-    pub truncated: bool,
-    pub duration_ms: u64,
 }
 
 /// A defined command, ready to run.
@@ -90,6 +82,12 @@ impl Command {
 
     /// Runs the command to completion (or its timeout).
     pub async fn run(&self) -> Result<CommandOutput, String> {
+        self.run_held(true).await.map(|(out, _)| out)
+    }
+
+    /// [`Command::run`], saying how the command's processes were held;
+    /// `allow_cgroup: false` forces the `/proc` fallback (for tests).
+    pub async fn run_held(&self, allow_cgroup: bool) -> Result<(CommandOutput, Hold), String> {
         let def = &self.def;
         let mut cmd = tokio::process::Command::new(&def.argv[0]);
         cmd.args(&def.argv[1..])
@@ -102,6 +100,9 @@ impl Command {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // Kills the whole tree if this future is dropped (the plugin's
+        // deadline) or the command times out.
+        let tree = Tree::prepare(&mut cmd, allow_cgroup);
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(|e| {
             format!(
@@ -109,9 +110,13 @@ impl Command {
                 self.name, def.argv[0]
             )
         })?;
-        // Kills the whole group if this future is dropped (the plugin's
-        // deadline) or the command times out.
-        let mut group = GroupGuard(child.id().map(|p| p as i32));
+        // Rebound after `child` so it drops first: a dropped Child kills
+        // the command, and a subreaper's orphans must be swept before.
+        let mut tree = tree;
+        if let Some(pid) = child.id() {
+            tree.started(pid);
+        }
+        let hold = tree.hold();
         let stdout = BoundedOutput::new(OUTPUT_LIMIT);
         let stderr = BoundedOutput::new(OUTPUT_LIMIT);
         let readers = [
@@ -124,13 +129,14 @@ impl Command {
             Ok(Ok(status)) => {
                 // Exited: whatever it left running (a daemon it started)
                 // is not ours to kill.
-                group.0 = None;
+                tree.release();
                 Some(status)
             }
             Ok(Err(e)) => return Err(format!("command `{}`: waiting: {e}", self.name)),
             Err(_elapsed) => {
-                group.kill();
+                tree.kill();
                 let _ = child.wait().await;
+                tree.cleanup().await;
                 None
             }
         };
@@ -143,14 +149,15 @@ impl Command {
         }
         let (out, out_dropped) = stdout.take();
         let (err, err_dropped) = stderr.take();
-        Ok(CommandOutput {
+        let output = CommandOutput {
             exit_code: status.and_then(|s| s.code()),
             timed_out: status.is_none(),
             stdout: out,
             stderr: err,
             truncated: out_dropped + err_dropped > 0,
             duration_ms: started.elapsed().as_millis() as u64,
-        })
+        };
+        Ok((output, hold))
     }
 }
 
@@ -175,23 +182,17 @@ fn drain(
     })
 }
 
-/// SIGKILLs a process group when dropped, unless disarmed.
-struct GroupGuard(Option<i32>);
-
-impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pid) = self.0.take()
-            && let Some(pid) = rustix::process::Pid::from_raw(pid)
-        {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutput {
+    /// None when it was killed (timeout, signal).
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+    /// Output was cut at the limit.
+    pub truncated: bool,
+    pub duration_ms: u64,
 }
 
 /// Per-call state: the commands granted to this call.
@@ -274,6 +275,85 @@ mod tests {
         assert_eq!(o.exit_code, None);
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert!(!marker.exists(), "a child of the command outlived the kill");
+    }
+
+    /// Pid in `file`, once the command wrote it.
+    fn pid_in(file: &std::path::Path) -> i32 {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn runs(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            let state = s
+                .rsplit_once(')')
+                .map(|(_, r)| r.trim_start())
+                .unwrap_or("");
+            !state.starts_with('Z') && !state.starts_with('X')
+        })
+    }
+
+    /// A setsid grandchild and a setsid orphan; the command times out
+    /// after `timeout`, or the call is dropped after `drop_after`.
+    async fn tree_dies(
+        allow_cgroup: bool,
+        timeout: Duration,
+        drop_after: Duration,
+    ) -> Option<Hold> {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let script = format!(
+            r#"setsid sh -c 'echo $$ > {d}/a; exec sleep 60' &
+sh -c 'setsid sh -c "echo \$\$ > {d}/b; exec sleep 60" & exit 0'
+while [ ! -s {d}/a ] || [ ! -s {d}/b ]; do sleep 0.02; done
+sleep 60"#
+        );
+        let c = cmd(&["/bin/sh", "-c", &script], timeout);
+        let hold = match tokio::time::timeout(drop_after, c.run_held(allow_cgroup)).await {
+            Ok(r) => {
+                let (o, hold) = r.unwrap();
+                assert!(o.timed_out);
+                Some(hold)
+            }
+            Err(_dropped) => None,
+        };
+        for f in ["a", "b"] {
+            let pid = pid_in(&dir.path().join(f));
+            let start = Instant::now();
+            while runs(pid) && start.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!runs(pid), "{f} (pid {pid}) survived, held by {hold:?}");
+        }
+        hold
+    }
+
+    const SHORT: Duration = Duration::from_secs(2);
+    const NEVER: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn the_timeout_kills_setsid_and_orphaned_descendants_without_a_cgroup() {
+        assert_eq!(tree_dies(false, SHORT, NEVER).await, Some(Hold::Subreaper));
+    }
+
+    #[tokio::test]
+    async fn the_timeout_kills_setsid_and_orphaned_descendants_in_a_cgroup() {
+        let hold = tree_dies(true, SHORT, NEVER).await;
+        if cgroup_parent().is_some() {
+            assert_eq!(hold, Some(Hold::Cgroup));
+        } else {
+            eprintln!("no cgroup v2 to create cgroups in here: checked the /proc sweep only");
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_call_kills_the_whole_tree_too() {
+        for allow_cgroup in [false, true] {
+            assert_eq!(tree_dies(allow_cgroup, NEVER, SHORT).await, None);
+        }
     }
 
     #[tokio::test]

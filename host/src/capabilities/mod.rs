@@ -13,6 +13,7 @@ pub mod clock;
 pub mod exec;
 pub mod fs;
 pub mod http;
+mod limited_stream;
 pub mod log;
 pub mod net;
 pub mod output;
@@ -91,6 +92,14 @@ impl Backends {
         };
         self.connections.insert(name.to_string(), c);
         Ok(())
+    }
+
+    /// The named PostgreSQL connections.
+    pub fn postgres(&self) -> impl Iterator<Item = &Arc<sql::PgConnection>> {
+        self.connections.values().filter_map(|c| match c {
+            Connection::Postgres(p) => Some(p),
+            Connection::Redis(_) => None,
+        })
     }
 
     /// Checks one command definition and adds it.

@@ -5,7 +5,10 @@
 //! able to take the cache down, so commands that administer or block the
 //! server (FLUSHALL, CONFIG, SHUTDOWN, KEYS, MONITOR, ...) are refused;
 //! iteration goes through `scan`. Every command is bounded by the
-//! connection's timeout and a reply-size limit.
+//! connection's timeout, and every reply by a size limit that the host
+//! keeps while the reply arrives (see [`resp`]).
+
+mod resp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +16,8 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use serde::Deserialize;
 
+use self::resp::{Overflow, RespFramer};
+use super::limited_stream::{LimitedStream, Socket, Tripwire};
 use crate::contract::HostError;
 use crate::values::Dur;
 
@@ -27,16 +32,24 @@ pub enum Reply {
     Array(Vec<Option<Vec<u8>>>),
 }
 
-/// Bytes a reply may carry into the sandbox.
+/// Payload bytes (strings, lines) one reply may carry. Kept on the wire:
+/// a reply that would go over is refused from its header, before its
+/// body reaches the host.
 pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+/// Values (an aggregate and each of its members) one reply may hold, so
+/// that many tiny values cannot cost the host more than the byte limit.
+pub const MAX_REPLY_VALUES: usize = 50_000;
 /// Largest COUNT for one SCAN step.
 pub const MAX_SCAN_COUNT: u32 = 10_000;
+/// Most elements an `LRANGE` or `ZRANGE` may ask for.
+pub const MAX_RANGE: i64 = 10_000;
 
 /// What a plugin may run. An allowlist, not a denylist: every command
-/// here answers with a bounded reply, cannot block, cannot leave the
-/// connection's database or user, and cannot administer the server.
-/// Iteration goes through `scan`. Values that could be large (`GET`,
-/// `GETDEL`, `HGET`) are measured first and refused over the reply limit.
+/// here does work bounded by its arguments or by one value (so it cannot
+/// stall the server the way `KEYS` or `HGETALL` on a huge hash does),
+/// cannot block, cannot leave the connection's database or user, and
+/// cannot administer the server. Iteration goes through `scan`. Every
+/// reply, whatever the command, is bounded by the host as it arrives.
 const ALLOWED: &[&str] = &[
     // Server facts.
     "PING",
@@ -62,10 +75,22 @@ const ALLOWED: &[&str] = &[
     "SISMEMBER",
     "OBJECT",
     "MEMORY",
-    // Reads of one value (measured first).
+    // Reads of one value, or of the values named in the arguments.
     "GET",
     "GETDEL",
+    "GETRANGE",
+    "MGET",
     "HGET",
+    "HMGET",
+    "LINDEX",
+    "SMISMEMBER",
+    "ZSCORE",
+    "ZMSCORE",
+    "ZRANK",
+    "ZREVRANK",
+    // Reads of a range, at most MAX_RANGE long.
+    "LRANGE",
+    "ZRANGE",
     // Writes.
     "SET",
     "SETEX",
@@ -102,38 +127,6 @@ const SUBCOMMANDS: &[(&str, &[&str])] = &[
     ("MEMORY", &["USAGE"]),
 ];
 
-/// Allowed commands that change data: refused in a dry run.
-const WRITES: &[&str] = &[
-    "GETDEL",
-    "SET",
-    "SETEX",
-    "PSETEX",
-    "SETNX",
-    "APPEND",
-    "DEL",
-    "UNLINK",
-    "EXPIRE",
-    "PEXPIRE",
-    "EXPIREAT",
-    "PEXPIREAT",
-    "PERSIST",
-    "INCR",
-    "INCRBY",
-    "INCRBYFLOAT",
-    "DECR",
-    "DECRBY",
-    "HSET",
-    "HDEL",
-    "HINCRBY",
-    "SADD",
-    "SREM",
-    "ZADD",
-    "ZREM",
-    "LPUSH",
-    "RPUSH",
-    "PUBLISH",
-];
-
 /// Checks a command against the allowlist; returns its upper-case name.
 fn admit(args: &[Vec<u8>]) -> Result<String, String> {
     let Some(first) = args.first() else {
@@ -159,6 +152,9 @@ fn admit(args: &[Vec<u8>]) -> Result<String, String> {
             "denied: {name} is not among the commands plugins may run"
         ));
     }
+    if name == "LRANGE" || name == "ZRANGE" {
+        bounded_range(&name, args)?;
+    }
     if let Some((_, subs)) = SUBCOMMANDS.iter().find(|(c, _)| *c == name) {
         let sub = args
             .get(1)
@@ -170,6 +166,41 @@ fn admit(args: &[Vec<u8>]) -> Result<String, String> {
         }
     }
     Ok(name)
+}
+
+/// `LRANGE key start stop` and `ZRANGE key start stop [REV]
+/// [WITHSCORES]`: by index only, both ends on the same side (so the span
+/// is known without the length), at most [`MAX_RANGE`] elements.
+fn bounded_range(name: &str, args: &[Vec<u8>]) -> Result<(), String> {
+    let int = |a: Option<&Vec<u8>>| {
+        a.and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<i64>().ok())
+    };
+    let (Some(start), Some(stop)) = (int(args.get(2)), int(args.get(3))) else {
+        return Err(format!("denied: {name} needs integer start and stop"));
+    };
+    let options_ok = args.get(4..).unwrap_or_default().iter().all(|o| {
+        name == "ZRANGE"
+            && ["REV", "WITHSCORES"]
+                .iter()
+                .any(|k| o.eq_ignore_ascii_case(k.as_bytes()))
+    });
+    if args.len() < 4 || !options_ok {
+        return Err(format!(
+            "denied: {name} is allowed as `{name} key start stop`{}",
+            if name == "ZRANGE" {
+                " [REV] [WITHSCORES] (no BYSCORE, BYLEX or LIMIT)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if (start < 0) != (stop < 0) || stop.saturating_sub(start) >= MAX_RANGE {
+        return Err(format!(
+            "denied: {name} {start} {stop}: ask for at most {MAX_RANGE} elements, with start and stop both from the head or both from the tail"
+        ));
+    }
+    Ok(())
 }
 
 /// `[connections.NAME]` with `kind = "redis"`.
@@ -192,7 +223,14 @@ pub struct RedisConnection {
     pub name: String,
     client: redis::Client,
     timeout: Duration,
-    shared: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    shared: tokio::sync::Mutex<Option<Live>>,
+}
+
+/// An open connection and why its stream failed, if it did.
+#[derive(Clone)]
+struct Live {
+    conn: MultiplexedConnection,
+    tripwire: Tripwire<Overflow>,
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -210,6 +248,14 @@ impl RedisConnection {
         if def.timeout.0.is_zero() {
             anyhow::bail!("connection `{name}`: `timeout` must be more than 0s");
         }
+        if matches!(
+            client.get_connection_info().addr(),
+            redis::ConnectionAddr::TcpTls { .. }
+        ) {
+            anyhow::bail!(
+                "connection `{name}`: rediss:// (TLS) is not supported yet; use a local socket, a loopback address or a tunnel"
+            );
+        }
         Ok(RedisConnection {
             name: name.to_string(),
             client,
@@ -222,45 +268,82 @@ impl RedisConnection {
         self.timeout
     }
 
+    /// Opens a connection whose replies pass through the RESP framer.
+    async fn connect(&self) -> Result<Live, String> {
+        let info = self.client.get_connection_info();
+        let socket = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) => {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+                let tcp_settings = info.tcp_settings();
+                let sock = socket2::SockRef::from(&tcp);
+                let options = sock
+                    .set_tcp_nodelay(tcp_settings.nodelay())
+                    .and_then(|()| match tcp_settings.keepalive() {
+                        Some(k) => sock.set_tcp_keepalive(k),
+                        None => Ok(()),
+                    })
+                    .and_then(|()| sock.set_tcp_user_timeout(tcp_settings.user_timeout()));
+                options.map_err(|e| format!("setting up the socket to {host}:{port}: {e}"))?;
+                Socket::Tcp(tcp)
+            }
+            redis::ConnectionAddr::Unix(path) => tokio::net::UnixStream::connect(path)
+                .await
+                .map(Socket::Unix)
+                .map_err(|e| format!("connecting to {}: {e}", path.display()))?,
+            _ => return Err("only TCP and Unix sockets are supported".into()),
+        };
+        let framer = RespFramer::new(MAX_REPLY_BYTES as u64, MAX_REPLY_VALUES as u64);
+        let (stream, tripwire) = LimitedStream::new(socket, framer);
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(self.timeout));
+        let (conn, driver) =
+            MultiplexedConnection::new_with_config(info.redis_settings(), stream, config)
+                .await
+                .map_err(|e| match tripwire.tripped() {
+                    Some(o) => format!("connecting: {o}"),
+                    None => format!("connecting: {e}"),
+                })?;
+        tokio::spawn(driver);
+        Ok(Live { conn, tripwire })
+    }
+
     /// Runs one command on the shared connection, reconnecting if needed.
-    pub async fn run(&self, cmd: redis::Cmd) -> Result<redis::Value, String> {
+    pub async fn run(&self, cmd: redis::Cmd) -> Result<redis::Value, HostError> {
         let work = async {
             let mut shared = self.shared.lock().await;
-            let mut conn = match shared.as_ref() {
-                Some(c) => c.clone(),
+            let mut live = match shared.as_ref() {
+                Some(l) => l.clone(),
                 None => {
-                    let config = redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(self.timeout))
-                        .set_response_timeout(Some(self.timeout));
-                    let c = self
-                        .client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await
-                        .map_err(|e| format!("connecting: {e}"))?;
-                    *shared = Some(c.clone());
-                    c
+                    let l = self.connect().await.map_err(HostError::Failed)?;
+                    *shared = Some(l.clone());
+                    l
                 }
             };
-            let result: redis::RedisResult<redis::Value> = cmd.query_async(&mut conn).await;
-            if let Err(e) = &result
-                && (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
-            {
-                *shared = None;
+            let result: redis::RedisResult<redis::Value> = cmd.query_async(&mut live.conn).await;
+            if let Err(e) = &result {
+                if let Some(o) = live.tripwire.tripped() {
+                    *shared = None;
+                    return Err(HostError::limit(o.to_string()));
+                }
+                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                    *shared = None;
+                }
             }
-            result.map_err(|e| e.to_string())
+            result.map_err(|e| HostError::failed(e.to_string()))
         };
+        let at = format!("connection `{}`", self.name);
         match tokio::time::timeout(self.timeout, work).await {
-            Ok(r) => r,
+            Ok(r) => r.map_err(|e| e.context(&at)),
             Err(_) => {
                 // The connection may hold a late reply: start over.
                 *self.shared.lock().await = None;
-                Err(format!(
-                    "timed out after {}",
+                Err(HostError::timed_out(format!(
+                    "{at}: timed out after {}",
                     humantime::format_duration(self.timeout)
-                ))
+                )))
             }
         }
-        .map_err(|e| format!("connection `{}`: {e}", self.name))
     }
 }
 
@@ -335,6 +418,38 @@ fn scalar(v: redis::Value) -> Result<Option<Vec<u8>>, String> {
     }))
 }
 
+/// Allowed commands that change data: refused in a dry run.
+const WRITES: &[&str] = &[
+    "GETDEL",
+    "SET",
+    "SETEX",
+    "PSETEX",
+    "SETNX",
+    "APPEND",
+    "DEL",
+    "UNLINK",
+    "EXPIRE",
+    "PEXPIRE",
+    "EXPIREAT",
+    "PEXPIREAT",
+    "PERSIST",
+    "INCR",
+    "INCRBY",
+    "INCRBYFLOAT",
+    "DECR",
+    "DECRBY",
+    "HSET",
+    "HDEL",
+    "HINCRBY",
+    "SADD",
+    "SREM",
+    "ZADD",
+    "ZREM",
+    "LPUSH",
+    "RPUSH",
+    "PUBLISH",
+];
+
 /// Per-call state: the Redis connections granted to this call.
 pub struct RedisCap {
     pub(crate) connections: Vec<Arc<RedisConnection>>,
@@ -355,6 +470,7 @@ impl RedisCap {
             })
     }
 
+    /// Runs one allowed command; in a dry run, one that only reads.
     pub async fn command(
         &mut self,
         connection: &str,
@@ -367,32 +483,14 @@ impl RedisCap {
                 "dry run: {name} changes data and was not run"
             )));
         }
-        // Measure a value before reading it into the host.
-        let measure = match name.as_str() {
-            "GET" | "GETDEL" if args.len() == 2 => Some(("STRLEN", &args[1..2])),
-            "HGET" if args.len() == 3 => Some(("HSTRLEN", &args[1..3])),
-            _ => None,
-        };
-        if let Some((probe, keys)) = measure {
-            let mut cmd = redis::cmd(probe);
-            for a in keys {
-                cmd.arg(a.as_slice());
-            }
-            if let redis::Value::Int(n) = conn.run(cmd).await.map_err(classify)?
-                && n as usize > MAX_REPLY_BYTES
-            {
-                return Err(HostError::limit(format!(
-                    "the value is {n} bytes, over the {MAX_REPLY_BYTES}-byte reply limit"
-                )));
-            }
-        }
         let mut cmd = redis::cmd(&name);
         for a in &args[1..] {
             cmd.arg(a.as_slice());
         }
-        to_reply(conn.run(cmd).await.map_err(classify)?).map_err(classify)
+        to_reply(conn.run(cmd).await?).map_err(HostError::Failed)
     }
 
+    /// One SCAN step.
     pub async fn scan(
         &mut self,
         connection: &str,
@@ -407,9 +505,8 @@ impl RedisCap {
             .arg(pattern)
             .arg("COUNT")
             .arg(count.clamp(1, MAX_SCAN_COUNT));
-        let (next, raw): (u64, Vec<Vec<u8>>) =
-            redis::from_redis_value(conn.run(cmd).await.map_err(classify)?)
-                .map_err(|e| HostError::failed(e.to_string()))?;
+        let (next, raw): (u64, Vec<Vec<u8>>) = redis::from_redis_value(conn.run(cmd).await?)
+            .map_err(|e| HostError::failed(e.to_string()))?;
         // A key that is not UTF-8 cannot be named back through this
         // interface: skip it rather than fail the whole scan.
         let total = raw.len();
@@ -424,20 +521,9 @@ impl RedisCap {
     }
 }
 
-/// `admit`'s refusals carry a `denied: ` prefix for the log; the kind says it now.
+/// `admit`'s refusals carry a `denied: ` prefix; the kind says it now.
 fn denied(m: String) -> HostError {
     HostError::Denied(m.strip_prefix("denied: ").map(str::to_string).unwrap_or(m))
-}
-
-/// The kind of a failure, from the connection's own messages.
-fn classify(m: String) -> HostError {
-    if m.contains("timed out") {
-        HostError::TimedOut(m)
-    } else if m.contains("larger than") {
-        HostError::Limit(m)
-    } else {
-        HostError::Failed(m)
-    }
 }
 
 #[cfg(test)]
@@ -465,6 +551,20 @@ mod tests {
             &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
             &["OBJECT", "HELP"],
             &["MEMORY", "PURGE"],
+            // O(N) in the collection, whatever the reply.
+            &["HGETALL", "h"],
+            &["SMEMBERS", "s"],
+            &["HKEYS", "h"],
+            // Ranges must be short and anchored at one end.
+            &["LRANGE", "l", "0", "-1"],
+            &["LRANGE", "l", "0", "10000"],
+            &["LRANGE", "l", "-20000", "-1"],
+            &["LRANGE", "l", "x", "1"],
+            &["LRANGE", "l", "0"],
+            &["LRANGE", "l", "0", "1", "2"],
+            &["ZRANGE", "z", "0", "-1"],
+            &["ZRANGE", "z", "0", "10", "BYSCORE"],
+            &["ZRANGE", "z", "(1", "+inf", "BYSCORE", "LIMIT", "0", "10"],
         ] {
             assert!(admit(&args(c)).is_err(), "{c:?}");
         }
@@ -477,6 +577,13 @@ mod tests {
             &["PING"],
             &["object", "encoding", "k"],
             &["MEMORY", "USAGE", "k"],
+            &["MGET", "a", "b", "c"],
+            &["HMGET", "h", "f1", "f2"],
+            &["SET", "k", "v", "GET"],
+            &["LRANGE", "l", "0", "9999"],
+            &["lrange", "l", "-100", "-1"],
+            &["ZRANGE", "z", "0", "99", "rev", "WITHSCORES"],
+            &["GETRANGE", "k", "0", "-1"],
         ] {
             assert!(admit(&args(c)).is_ok(), "{c:?}");
         }

@@ -7,15 +7,22 @@
 //! limit. A call may ask for a fresh connection, so that a detector really
 //! tests connectivity instead of reusing a socket that happens to be open.
 
+mod roles;
+mod session;
+mod wire;
+
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
 
+pub use self::roles::{RoleRisk, RoleRisks, SERVER_ACCESS_ROLES};
+use self::session::Session;
 use crate::contract::HostError;
 use crate::values::Dur;
 
@@ -50,7 +57,10 @@ pub struct QueryOptions {
 
 /// Rows a query may return.
 pub const MAX_ROWS: usize = 10_000;
-/// Bytes of text a query may return.
+/// Bytes the rows of one statement may take as the server sends them (the
+/// values, plus 4 bytes a value and 2 a row), and bytes any other single
+/// message from the server may take. Counted from each message's header
+/// as it arrives, so the host never holds much more.
 pub const MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// `[connections.NAME]` with `kind = "postgres"`.
@@ -71,13 +81,13 @@ fn default_timeout() -> Dur {
     Dur(Duration::from_secs(5))
 }
 
-/// A named connection: its settings and the host's reusable client.
+/// A named connection: its settings and the host's reusable session.
 pub struct PgConnection {
     pub name: String,
     config: tokio_postgres::Config,
     timeout: Duration,
     read_only: bool,
-    shared: tokio::sync::Mutex<Option<Client>>,
+    shared: tokio::sync::Mutex<Option<Session>>,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -86,6 +96,25 @@ impl std::fmt::Debug for PgConnection {
         f.debug_struct("PgConnection")
             .field("name", &self.name)
             .finish_non_exhaustive()
+    }
+}
+
+/// Why a call failed: refused by the host, over a limit, out of time, or
+/// failed on the way.
+enum Failure {
+    Denied(String),
+    Limit(String),
+    TimedOut(String),
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(m: String) -> Self {
+        if m.contains("-row limit") {
+            Failure::Limit(m)
+        } else {
+            Failure::Failed(m)
+        }
     }
 }
 
@@ -124,83 +153,134 @@ impl PgConnection {
         self.timeout
     }
 
-    async fn connect(&self) -> Result<Client, String> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| format!("connecting: {}", describe(&e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("postgres connection closed: {e}");
-            }
-        });
-        Ok(client)
+    /// Whether every statement runs in a read-only transaction.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
-    /// Runs `work` on a fresh or the shared client, within `timeout` in
+    /// Connects (within the connection's timeout) and reports what the
+    /// login role can do past a read-only transaction: superuser, or
+    /// membership in one of [`SERVER_ACCESS_ROLES`]. For config checks:
+    /// on a `read_only` connection any risk means the promise cannot be
+    /// kept ([`RoleRisks::refusal`] says so), and every statement on it
+    /// is refused. An `Err` means the server could not be asked (it names
+    /// the connection).
+    pub async fn role_risks(&self) -> Result<RoleRisks, String> {
+        let ask = async {
+            let session = self.open().await?;
+            RoleRisks::query(&session.client)
+                .await
+                .map_err(|e| format!("asking for the role's attributes: {}", describe(&e)))
+        };
+        tokio::time::timeout(self.timeout, ask)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "timed out after {}",
+                    humantime::format_duration(self.timeout)
+                ))
+            })
+            .map_err(|e| format!("connection `{}`: {e}", self.name))
+    }
+
+    async fn open(&self) -> Result<Session, String> {
+        Session::connect(&self.config, MAX_BYTES as u64)
+            .await
+            .map_err(|e| format!("connecting: {e}"))
+    }
+
+    /// A new session, refused if it is read-only and its role can get
+    /// past that.
+    async fn connect(&self) -> Result<Session, Failure> {
+        let session = self.open().await?;
+        if self.read_only {
+            let risks = RoleRisks::query(&session.client).await.map_err(|e| {
+                format!("checking the role of a read-only session: {}", describe(&e))
+            })?;
+            if let Some(why) = risks.explain() {
+                return Err(Failure::Denied(why));
+            }
+        }
+        Ok(session)
+    }
+
+    /// Runs `work` on a fresh or the shared session, within `timeout` in
     /// all: connecting gets what it needs, the statement the rest (and is
     /// cancelled on the server when that runs out).
-    async fn with_client<T>(
+    async fn with_session<T>(
         &self,
         fresh: bool,
         read_only: bool,
         timeout: Duration,
-        work: impl AsyncFnOnce(&Client) -> Result<T, String>,
-    ) -> Result<T, String> {
+        work: impl AsyncFnOnce(&Session) -> Result<T, String>,
+    ) -> Result<T, HostError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || format!("timed out after {}", humantime::format_duration(timeout));
         let connect = async || {
             tokio::time::timeout_at(deadline, self.connect())
                 .await
-                .unwrap_or_else(|_| Err(timed_out()))
+                .unwrap_or_else(|_| Err(Failure::TimedOut(timed_out())))
         };
         let result = if fresh {
             match connect().await {
-                Ok(client) => {
-                    self.run_on(&client, read_only, deadline, timeout, work)
+                Ok(session) => {
+                    self.run_on(&session, read_only, deadline, timeout, work)
                         .await
                         .0
                 }
                 Err(e) => Err(e),
             }
         } else {
-            let mut shared = match tokio::time::timeout_at(deadline, self.shared.lock()).await {
-                Ok(guard) => guard,
-                Err(_) => return Err(format!("connection `{}`: {}", self.name, timed_out())),
-            };
-            if shared.as_ref().is_none_or(|c| c.is_closed()) {
-                *shared = None;
-                match connect().await {
-                    Ok(c) => *shared = Some(c),
-                    Err(e) => return Err(format!("connection `{}`: {e}", self.name)),
+            match tokio::time::timeout_at(deadline, self.shared.lock()).await {
+                Err(_) => Err(Failure::TimedOut(timed_out())),
+                Ok(mut shared) => {
+                    let live = match shared.take() {
+                        Some(s) if !s.client.is_closed() => Ok(s),
+                        _ => connect().await,
+                    };
+                    match live {
+                        Err(e) => Err(e),
+                        Ok(session) => {
+                            let (result, clean) = self
+                                .run_on(&session, read_only, deadline, timeout, work)
+                                .await;
+                            // Never hand a session in an unknown state to
+                            // the next call.
+                            if clean && !session.client.is_closed() {
+                                *shared = Some(session);
+                            }
+                            result
+                        }
+                    }
                 }
             }
-            let client = shared.as_ref().expect("just connected");
-            let (result, clean) = self
-                .run_on(client, read_only, deadline, timeout, work)
-                .await;
-            if !clean || client.is_closed() {
-                // Never hand a session in an unknown state to the next call.
-                *shared = None;
-            }
-            result
         };
-        result.map_err(|e| format!("connection `{}`: {e}", self.name))
+        let at = |m: String| format!("connection `{}`: {m}", self.name);
+        result.map_err(|e| match e {
+            Failure::Denied(m) => HostError::Denied(at(m)),
+            Failure::Limit(m) => HostError::Limit(at(m)),
+            Failure::TimedOut(m) => HostError::TimedOut(at(m)),
+            Failure::Failed(m) if m.contains("statement cancelled after") => {
+                HostError::TimedOut(at(m))
+            }
+            Failure::Failed(m) => HostError::Failed(at(m)),
+        })
     }
 
-    /// One statement on `client`: inside a read-only transaction when the
-    /// connection is read-only, and with the session reset afterwards, so
-    /// nothing one call does (SET, BEGIN, temp tables, advisory locks)
+    /// One statement on `session`: inside a read-only transaction when
+    /// the connection is read-only, and with the session reset afterwards
+    /// (`DISCARD ALL`: settings, prepared statements, cursors, temp
+    /// tables, advisory locks, `LISTEN`), so nothing one call does
     /// outlives it. Returns the result and whether the session is clean.
     async fn run_on<T>(
         &self,
-        client: &Client,
+        session: &Session,
         read_only: bool,
         deadline: tokio::time::Instant,
         timeout: Duration,
-        work: impl AsyncFnOnce(&Client) -> Result<T, String>,
-    ) -> (Result<T, String>, bool) {
+        work: impl AsyncFnOnce(&Session) -> Result<T, String>,
+    ) -> (Result<T, Failure>, bool) {
+        let client = &session.client;
         let within = async |sql: &str| {
             matches!(
                 tokio::time::timeout_at(deadline, client.batch_execute(sql)).await,
@@ -208,14 +288,23 @@ impl PgConnection {
             )
         };
         if (self.read_only || read_only) && !within("BEGIN READ ONLY").await {
-            return (Err("cannot start a read-only transaction".into()), false);
+            let e = session
+                .overflow()
+                .unwrap_or_else(|| Failure::Failed("cannot start a read-only transaction".into()));
+            return (Err(e), false);
         }
-        let result = run_cancellable(client, deadline, timeout, work).await;
-        if result.is_err() {
-            return (result, false);
+        let result = run_cancellable(session, deadline, timeout, work).await;
+        if let Err(e) = result {
+            return (Err(session.overflow().unwrap_or(Failure::from(e))), false);
         }
-        let clean = within("ROLLBACK").await && within(RESET_SESSION).await;
-        (result, clean)
+        // Two queries, sent together: DISCARD ALL cannot run inside the
+        // transaction a plugin may have left open.
+        let (rolled_back, discarded) = tokio::join!(within("ROLLBACK"), within("DISCARD ALL"));
+        // DISCARD ALL also dropped the statements tokio-postgres caches
+        // for looking up non-built-in types: a session that cached one is
+        // not reused.
+        let clean = rolled_back && discarded && !session.cached_types();
+        (result.map_err(Failure::from), clean)
     }
 
     pub async fn query(
@@ -223,17 +312,18 @@ impl PgConnection {
         statement: &str,
         params: &[Value],
         options: &QueryOptions,
-    ) -> Result<Rows, String> {
+    ) -> Result<Rows, HostError> {
         let timeout = self.timeout_for(options);
-        self.with_client(options.fresh, options.read_only, timeout, async |client| {
-            let stmt = client.prepare(statement).await.map_err(|e| describe(&e))?;
+        self.with_session(options.fresh, options.read_only, timeout, async |session| {
+            let client = &session.client;
+            let stmt = session.prepare(statement).await?;
             let params = bind(&stmt, params)?;
             let stream = client
                 .query_raw(&stmt, refs(&params))
                 .await
                 .map_err(|e| describe(&e))?;
-            // Count while rows arrive: a huge result is stopped at the
-            // limit, never collected.
+            // Convert rows while they arrive: a result over the row limit
+            // is stopped there (the byte limit is kept by the stream).
             let mut rows = RowsBuilder::new(&stmt);
             futures_util::pin_mut!(stream);
             while let Some(row) = stream.next().await {
@@ -249,12 +339,13 @@ impl PgConnection {
         statement: &str,
         params: &[Value],
         options: &QueryOptions,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, HostError> {
         let timeout = self.timeout_for(options);
-        self.with_client(options.fresh, options.read_only, timeout, async |client| {
-            let stmt = client.prepare(statement).await.map_err(|e| describe(&e))?;
+        self.with_session(options.fresh, options.read_only, timeout, async |session| {
+            let stmt = session.prepare(statement).await?;
             let params = bind(&stmt, params)?;
-            client
+            session
+                .client
                 .execute(&stmt, &refs(&params))
                 .await
                 .map_err(|e| describe(&e))
@@ -270,23 +361,45 @@ impl PgConnection {
     }
 }
 
-/// Undoes what a statement may leave in a session (everything `DISCARD
-/// ALL` does but deallocating prepared statements, which the client
-/// caches).
-const RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; \
-    UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES";
+impl Session {
+    /// Prepares `statement`, noting whether tokio-postgres had to look up
+    /// (and so cached a statement for) a type that is not built in.
+    async fn prepare(&self, statement: &str) -> Result<Statement, String> {
+        let stmt = self
+            .client
+            .prepare(statement)
+            .await
+            .map_err(|e| describe(&e))?;
+        let custom = |t: &Type| Type::from_oid(t.oid()).is_none();
+        if stmt.params().iter().any(custom) || stmt.columns().iter().any(|c| custom(c.type_())) {
+            self.custom_types.store(true, Ordering::Relaxed);
+        }
+        Ok(stmt)
+    }
+
+    fn cached_types(&self) -> bool {
+        self.custom_types.load(Ordering::Relaxed)
+    }
+
+    /// The refusal, when the stream stopped a reply over the limits.
+    fn overflow(&self) -> Option<Failure> {
+        self.tripwire
+            .tripped()
+            .map(|o| Failure::Limit(o.to_string()))
+    }
+}
 
 /// Runs `work`; if it fails, the time runs out, or the call is dropped
 /// (the plugin's own deadline), asks the server to cancel the statement
 /// (a result over the limits is abandoned mid-stream).
 async fn run_cancellable<T>(
-    client: &Client,
+    session: &Session,
     deadline: tokio::time::Instant,
     timeout: Duration,
-    work: impl AsyncFnOnce(&Client) -> Result<T, String>,
+    work: impl AsyncFnOnce(&Session) -> Result<T, String>,
 ) -> Result<T, String> {
-    let mut guard = CancelOnDrop(Some(client.cancel_token()));
-    let result = tokio::time::timeout_at(deadline, work(client)).await;
+    let mut guard = CancelOnDrop(Some(session.canceller()));
+    let result = tokio::time::timeout_at(deadline, work(session)).await;
     match result {
         Ok(Ok(v)) => {
             guard.0 = None;
@@ -301,14 +414,12 @@ async fn run_cancellable<T>(
 }
 
 /// Cancels the running statement unless disarmed.
-struct CancelOnDrop(Option<tokio_postgres::CancelToken>);
+struct CancelOnDrop(Option<session::Canceller>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if let Some(token) = self.0.take() {
-            tokio::spawn(async move {
-                let _ = token.cancel_query(NoTls).await;
-            });
+        if let Some(c) = self.0.take() {
+            tokio::spawn(c.cancel());
         }
     }
 }
@@ -413,10 +524,9 @@ fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
-/// Rows converted for the plugin as they arrive, within the limits.
+/// Rows converted for the plugin as they arrive, within the row limit.
 struct RowsBuilder<'a> {
     stmt: &'a Statement,
-    bytes: usize,
     rows: Vec<Vec<Value>>,
 }
 
@@ -424,7 +534,6 @@ impl<'a> RowsBuilder<'a> {
     fn new(stmt: &'a Statement) -> Self {
         RowsBuilder {
             stmt,
-            bytes: 0,
             rows: Vec::new(),
         }
     }
@@ -435,14 +544,7 @@ impl<'a> RowsBuilder<'a> {
         }
         let mut values = Vec::with_capacity(self.stmt.columns().len());
         for (i, col) in self.stmt.columns().iter().enumerate() {
-            let v = value(row, i, col)?;
-            if let Some(Value::Text(t)) = &v {
-                self.bytes += t.len();
-            }
-            values.push(v.unwrap_or(Value::Null));
-        }
-        if self.bytes > MAX_BYTES {
-            return Err(format!("the result is larger than {MAX_BYTES} bytes"));
+            values.push(value(row, i, col)?.unwrap_or(Value::Null));
         }
         self.rows.push(values);
         Ok(())
@@ -532,6 +634,7 @@ impl SqlCap {
             })
     }
 
+    /// Runs a statement that returns rows (read-only in a dry run).
     pub async fn query(
         &mut self,
         connection: &str,
@@ -543,9 +646,9 @@ impl SqlCap {
         self.get(connection)?
             .query(statement, params, &options)
             .await
-            .map_err(classify)
     }
 
+    /// Runs a statement (refused in a dry run).
     pub async fn execute(
         &mut self,
         connection: &str,
@@ -559,21 +662,6 @@ impl SqlCap {
                 "dry run: connection `{connection}`: execute was not run (query runs read-only)"
             )));
         }
-        conn.execute(statement, params, &options)
-            .await
-            .map_err(classify)
-    }
-}
-
-/// The kind of a failure, from the connection's own messages.
-fn classify(m: String) -> HostError {
-    if m.contains("timed out") || m.contains("statement cancelled after") {
-        HostError::TimedOut(m)
-    } else if m.contains("-row limit") || m.contains("result is larger than") {
-        HostError::Limit(m)
-    } else if m.contains("read-only transaction") {
-        HostError::Denied(m)
-    } else {
-        HostError::Failed(m)
+        conn.execute(statement, params, &options).await
     }
 }

@@ -201,6 +201,7 @@ impl Plan {
         };
         c.plugins_dir(&config);
         let backends = c.backends(&config);
+        c.read_only_roles(&backends).await;
         let own_dirs = own_dirs(&config);
         let base = config.limits();
 
@@ -375,6 +376,34 @@ impl Compiler<'_> {
             }
         }
         b
+    }
+
+    /// A `read_only` PostgreSQL connection must not log in as a role that
+    /// gets past a read-only transaction (a superuser, or one of the roles
+    /// that read or write server files or run programs): the promise would
+    /// be hollow. Checked by connecting; a server that cannot be reached
+    /// now is a warning (mend heals databases that are down), and every
+    /// new session is checked again before it runs anything.
+    async fn read_only_roles(&mut self, backends: &Backends) {
+        for conn in backends.postgres().filter(|c| c.is_read_only()) {
+            let key = format!("connections.{}", conn.name);
+            match conn.role_risks().await {
+                Ok(r) => {
+                    if let Some(why) = r.refusal(&conn.name) {
+                        self.error(
+                            key,
+                            format!("{why}; log in as a role without them, or drop `read_only`"),
+                        );
+                    }
+                }
+                Err(e) => self.warning(
+                    key,
+                    format!(
+                        "cannot check the role of read-only {e}: every session will be checked when it opens"
+                    ),
+                ),
+            }
+        }
     }
 
     fn grants(

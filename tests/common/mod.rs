@@ -5,6 +5,7 @@
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod service;
 
 use std::path::Path;
 use std::sync::OnceLock;

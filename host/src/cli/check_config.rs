@@ -1,4 +1,4 @@
-//! `mend check-config FILE`: everything `mend run` would refuse or trip
+//! `mend check-config [--config] FILE`: everything `mend run` would refuse or trip
 //! over, all at once: syntax, references, cycles, and the plugins
 //! themselves (they exist, load, have the right role, and their declared
 //! needs fit their grants).
@@ -13,6 +13,8 @@ use crate::config::{self, ConfigError};
 use crate::contract::Role;
 use crate::runtime::{Runtime, RuntimeConfig};
 
+use super::exit::Exit;
+
 pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let config = match config::load(path) {
         Ok(c) => c,
@@ -21,7 +23,7 @@ pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
                 println!("{e}");
             }
             println!("{}: {} problem(s)", path.display(), errors.0.len());
-            return Ok(ExitCode::FAILURE);
+            return Ok(Exit::Config.into());
         }
     };
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -125,7 +127,10 @@ pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let total = problems.len() + broken.len();
     if total > 0 {
         println!("{}: {total} problem(s)", path.display());
-        return Ok(ExitCode::FAILURE);
+        return Ok(Exit::Config.into());
+    }
+    for w in private_tmp_warnings(&config) {
+        println!("{}: warning: {w}", path.display());
     }
     println!(
         "{}: ok ({} checks, {} policies, {} plugins)",
@@ -135,4 +140,32 @@ pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
         plugins.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Grants under /tmp or /var/tmp: under the unit's `PrivateTmp=yes`, mend
+/// sees a private directory there, not the one other services write.
+fn private_tmp_warnings(config: &config::Config) -> Vec<String> {
+    let mut grants: Vec<(String, &Grants)> = config
+        .checks
+        .iter()
+        .map(|c| (format!("check {}", c.name()), &c.grants))
+        .collect();
+    for p in &config.policies {
+        for s in p.steps.iter().chain(p.escalate.as_ref()) {
+            grants.push((format!("policy {} step {}", p.name(), s.name()), &s.grants));
+        }
+    }
+    let mut out = Vec::new();
+    for (who, g) in grants {
+        for d in &g.dirs {
+            if d.host.starts_with("/tmp") || d.host.starts_with("/var/tmp") {
+                out.push(format!(
+                    "{who} grants {}: under systemd (PrivateTmp=yes in mend.service) mend sees its own \
+                     private /tmp there, not the system's; grant a directory elsewhere",
+                    d.host.display()
+                ));
+            }
+        }
+    }
+    out
 }

@@ -1,7 +1,8 @@
 //! `mend run`: the engine as a service, in the foreground. SIGTERM or
 //! Ctrl-C stops it (no new action starts; work in flight finishes within a
 //! grace period and is recorded either way); SIGHUP reloads the config
-//! (validated first: a bad one is logged and the running one stays).
+//! (validated first: a bad one is logged and the running one stays), and
+//! so does `POST /api/v1/reload`, which also gets the answer.
 //! Under systemd it speaks the notify protocol (see `service::systemd`).
 
 use std::path::Path;
@@ -11,6 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::exit::Exit;
+use crate::api::ReloadRequest;
+use crate::api::views::ReloadedView;
 use crate::config::{self, Config};
 use crate::engine::{Clock, Engine, shutdown};
 use crate::metrics::Metrics;
@@ -33,15 +37,23 @@ struct Parts {
 
 impl Parts {
     async fn engine(&self, config: Config) -> anyhow::Result<Arc<Engine>> {
-        Engine::with_metrics(
+        let engine = Engine::with_metrics(
             config,
             self.runtime.clone(),
             self.store.clone(),
             self.clock,
             self.metrics.clone(),
         )
-        .await
+        .await?;
+        self.metrics.init_known(engine.config());
+        Ok(engine)
     }
+}
+
+/// Why a reload did not happen, or what it loaded.
+enum Reloaded {
+    Refused(String),
+    Done(Config),
 }
 
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
@@ -51,7 +63,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             for e in &errors.0 {
                 eprintln!("{e}");
             }
-            return Ok(ExitCode::from(2));
+            return Ok(Exit::Config.into());
         }
     };
     let mut signals = Signals::install().context("installing signal handlers")?;
@@ -87,21 +99,30 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let mut engine = parts.engine(config).await?;
     let current = Arc::new(Current::new(engine.clone()));
 
-    let api = match engine.config().api.listen_addr() {
+    // API reload requests; one at a time (a second waits its turn).
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(1);
+    let api_config = engine.config().api.clone();
+    let api = match api_config.listen_addr() {
         Some(addr) => {
             let reader = Store::open_read_only(&db)?;
-            let max_body = engine.config().api.max_body.0;
-            let (_, server) = crate::api::serve(addr, current.clone(), reader, max_body)
-                .await
-                .with_context(|| format!("starting the API on {addr} ([api] listen)"))?;
+            let (_, server) =
+                crate::api::serve(&api_config, addr, current.clone(), reader, Some(reload_tx))
+                    .await
+                    .with_context(|| format!("starting the API on {addr} ([api] listen)"))?;
             Some(server)
         }
         None => None,
     };
     if engine.config().api.token().is_none() && api.is_some() {
-        tracing::warn!(
-            "no API token ([api] token or $MEND_API_TOKEN): endpoints that change something refuse"
-        );
+        if api_config.is_exposed() && !api_config.public_reads {
+            tracing::warn!(
+                "no API token ([api] token or $MEND_API_TOKEN): every endpoint but /healthz and the dashboard page refuses"
+            );
+        } else {
+            tracing::warn!(
+                "no API token ([api] token or $MEND_API_TOKEN): endpoints that change something refuse"
+            );
+        }
     }
 
     loop {
@@ -153,29 +174,28 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
                         }
                         break None;
                     }
-                    Signal::Reload => match validate(config_path, &parts).await {
-                        Err(e) => {
-                            parts.metrics.reload("config", false);
-                            tracing::error!("config reload refused; the running config stays: {e:#}");
-                        }
-                        Ok(new) => {
-                            tracing::info!("reloading: letting work in flight finish first");
-                            notifier.reloading();
-                            trigger.fire();
-                            // In-flight work is bounded by plugin deadlines.
-                            let _ = (&mut task).await;
-                            break Some(new);
-                        }
+                    Signal::Reload => match try_reload(config_path, &parts, &notifier, &trigger, &mut task).await {
+                        Reloaded::Refused(_) => {}
+                        Reloaded::Done(new) => break Some((new, None)),
                     },
+                },
+                Some(reply) = reload_rx.recv() => {
+                    match try_reload(config_path, &parts, &notifier, &trigger, &mut task).await {
+                        Reloaded::Refused(why) => {
+                            let _ = reply.send(Err(format!("config reload refused; the running config stays: {why}")));
+                        }
+                        Reloaded::Done(new) => break Some((new, Some(reply))),
+                    }
                 },
             }
         };
         beats.abort();
         watcher.abort();
-        let Some(new) = next else { break };
+        let Some((new, reply)) = next else { break };
         // Built again now the old engine is stopped, so the new one reads
         // the policy state (cooldowns, attempts, breakers) as it left it.
         let old = engine.clone();
+        let mut failed = None;
         engine = match parts.engine(new).await {
             Ok(e) => {
                 parts.metrics.reload("config", true);
@@ -185,11 +205,25 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 parts.metrics.reload("config", false);
                 tracing::error!("config reload failed; going on with the previous config: {e:#}");
+                failed = Some(format!(
+                    "config reload failed; going on with the previous config: {e:#}"
+                ));
                 parts.engine(old.config().clone()).await?
             }
         };
         engine.adopt_state(&old);
         parts.metrics.forget_checks();
+        if let Some(reply) = reply {
+            let _ = reply.send(match failed {
+                Some(why) => Err(why),
+                None => Ok(ReloadedView {
+                    reloaded: true,
+                    checks: engine.config().checks.len(),
+                    policies: engine.config().policies.len(),
+                    plugins: engine.plugins().len(),
+                }),
+            });
+        }
         if engine.config().api.listen != old.config().api.listen {
             tracing::warn!("[api] listen changed: it takes effect when mend restarts");
         }
@@ -207,6 +241,32 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         None => {
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Validates the config file; if it is good, stops the running engine's
+/// tasks (work in flight finishes) and hands the new config back.
+async fn try_reload(
+    path: &Path,
+    parts: &Parts,
+    notifier: &Notifier,
+    trigger: &shutdown::Trigger,
+    task: &mut tokio::task::JoinHandle<()>,
+) -> Reloaded {
+    match validate(path, parts).await {
+        Err(e) => {
+            parts.metrics.reload("config", false);
+            tracing::error!("config reload refused; the running config stays: {e:#}");
+            Reloaded::Refused(format!("{e:#}"))
+        }
+        Ok(new) => {
+            tracing::info!("reloading: letting work in flight finish first");
+            notifier.reloading();
+            trigger.fire();
+            // In-flight work is bounded by plugin deadlines.
+            let _ = task.await;
+            Reloaded::Done(new)
         }
     }
 }

@@ -28,6 +28,8 @@ pub(super) struct CheckState {
     /// When the check's current run of warn/fail results began (for the
     /// time-to-detect metric).
     pub bad_since: Option<Millis>,
+    /// An operator paused this check's policies (kept in the store).
+    pub paused: Option<super::Pause>,
 }
 
 /// The most recent result of a check.
@@ -50,6 +52,9 @@ pub struct CheckSnapshot {
     pub remediating: bool,
     pub held_by: Vec<String>,
     pub last: Option<LastResult>,
+    /// Passes in a row (towards `success_threshold`).
+    pub consecutive_good: u32,
+    pub paused: Option<super::Pause>,
 }
 
 impl CheckState {
@@ -62,6 +67,8 @@ impl CheckState {
             remediating: self.remediating,
             held_by: self.held_by.clone(),
             last: self.last.clone(),
+            consecutive_good: self.health.consecutive_good(),
+            paused: self.paused.clone(),
         }
     }
 
@@ -157,6 +164,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::warn!(check = name, plugin = plugin_name, kind = e.kind(), "{e}");
+                self.metrics.plugin_error(plugin_name, e.kind());
                 error(e.to_string(), e.kind())
             }
         }

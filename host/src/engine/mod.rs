@@ -271,6 +271,7 @@ impl Engine {
             last_beat: AtomicU64::new(0),
             beat_every_ms: AtomicU64::new(1000),
         };
+        engine.restore_check_pauses();
         for (name, why) in &engine.plugin_set().errors {
             tracing::error!(plugin = %name, "{why}");
         }

@@ -282,6 +282,13 @@ impl Engine {
         if let Some(p) = self.paused() {
             return Some(format!("mend is paused: {}", p.reason));
         }
+        if let Some(p) = self.check_paused(policy.check) {
+            return Some(format!(
+                "check {} is paused: {}",
+                self.checks[policy.check].config.name(),
+                p.reason
+            ));
+        }
         let now = self.clock.now();
         policy
             .config
@@ -457,6 +464,7 @@ impl Engine {
             let report = match result {
                 Err(e) => {
                     tracing::error!(incident, action = %step.action, kind = e.kind(), "{e}");
+                    self.metrics.plugin_error(&step.action, e.kind());
                     self.count(policy, &step.name, AttemptOutcome::Failed);
                     self.store.finish_attempt(
                         attempt,
@@ -482,6 +490,8 @@ impl Engine {
             };
             let duration_ms = report.duration.as_millis() as u64;
             self.metrics.fuel(&step.action, report.fuel_used);
+            self.metrics
+                .action_duration(policy.config.name(), &step.name, report.duration);
             if dry_run {
                 self.count(policy, &step.name, AttemptOutcome::Planned);
                 self.store.finish_attempt(

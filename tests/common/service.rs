@@ -366,7 +366,7 @@ impl Mend {
 }
 
 impl Drop for Mend {
-    pub fn drop(&mut self) {
+    fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -264,7 +264,7 @@ fn only_the_allowed_host_names_are_served() {
     m.stop();
 
     let m = Mend::start_opts(Opts {
-        api: "hosts = [\"mend.example.com\"]",
+        api: "hosts = [\"mend.example.com\", \"127.0.0.1\"]",
         ..Opts::default()
     });
     let (code, _, _) = raw(
@@ -409,7 +409,9 @@ fn https_serves_with_the_configured_certificate() {
             "-subj",
             "/CN=localhost",
         ])
+        // A self-signed leaf (not a CA), as rustls accepts as its own root.
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -615,10 +617,12 @@ fn metrics_are_classic_text_or_openmetrics_and_pass_promtool() {
     });
     let (code, v) = m.post("/api/v1/checks/app/heal", Some(TOKEN), &json!({}));
     assert_eq!(code, 202, "{v}");
+    // The attempt is counted, then the incident closes.
     m.wait_for("the heal", Duration::from_secs(30), |m| {
-        m.get_text("/metrics").contains(
+        let t = m.get_text("/metrics");
+        t.contains(
             "mend_action_attempts_total{policy=\"fix-app\",step=\"fix\",outcome=\"healed\"} 1",
-        )
+        ) && t.contains("mend_incidents{state=\"healed\"} 1")
     });
     let text = m.get_text("/metrics");
     assert!(

@@ -36,6 +36,8 @@ struct Browser {
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
     session: String,
     next: u64,
+    /// The page's console messages and uncaught exceptions, for failures.
+    console: Vec<String>,
     _profile: tempfile::TempDir,
 }
 
@@ -77,6 +79,7 @@ impl Browser {
             ws,
             session: String::new(),
             next: 0,
+            console: Vec::new(),
             _profile: profile,
         };
         let target = b.send(None, "Target.createTarget", json!({"url": "about:blank"}));
@@ -87,6 +90,7 @@ impl Browser {
         );
         b.session = attached["sessionId"].as_str().unwrap().to_string();
         b.call("Page.enable", json!({}));
+        b.call("Runtime.enable", json!({}));
         b
     }
 
@@ -103,6 +107,15 @@ impl Browser {
                 continue;
             };
             let v: Value = serde_json::from_str(&t).unwrap();
+            match v["method"].as_str() {
+                Some("Runtime.consoleAPICalled") => {
+                    self.console.push(v["params"]["args"].to_string())
+                }
+                Some("Runtime.exceptionThrown") => self
+                    .console
+                    .push(v["params"]["exceptionDetails"].to_string()),
+                _ => {}
+            }
             if v["id"] == json!(id) {
                 assert!(v["error"].is_null(), "{method}: {}", v["error"]);
                 return v["result"].clone();
@@ -139,7 +152,10 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(100));
         }
         let body = self.eval("document.body ? document.body.innerText : ''");
-        panic!("timed out waiting for {what}; the page says:\n{body}");
+        panic!(
+            "timed out waiting for {what}; the page says:\n{body}\nconsole: {:?}",
+            self.console
+        );
     }
 
     fn size(&mut self, width: u32, height: u32) {
@@ -304,7 +320,12 @@ fn the_dashboard_shows_what_mend_did_and_acts_with_the_token() {
     b.screenshot(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-incident.png"));
     b.click("#close-incident");
 
-    // A dry-run heal: the page asks for the token, then plans.
+    // A dry-run heal of the failing check: the page asks for the token,
+    // then plans.
+    m.set("app", "fail disk.full");
+    m.wait_for("the check to fail", Duration::from_secs(30), |m| {
+        m.check("app")["status"] == "fail"
+    });
     b.click("tr[data-check=app] button[data-action=dry-run]");
     b.wait(
         "the token form",
@@ -318,7 +339,7 @@ fn the_dashboard_shows_what_mend_did_and_acts_with_the_token() {
         "(() => { const n = document.getElementById('notice'); return n.style.display === 'block' && n.innerText; })()",
     );
     assert!(
-        notice.as_str().unwrap().contains("planning, incident 2"),
+        notice.as_str().unwrap().contains("planning, incident #2"),
         "{notice}"
     );
     b.click("#notice a[data-incident='2']");
@@ -331,7 +352,7 @@ fn the_dashboard_shows_what_mend_did_and_acts_with_the_token() {
         view.contains("plan (dry run):") && view.contains("would write"),
         "{view}"
     );
-    assert_eq!(m.read("app"), "ok", "a dry run changes nothing");
+    assert_eq!(m.read("app"), "fail disk.full", "a dry run changes nothing");
 
     // Pause and resume the check from its row (the token is kept).
     b.click("tr[data-check=app] button[data-action=pause]");

@@ -359,6 +359,10 @@ impl Metrics {
             let steps = p.steps.iter().chain(p.escalate.as_ref());
             for s in steps {
                 plugins.push(s.action.get_ref());
+                let _ = self.action_seconds.get_or_create(&StepLabels {
+                    policy: label(p.name()),
+                    step: label(s.name()),
+                });
                 for outcome in ATTEMPT_OUTCOMES {
                     let _ = self.attempts.get_or_create(&AttemptLabels {
                         policy: label(p.name()),

@@ -126,7 +126,7 @@ fn every_error_is_json_and_a_wrong_method_is_405_before_any_token() {
     // 405 (with Allow) whether or not a token is sent.
     let (code, head, body) = raw(
         &m.url,
-        &format!("GET /api/v1/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+        "GET /api/v1/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(code, 405, "{head}\n{body}");
     assert!(head.to_ascii_lowercase().contains("allow: post"), "{head}");

@@ -40,28 +40,41 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        axum::Json(ErrorBody {
-            error: "missing or wrong bearer token (Authorization: Bearer TOKEN)".into(),
-        }),
-    )
-        .into_response()
+/// Why a request is refused.
+pub enum Refused {
+    /// No token is configured: the endpoint is disabled (403).
+    NoToken,
+    /// The token is missing or wrong (401).
+    WrongToken,
 }
 
-fn check(s: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::NoToken => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "no API token is configured ([api] token or $MEND_API_TOKEN): this endpoint is disabled",
+            )
+            .into_response(),
+            Refused::WrongToken => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(ErrorBody {
+                    error: "missing or wrong bearer token (Authorization: Bearer TOKEN)".into(),
+                }),
+            )
+                .into_response(),
+        }
+    }
+}
+
+fn check(s: &ApiState, headers: &HeaderMap) -> Result<(), Refused> {
     let Some(expected) = s.current.get().config().api.token() else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "no API token is configured ([api] token or $MEND_API_TOKEN): this endpoint is disabled",
-        )
-        .into_response());
+        return Err(Refused::NoToken);
     };
     match bearer(headers) {
         Some(t) if token_matches(t, &expected) => Ok(()),
-        _ => Err(unauthorized()),
+        _ => Err(Refused::WrongToken),
     }
 }
 
@@ -69,9 +82,9 @@ fn check(s: &ApiState, headers: &HeaderMap) -> Result<(), Response> {
 pub struct Write;
 
 impl FromRequestParts<Arc<ApiState>> for Write {
-    type Rejection = Response;
+    type Rejection = Refused;
 
-    async fn from_request_parts(parts: &mut Parts, s: &Arc<ApiState>) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<ApiState>) -> Result<Self, Refused> {
         check(s, &parts.headers).map(|()| Write)
     }
 }
@@ -80,9 +93,9 @@ impl FromRequestParts<Arc<ApiState>> for Write {
 pub struct Read;
 
 impl FromRequestParts<Arc<ApiState>> for Read {
-    type Rejection = Response;
+    type Rejection = Refused;
 
-    async fn from_request_parts(parts: &mut Parts, s: &Arc<ApiState>) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<ApiState>) -> Result<Self, Refused> {
         if !s.reads_need_token() {
             return Ok(Read);
         }

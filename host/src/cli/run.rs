@@ -53,7 +53,7 @@ impl Parts {
 /// Why a reload did not happen, or what it loaded.
 enum Reloaded {
     Refused(String),
-    Done(Config),
+    Done(Box<Config>),
 }
 
 pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
@@ -176,7 +176,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
                     }
                     Signal::Reload => match try_reload(config_path, &parts, &notifier, &trigger, &mut task).await {
                         Reloaded::Refused(_) => {}
-                        Reloaded::Done(new) => break Some((new, None)),
+                        Reloaded::Done(new) => break Some((*new, None)),
                     },
                 },
                 Some(reply) = reload_rx.recv() => {
@@ -184,7 +184,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
                         Reloaded::Refused(why) => {
                             let _ = reply.send(Err(format!("config reload refused; the running config stays: {why}")));
                         }
-                        Reloaded::Done(new) => break Some((new, Some(reply))),
+                        Reloaded::Done(new) => break Some((*new, Some(reply))),
                     }
                 },
             }
@@ -266,7 +266,7 @@ async fn try_reload(
             trigger.fire();
             // In-flight work is bounded by plugin deadlines.
             let _ = task.await;
-            Reloaded::Done(new)
+            Reloaded::Done(Box::new(new))
         }
     }
 }

@@ -173,7 +173,10 @@ fn the_debian_package_holds_everything_an_install_needs() {
         return;
     }
     std::fs::create_dir_all(r.join("lib/systemd")).unwrap();
-    run(Command::new("cp").arg("-a").arg(system_units).arg(r.join("lib/systemd/")));
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(system_units)
+        .arg(r.join("lib/systemd/")));
     std::fs::create_dir_all(r.join("bin")).unwrap();
     std::fs::copy("/bin/kill", r.join("bin/kill")).unwrap();
     let verify = || {
@@ -188,7 +191,10 @@ fn the_debian_package_holds_everything_an_install_needs() {
         (out.status.success(), said)
     };
     let (ok, said) = verify();
-    assert!(ok && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    assert!(
+        ok && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
     // It does look: without the binary the unit is refused.
     std::fs::remove_file(&mend).unwrap();
     let (ok, said) = verify();

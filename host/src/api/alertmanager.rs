@@ -114,6 +114,20 @@ impl Dedup {
     }
 }
 
+/// The body as a [`Webhook`]: an object whose `alerts` are objects (serde
+/// alone would also take a struct from an array).
+fn parse(body: &[u8]) -> Result<Webhook, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let objects = v.is_object()
+        && v["alerts"]
+            .as_array()
+            .is_none_or(|a| a.iter().all(|x| x.is_object() && x["labels"].is_object()));
+    if !objects {
+        return Err("expected {\"alerts\": [{\"status\", \"labels\": {...}, ...}]}".into());
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
 /// The Alertmanager webhook receiver: a firing alert a rule maps asks for
 /// a manual heal of its check; each occurrence is acted on once.
 #[utoipa::path(post, path = "/api/v1/alertmanager", tag = "alertmanager",
@@ -132,7 +146,7 @@ pub(super) async fn receive(
     State(s): AppState,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let hook: Webhook = serde_json::from_slice(&body).map_err(|e| {
+    let hook = parse(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("not an Alertmanager webhook body: {e}"),

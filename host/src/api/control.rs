@@ -31,10 +31,23 @@ pub(super) struct PauseBody {
 }
 
 fn reason(body: &Bytes, default: &str) -> Result<String, ApiError> {
+    // No body, or `null`: no reason given. Only an object is a body
+    // (serde would also take a struct from an array).
+    let bad = |e: String| ApiError::bad_request(format!("body: {e}"));
     let body: PauseBody = if body.iter().all(u8::is_ascii_whitespace) {
         PauseBody::default()
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?
+        match serde_json::from_slice::<serde_json::Value>(body).map_err(|e| bad(e.to_string()))? {
+            serde_json::Value::Null => PauseBody::default(),
+            v @ serde_json::Value::Object(_) => {
+                serde_json::from_value(v).map_err(|e| bad(e.to_string()))?
+            }
+            _ => {
+                return Err(bad(
+                    "must be a JSON object, e.g. {\"reason\": \"...\"}".into()
+                ));
+            }
+        }
     };
     let reason = body.reason.unwrap_or_else(|| default.into());
     let n = reason.chars().count();

@@ -20,8 +20,9 @@ pub(super) struct ListQuery {
     /// Only the open ones.
     #[serde(default)]
     open: bool,
-    /// At most this many (default 100; never more than 1000 are returned).
+    /// At most this many (default 100).
     #[serde(default = "default_limit")]
+    #[param(maximum = 1000)]
     limit: u32,
 }
 
@@ -42,8 +43,13 @@ pub(super) async fn list(
     State(s): AppState,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<IncidentView>>, ApiError> {
-    let limit = q.limit.min(MAX_LIMIT) as usize;
-    let incidents = s.reader().incidents(q.open, limit)?;
+    if q.limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit: {} is more than the {MAX_LIMIT} one list returns",
+            q.limit
+        )));
+    }
+    let incidents = s.reader().incidents(q.open, q.limit as usize)?;
     Ok(Json(incidents.into_iter().map(Into::into).collect()))
 }
 

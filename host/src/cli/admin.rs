@@ -56,8 +56,9 @@ pub enum AdminCommand {
         /// Only the open ones.
         #[arg(long)]
         open: bool,
-        /// At most this many.
-        #[arg(long, default_value_t = 50, value_name = "N")]
+        /// At most this many (up to 1000).
+        #[arg(long, default_value_t = 50, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(0..=1000))]
         limit: u32,
         #[command(flatten)]
         opts: ApiOpts,

@@ -123,3 +123,50 @@ ensure_chromium() {
         echo "    chromium missing and not root with apt-get; the dashboard test will skip" >&2
     fi
 }
+
+# Pinned tool versions (scripts/test and scripts/deb install these).
+CARGO_DEB_VERSION=3.8.0
+SCHEMATHESIS_VERSION=4.32.5
+
+# promtool, for the metrics test (tests/service.rs). Debian ships it in
+# the prometheus package; only the binary is taken (unpacked into
+# target/tools, so no Prometheus server is installed or started). Not
+# fatal: without it that test skips and says why.
+ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1 || [ -x target/tools/usr/bin/promtool ]; then
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || { echo "    no apt-get: the promtool test will skip" >&2; return 0; }
+    echo "==> fetching promtool (Debian's prometheus package, unpacked into target/tools)"
+    mkdir -p target/tools/deb
+    if ! (cd target/tools/deb && { apt-get download prometheus >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1 && apt-get download prometheus >/dev/null 2>&1; }; }); then
+        echo "    could not download prometheus; the promtool test will skip" >&2
+        return 0
+    fi
+    dpkg-deb -x target/tools/deb/prometheus_*.deb target/tools/root
+    mkdir -p target/tools/usr/bin
+    cp target/tools/root/usr/bin/promtool target/tools/usr/bin/promtool
+    rm -rf target/tools/root target/tools/deb
+}
+
+# cargo-deb, pinned, for scripts/deb and the package test.
+ensure_cargo_deb() {
+    if cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+        return 0
+    fi
+    echo "==> installing cargo-deb $CARGO_DEB_VERSION"
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+}
+
+# schemathesis, pinned, in its own virtualenv (target/tools/venv), for
+# scripts/api-fuzz. Not fatal for scripts/test.
+ensure_schemathesis() {
+    local st=target/tools/venv/bin/schemathesis
+    if [ -x "$st" ] && "$st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+        return 0
+    fi
+    echo "==> installing schemathesis $SCHEMATHESIS_VERSION (target/tools/venv)"
+    python3 -m venv target/tools/venv &&
+        target/tools/venv/bin/pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
+}

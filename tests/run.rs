@@ -228,7 +228,7 @@ fn a_broken_config_is_refused_with_its_position() {
         .arg(&s.config)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
+    assert_eq!(out.status.code(), Some(78), "a config error is EX_CONFIG");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("mend.toml:5:12: engine.interval: invalid duration \"fast\""),

@@ -3,299 +3,18 @@
 //! HTTP calls, signals and systemd's notify socket. Real plugins, a real
 //! SQLite store, real time.
 
+mod common;
+
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mend::store::{AttemptOutcome, Incident, IncidentState, Store};
+use common::service::*;
+use mend::store::{AttemptOutcome, IncidentState};
 use mend_test_artifacts as artifacts;
 use serde_json::{Value, json};
-
-const TOKEN: &str = "t0k3n-for-tests";
-
-struct Mend {
-    ctl: tempfile::TempDir,
-    state: tempfile::TempDir,
-    config: PathBuf,
-    url: String,
-    child: Option<Child>,
-}
-
-/// A free TCP port on 127.0.0.1 (free when asked; the test binds it next).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn config_text(ctl: &Path, port: u16, extra_checks: &str, policy: &str) -> String {
-    let ctl = ctl.display();
-    format!(
-        r#"
-[engine]
-plugins_dir = "plugins"
-state_dir = "."
-interval = "500ms"
-
-[api]
-listen = "127.0.0.1:{port}"
-token = "{TOKEN}"
-
-[[api.alert]]
-alertname = "AppDown"
-labels = {{ service = "app" }}
-check = "app"
-
-[[check]]
-name = "app"
-plugin = "fixture-scripted"
-jitter = "0s"
-grants = {{ dirs = [{{ host = "{ctl}", guest = "/ctl" }}] }}
-config = {{ file = "/ctl/app" }}
-{extra_checks}
-
-[[policy]]
-name = "fix-app"
-check = "app"
-cooldown = "0s"
-backoff = {{ base = "100ms", jitter = 0.0 }}
-{policy}
-
-[[policy.step]]
-name = "fix"
-action = "fixture-fixer"
-settle = "200ms"
-grants = {{ dirs = [{{ host = "{ctl}", guest = "/ctl", mode = "rw" }}] }}
-config = {{ file = "/ctl/app", log = "/ctl/actions.log", slow_flag = "/ctl/slow", slow_secs = 3 }}
-"#
-    )
-}
-
-impl Mend {
-    /// Writes a config whose policy never fires on its own (so every
-    /// remediation in these tests is one a person or an alert asked for)
-    /// and starts `mend run` with `env`.
-    fn start(env: &[(&str, &str)]) -> Mend {
-        Self::start_with("trigger = { consecutive = 1000 }", env)
-    }
-
-    fn start_with(policy: &str, env: &[(&str, &str)]) -> Mend {
-        let ctl = tempfile::tempdir().unwrap();
-        let state = tempfile::tempdir().unwrap();
-        let plugins = state.path().join("plugins");
-        std::fs::create_dir(&plugins).unwrap();
-        for p in [artifacts::SCRIPTED, artifacts::FIXER] {
-            std::fs::copy(p, plugins.join(Path::new(p).file_name().unwrap())).unwrap();
-        }
-        std::fs::write(ctl.path().join("app"), "ok").unwrap();
-        let port = free_port();
-        let config = state.path().join("mend.toml");
-        std::fs::write(&config, config_text(ctl.path(), port, "", policy)).unwrap();
-        let mut m = Mend {
-            ctl,
-            state,
-            config,
-            url: format!("http://127.0.0.1:{port}"),
-            child: None,
-        };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mend"));
-        cmd.args(["run", "--config"])
-            .arg(&m.config)
-            .env("MEND_LOG", "info")
-            .env_remove("MEND_API_TOKEN")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        m.child = Some(cmd.spawn().expect("starting mend run"));
-        m.wait_for("the API to answer", Duration::from_secs(60), |m| {
-            m.get("/healthz").is_some_and(|(code, _)| code == 200)
-        });
-        m
-    }
-
-    fn set(&self, file: &str, content: &str) {
-        std::fs::write(self.ctl.path().join(file), content).unwrap();
-    }
-
-    fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.ctl.path().join(file)).unwrap_or_default()
-    }
-
-    /// Actions that ran for real (the fixer logs every call).
-    fn actions(&self) -> usize {
-        self.read("actions.log")
-            .lines()
-            .filter(|l| l.contains("dry_run=false"))
-            .count()
-    }
-
-    fn plugins_dir(&self) -> PathBuf {
-        self.state.path().join("plugins")
-    }
-
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(90)))
-            .build()
-            .into()
-    }
-
-    /// GET: status and JSON body (None if mend does not answer).
-    fn get(&self, path: &str) -> Option<(u16, Value)> {
-        let mut resp = Self::agent()
-            .get(format!("{}{path}", self.url))
-            .call()
-            .ok()?;
-        let code = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().ok()?;
-        Some((
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
-    }
-
-    fn get_text(&self, path: &str) -> String {
-        Self::agent()
-            .get(format!("{}{path}", self.url))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap()
-    }
-
-    fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
-        let mut req = Self::agent().post(format!("{}{path}", self.url));
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        let mut resp = req.send_json(body).unwrap();
-        let code = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap();
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// Runs `mend ARGS --api URL` with the token in the environment.
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_mend"))
-            .args(args)
-            .args(["--api", &self.url])
-            .env("MEND_API_TOKEN", TOKEN)
-            .output()
-            .unwrap()
-    }
-
-    fn incidents(&self) -> Vec<Incident> {
-        let path = self.state.path().join("mend.db");
-        match Store::open_read_only(&path) {
-            Ok(store) => {
-                let mut v = store.incidents(false, 100).unwrap_or_default();
-                v.reverse();
-                v
-            }
-            Err(_) => Vec::new(),
-        }
-    }
-
-    fn check(&self, name: &str) -> Value {
-        self.get(&format!("/api/v1/checks/{name}")).unwrap().1
-    }
-
-    fn wait_for(&self, what: &str, limit: Duration, mut f: impl FnMut(&Mend) -> bool) {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if f(self) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("timed out waiting for {what}");
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    /// Waits for mend to exit; returns its status and stderr.
-    fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                return (status, err);
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                panic!("mend did not exit within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(mut self) -> String {
-        self.signal("-TERM");
-        let (status, err) = self.wait_exit(Duration::from_secs(40));
-        assert!(status.success(), "{status:?}\n{err}");
-        err
-    }
-}
-
-impl Drop for Mend {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn alert(fingerprint: &str) -> Value {
-    json!({
-        "version": "4",
-        "status": "firing",
-        "receiver": "mend",
-        "groupKey": "{}:{alertname=\"AppDown\"}",
-        "alerts": [{
-            "status": "firing",
-            "labels": {"alertname": "AppDown", "service": "app", "severity": "page"},
-            "annotations": {"summary": "app is down"},
-            "startsAt": "2026-11-22T10:00:00Z",
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus/graph",
-            "fingerprint": fingerprint,
-        }],
-    })
-}
 
 #[test]
 fn cli_shows_status_heals_a_check_and_pauses() {
@@ -305,8 +24,9 @@ fn cli_shows_status_heals_a_check_and_pauses() {
         m.check("app")["status"] == "fail"
     });
 
+    // A failing check: `status` says so in its exit code.
     let out = m.cli(&["status"]);
-    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
     let text = stdout(&out);
     assert!(text.contains("CHECK") && text.contains("app"), "{text}");
     assert!(
@@ -350,6 +70,19 @@ fn cli_shows_status_heals_a_check_and_pauses() {
     let text = stdout(&out);
     assert!(text.contains("manual heal requested by api"), "{text}");
     assert!(text.contains("fix") && text.contains("healed"), "{text}");
+    // What each attempt did: its message, whether it changed anything,
+    // and (for the dry run) the plan.
+    assert!(text.contains("message  fixed"), "{text}");
+    assert!(text.contains("did      wrote \"ok\" to /ctl/app"), "{text}");
+    assert!(text.contains(" yes "), "changed: {text}");
+    let text = stdout(&m.cli(&["incident", "1"]));
+    assert!(text.contains("message  dry-run"), "{text}");
+    assert!(
+        text.contains("plan     would write \"ok\" to /ctl/app"),
+        "{text}"
+    );
+    let out = m.cli(&["incident", "99"]);
+    assert_eq!(out.status.code(), Some(5), "not found: {out:?}");
     let out = m.cli(&["incident", "2", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["attempts"][0]["outcome"], "healed");
@@ -359,7 +92,7 @@ fn cli_shows_status_heals_a_check_and_pauses() {
     assert!(out.status.success(), "{out:?}");
     m.set("app", "fail disk.full");
     let out = m.cli(&["heal", "app"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(4), "refused: {out:?}");
     assert!(
         stdout(&out).contains("mend is paused: disk swap"),
         "{}",
@@ -415,7 +148,7 @@ fn api_refuses_changes_without_the_token_and_serves_reads() {
     }
     let metrics = m.get_text("/metrics");
     assert!(
-        metrics.contains("mend_check_status{check=\"app\"} 0"),
+        metrics.contains("mend_check_status{check=\"app\",status=\"ok\"} 1"),
         "{metrics}"
     );
     assert!(metrics.contains("mend_detect_duration_seconds_count{plugin=\"fixture-scripted\"}"));
@@ -789,4 +522,254 @@ fn the_dashboard_renders_live_data_in_headless_chromium() {
         .output();
     println!("screenshot: {}", shot.display());
     m.stop();
+}
+
+fn plugin_files(m: &Mend) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(m.plugins_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn reloads(m: &Mend, result: &str) -> u64 {
+    let text = m.get_text("/metrics");
+    let key = format!("mend_reloads_total{{kind=\"plugins\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn reading_every_plugin_file_a_hundred_times_reloads_nothing() {
+    let m = Mend::start(&[]);
+    m.wait_for("a first run", Duration::from_secs(30), |m| last_at(m) > 0);
+    let files = plugin_files(&m);
+    assert_eq!(files.len(), 2);
+
+    // What an operator does: cat, inspect, check-config, chmod.
+    for _ in 0..100 {
+        for f in &files {
+            std::fs::read(f).unwrap();
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["plugin", "inspect"])
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["check-config", "--config"])
+        .arg(&m.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    for f in &files {
+        let mut perm = std::fs::metadata(f).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o600);
+        std::fs::set_permissions(f, perm).unwrap();
+    }
+    // The same bytes written again: closed after writing, same sha256.
+    std::fs::write(&files[0], std::fs::read(&files[0]).unwrap()).unwrap();
+    // Let a reload show itself, were there one (the quiet period is 300 ms).
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(reloads(&m, "ok"), 0);
+    assert_eq!(reloads(&m, "error"), 0);
+
+    // A real change still reloads (the test can fail).
+    let original = std::fs::read(&files[0]).unwrap();
+    let tmp = m.plugins_dir().join("incoming.tmp");
+    std::fs::write(&tmp, rebuilt(&original, "v2")).unwrap();
+    std::fs::rename(&tmp, &files[0]).unwrap();
+    m.wait_for("the reload", Duration::from_secs(30), |m| {
+        reloads(m, "ok") == 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(reloads(&m, "ok"), 1, "one change, one reload");
+    let log = m.stop();
+    let loaded = log.lines().filter(|l| l.contains("loaded plugin")).count();
+    // Each file at start, and each once more for the one reload.
+    assert_eq!(loaded, 2 * files.len(), "{log}");
+}
+
+#[test]
+fn a_check_pauses_alone_and_a_second_pause_replaces_the_reason() {
+    let m = Mend::start(&[]);
+    m.set("app", "fail disk.full");
+    m.wait_for("the check to fail", Duration::from_secs(30), |m| {
+        m.check("app")["status"] == "fail"
+    });
+    let out = m.cli(&["pause", "app", "--reason", "db migration"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("check app paused since"), "{out:?}");
+    let out = m.cli(&["pause", "app", "--reason", "still migrating"]);
+    assert!(
+        stdout(&out).contains("check app was already paused")
+            && stdout(&out).contains("the reason is now: still migrating"),
+        "{out:?}"
+    );
+    assert_eq!(m.check("app")["paused"]["reason"], "still migrating");
+    assert!(
+        m.get("/api/v1/status").unwrap().1["paused"].is_null(),
+        "mend itself is not paused"
+    );
+    let out = m.cli(&["heal", "app"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        stdout(&out).contains("check app is paused: still migrating"),
+        "{out:?}"
+    );
+    assert!(stdout(&m.cli(&["status"])).contains("(paused)"));
+
+    // The pause of every policy: a second one replaces its reason too.
+    m.cli(&["pause", "--reason", "first"]);
+    let out = m.cli(&["pause", "--reason", "second"]);
+    assert!(stdout(&out).contains("mend was already paused"), "{out:?}");
+    assert_eq!(
+        m.get("/api/v1/status").unwrap().1["paused"]["reason"],
+        "second"
+    );
+    assert!(stdout(&m.cli(&["resume"])).contains("mend resumed"));
+
+    let out = m.cli(&["resume", "app"]);
+    assert!(stdout(&out).contains("check app resumed"), "{out:?}");
+    let out = m.cli(&["heal", "app"]);
+    assert!(out.status.success(), "{out:?}");
+    m.wait_for("the heal", Duration::from_secs(30), |m| {
+        m.incidents()
+            .first()
+            .is_some_and(|i| i.state == IncidentState::Healed)
+    });
+    let out = m.cli(&["pause", "nope"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    m.stop();
+}
+
+#[test]
+fn the_cli_runs_checks_lists_plugins_reloads_and_exits_by_outcome() {
+    let mut m = Mend::start(&[]);
+    let out = m.cli(&["check", "run", "app"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout(&out).contains("check app: ok") && stdout(&out).contains("scripted.ok"),
+        "{out:?}"
+    );
+    let out = m.cli(&["plugins"]);
+    assert!(
+        stdout(&out).contains("fixture-scripted") && stdout(&out).contains("detector"),
+        "{out:?}"
+    );
+    let out = m.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "all healthy: {out:?}");
+
+    // Reload: a new check; then a broken config, refused.
+    let port: u16 = m.url.rsplit(':').next().unwrap().parse().unwrap();
+    let extra = format!(
+        "\n[[check]]\nname = \"second\"\nplugin = \"fixture-scripted\"\ngrants = {{ dirs = [{{ host = \"{}\", guest = \"/ctl\" }}] }}\nconfig = {{ file = \"/ctl/app\" }}\n",
+        m.ctl.path().display()
+    );
+    let good = config_text(
+        m.ctl.path(),
+        port,
+        &extra,
+        "trigger = { consecutive = 1000 }",
+    );
+    std::fs::write(&m.config, &good).unwrap();
+    let out = m.cli(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("reloaded: 2 checks"), "{out:?}");
+    std::fs::write(
+        &m.config,
+        good.replace("interval = \"500ms\"", "interval = \"soon\""),
+    )
+    .unwrap();
+    let out = m.cli(&["reload"]);
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid duration"),
+        "{out:?}"
+    );
+    assert_eq!(
+        m.get("/api/v1/checks").unwrap().1.as_array().unwrap().len(),
+        2
+    );
+
+    let out = m.cli(&["pause", "--token", "wrong"]);
+    assert_eq!(out.status.code(), Some(6), "unauthorised: {out:?}");
+    let out = m.cli(&["heal"]);
+    assert_eq!(out.status.code(), Some(2), "usage: {out:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["status", "--api"])
+        .arg(format!("http://127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "unreachable: {out:?}");
+
+    // A reader that goes away ends the command by SIGPIPE, not a panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["incidents", "--api", &m.url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(13),
+        "{status:?} {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    // Piped output carries no colour codes.
+    let out = m.cli(&["status"]);
+    assert!(!stdout(&out).contains('\u{1b}'));
+    let (_, log) = {
+        m.signal("-TERM");
+        m.wait_exit(Duration::from_secs(40))
+    };
+    assert!(!log.contains('\u{1b}'), "colour in a piped log: {log}");
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line() {
+    let mend = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mend"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = mend(&["completions", "bash"]);
+    assert!(bash.contains("complete -F _mend"), "{bash}");
+    assert!(bash.contains("check-config") && bash.contains("--dry-run"));
+    assert!(mend(&["completions", "zsh"]).contains("#compdef mend"));
+    assert!(mend(&["completions", "fish"]).contains("complete -c mend"));
+    let man = mend(&["man"]);
+    assert!(man.starts_with(".ie") || man.contains(".TH mend"), "{man}");
+    assert!(man.contains("EXIT STATUS") && man.contains("78"), "{man}");
+    let dir = tempfile::tempdir().unwrap();
+    mend(&["man", "--dir", dir.path().to_str().unwrap()]);
+    for page in [
+        "mend.1",
+        "mend-run.1",
+        "mend-status.1",
+        "mend-check-config.1",
+    ] {
+        assert!(dir.path().join(page).exists(), "{page}");
+    }
 }

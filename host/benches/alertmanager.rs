@@ -168,11 +168,13 @@ config = {{ file = "/ctl/c{i}", log = "/ctl/actions.log" }}
         let e = engine.clone();
         let task = tokio::spawn(async move { e.run(sd).await });
         let current = Arc::new(Current::new(engine.clone()));
+        let api_config = engine.config().api.clone();
         let (addr, api) = mend::api::serve(
+            &api_config,
             "127.0.0.1:0".parse().unwrap(),
             current,
             Store::open_read_only(&db).unwrap(),
-            1 << 20,
+            None,
         )
         .await
         .unwrap();

@@ -4,25 +4,72 @@
 //! engine but keeps counting into the same families, so counters never go
 //! backwards while mend runs. The engine records events here; nothing here
 //! knows the engine.
+//!
+//! Conventions: every family has HELP and TYPE; states are labels (the
+//! enum convention: `mend_check_status{check="db",status="fail"} 1` and 0
+//! for the other states), never magic numbers; counters for label sets
+//! known from the config start at 0, so `rate()` and `absent()` work from
+//! the first scrape. `/metrics` serves OpenMetrics when asked and the
+//! classic text format otherwise (see [`format`]).
+
+mod checks;
+pub mod format;
+mod process;
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+pub use self::format::Format;
+
+use self::checks::CheckStates;
+use crate::config::Config;
 use crate::contract::Status;
 use crate::policy::breaker::BreakerState;
 use crate::policy::health::Health;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CheckLabel {
-    check: String,
-}
+/// Every `kind` a plugin call error can have (`PluginError::kind`, and
+/// `not-loaded` for a plugin that could not be called at all).
+pub const PLUGIN_ERROR_KINDS: &[&str] = &[
+    "not-loaded",
+    "out-of-fuel",
+    "deadline-exceeded",
+    "memory-limit",
+    "trap",
+    "invalid-component",
+    "unsupported-version",
+    "missing-grant",
+    "wrong-role",
+    "bad-config",
+    "denied",
+    "failed",
+    "result-too-large",
+    "host",
+];
+
+/// Every attempt outcome (`AttemptOutcome::as_str`) but `running`.
+pub const ATTEMPT_OUTCOMES: &[&str] = &[
+    "healed",
+    "not-healed",
+    "failed",
+    "interrupted",
+    "planned",
+    "skipped",
+    "escalation",
+];
+
+/// Every incident state (`IncidentState::as_str`).
+pub const INCIDENT_STATES: &[&str] = &["open", "healed", "escalated", "recovered", "planned"];
+
+const BREAKER_STATES: &[&str] = &["closed", "half-open", "open"];
+const ALERT_OUTCOMES: &[&str] = &["heal", "duplicate", "unmatched", "resolved"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabel {
@@ -30,10 +77,22 @@ struct PluginLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginKind {
+    plugin: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
     policy: String,
     step: String,
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    policy: String,
+    step: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +110,12 @@ struct RecoverLabels {
 struct BreakerLabels {
     check: String,
     step: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +127,11 @@ struct KindResult {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
 }
 
 type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -76,16 +146,29 @@ fn detect_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
 }
 
+fn action_histogram() -> Histogram {
+    // 1 ms to ~1 h: actions restart services and wait for them.
+    Histogram::new(exponential_buckets(0.001, 3.0, 15))
+}
+
+fn label(s: &str) -> String {
+    s.to_string()
+}
+
 pub struct Metrics {
     registry: Registry,
-    check_status: Family<CheckLabel, Gauge>,
-    check_health: Family<CheckLabel, Gauge>,
+    /// Status, health and last run per check, encoded as enum series on
+    /// each scrape (10,000 checks keep one small entry each).
+    checks: std::sync::Arc<CheckStates>,
     /// By plugin, not by check: 10,000 checks on one plugin are one
     /// series (each check's last duration is in the API).
     detect_seconds: Hist<PluginLabel>,
     fuel: Family<PluginLabel, Counter>,
+    plugin_errors: Family<PluginKind, Counter>,
     attempts: Family<AttemptLabels, Counter>,
+    action_seconds: Hist<StepLabels>,
     open_incidents: Gauge,
+    incidents: Family<StateLabel, Gauge>,
     opened: Family<PolicyLabel, Counter>,
     mttd: Hist<PolicyLabel>,
     mttr: Hist<RecoverLabels>,
@@ -107,37 +190,24 @@ impl Default for Metrics {
     }
 }
 
-/// A status as a number: 0 ok, 1 warn, 2 fail, 3 unknown. One series
-/// per check (not one per state) keeps 10,000 checks cheap.
-fn status_value(s: Status) -> i64 {
-    match s {
-        Status::Ok => 0,
-        Status::Warn => 1,
-        Status::Fail => 2,
-        Status::Unknown => 3,
-    }
-}
-
-/// 0 healthy, 1 degraded, 2 unavailable, 3 unknown.
-fn health_value(h: Health) -> i64 {
-    match h {
-        Health::Healthy => 0,
-        Health::Degraded => 1,
-        Health::Unavailable => 2,
-        Health::Unknown => 3,
-    }
+fn wall_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("mend");
-        let m = Metrics {
-            check_status: Family::default(),
-            check_health: Family::default(),
+        let mut m = Metrics {
+            checks: Default::default(),
             detect_seconds: Family::new_with_constructor(detect_histogram),
             fuel: Family::default(),
+            plugin_errors: Family::default(),
             attempts: Family::default(),
+            action_seconds: Family::new_with_constructor(action_histogram),
             open_incidents: Gauge::default(),
+            incidents: Family::default(),
             opened: Family::default(),
             mttd: Family::new_with_constructor(seconds_histogram),
             mttr: Family::new_with_constructor(seconds_histogram),
@@ -150,85 +220,117 @@ impl Metrics {
             encode: Mutex::new(()),
             registry: Registry::default(),
         };
-        registry.register(
-            "check_status",
-            "Each check's current status: 0 ok, 1 warn, 2 fail, 3 unknown",
-            m.check_status.clone(),
+        // The standard process_* families carry no prefix.
+        m.registry
+            .register_collector(Box::new(process::ProcessCollector));
+        let r = m.registry.sub_registry_with_prefix("mend");
+        r.register(
+            "build",
+            "The running mend's version (always 1)",
+            Info::new(BuildLabels {
+                version: label(env!("CARGO_PKG_VERSION")),
+            }),
         );
-        registry.register(
-            "check_health",
-            "Each check's current health: 0 healthy, 1 degraded, 2 unavailable, 3 unknown",
-            m.check_health.clone(),
-        );
-        registry.register(
+        r.register_collector(Box::new(m.checks.clone()));
+        r.register(
             "detect_duration_seconds",
             "How long detector calls took, by plugin",
             m.detect_seconds.clone(),
         );
-        registry.register(
+        r.register(
             "plugin_fuel_used",
             "Wasm fuel consumed by each plugin's calls",
             m.fuel.clone(),
         );
-        registry.register(
+        r.register(
+            "plugin_errors",
+            "Plugin calls that failed, by plugin and kind of error",
+            m.plugin_errors.clone(),
+        );
+        r.register(
             "action_attempts",
             "Remediation attempts by policy, step and outcome",
             m.attempts.clone(),
         );
-        registry.register(
+        r.register(
+            "action_duration_seconds",
+            "How long action (remedy) calls took, by policy and step",
+            m.action_seconds.clone(),
+        );
+        r.register(
             "open_incidents",
             "Incidents currently open",
             m.open_incidents.clone(),
         );
-        registry.register(
+        r.register(
+            "incidents",
+            "Incidents in the store, by state",
+            m.incidents.clone(),
+        );
+        r.register(
             "incidents_opened",
             "Incidents opened, by policy",
             m.opened.clone(),
         );
-        registry.register(
+        r.register(
             "time_to_detect_seconds",
             "From a check's first bad result to its incident opening (MTTD)",
             m.mttd.clone(),
         );
-        registry.register(
+        r.register(
             "time_to_recover_seconds",
             "From an incident opening to its close, by how it closed (MTTR)",
             m.mttr.clone(),
         );
-        registry.register(
+        r.register(
             "breaker_state",
-            "Circuit breaker per (check, step): 0 closed, 1 half-open, 2 open",
+            "1 for each circuit breaker's current state (closed, half-open, open), 0 for the others",
             m.breaker.clone(),
         );
-        registry.register(
+        r.register(
             "escalations",
             "Incidents escalated to a human, by policy",
             m.escalations.clone(),
         );
-        registry.register(
+        r.register(
             "reloads",
             "Config and plugin reloads, by kind and result",
             m.reloads.clone(),
         );
-        registry.register(
+        r.register(
             "paused",
             "1 while mend is paused for maintenance",
             m.paused.clone(),
         );
-        registry.register(
+        r.register(
             "alerts_received",
             "Alertmanager alerts received, by what mend did with them",
             m.alerts.clone(),
         );
-        m.fleet.register(&mut registry);
-        Metrics { registry, ..m }
+        m.fleet.register(r);
+        for kind in ["config", "plugins"] {
+            for ok in [true, false] {
+                let _ = m.reloads.get_or_create(&reload_labels(kind, ok));
+            }
+        }
+        for outcome in ALERT_OUTCOMES {
+            let _ = m.alerts.get_or_create(&OutcomeLabel {
+                outcome: label(outcome),
+            });
+        }
+        for state in INCIDENT_STATES {
+            let _ = m.incidents.get_or_create(&StateLabel {
+                state: label(state),
+            });
+        }
+        m
     }
 
     pub fn fleet(&self) -> &crate::fleet::FleetMetrics {
         &self.fleet
     }
 
-    /// The text exposition format.
+    /// OpenMetrics text (`# EOF` at the end).
     pub fn encode(&self) -> String {
         let _g = self.encode.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
@@ -238,24 +340,83 @@ impl Metrics {
         out
     }
 
-    /// A check's status and health after a run.
-    pub fn check(&self, check: &str, status: Status, health: Health) {
-        let label = CheckLabel {
-            check: check.to_string(),
-        };
-        self.check_status
-            .get_or_create(&label)
-            .set(status_value(status));
-        self.check_health
-            .get_or_create(&label)
-            .set(health_value(health));
+    /// The exposition in `format`.
+    pub fn encode_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.encode(),
+            Format::Text => format::to_classic_text(&self.encode()),
+        }
     }
 
-    /// Forgets every check's status and health series (a reload may have
-    /// removed checks; the new engine's first runs fill them again).
+    /// Starts at 0 every counter and state series the config names: each
+    /// policy's attempts by step and outcome, incidents opened and
+    /// escalations, each step's breaker (closed), and each plugin's errors
+    /// by kind. Call after building an engine from `config`.
+    pub fn init_known(&self, config: &Config) {
+        let mut plugins: Vec<&str> = config
+            .checks
+            .iter()
+            .map(|c| c.plugin.get_ref().as_str())
+            .collect();
+        for p in &config.policies {
+            let policy = PolicyLabel {
+                policy: label(p.name()),
+            };
+            let _ = self.opened.get_or_create(&policy);
+            let _ = self.escalations.get_or_create(&policy);
+            let steps = p.steps.iter().chain(p.escalate.as_ref());
+            for s in steps {
+                plugins.push(s.action.get_ref());
+                let _ = self.action_seconds.get_or_create(&StepLabels {
+                    policy: label(p.name()),
+                    step: label(s.name()),
+                });
+                for outcome in ATTEMPT_OUTCOMES {
+                    let _ = self.attempts.get_or_create(&AttemptLabels {
+                        policy: label(p.name()),
+                        step: label(s.name()),
+                        outcome: label(outcome),
+                    });
+                }
+            }
+            for s in &p.steps {
+                let check = p.check.get_ref();
+                let known = BREAKER_STATES.iter().any(|st| {
+                    self.breaker
+                        .get(&BreakerLabels {
+                            check: check.clone(),
+                            step: label(s.name()),
+                            state: label(st),
+                        })
+                        .is_some()
+                });
+                if !known {
+                    self.breaker(check, s.name(), &BreakerState::Closed { failures: 0 });
+                }
+            }
+        }
+        for plugin in plugins {
+            for kind in PLUGIN_ERROR_KINDS {
+                let _ = self.plugin_errors.get_or_create(&PluginKind {
+                    plugin: label(plugin),
+                    kind: label(kind),
+                });
+            }
+            let _ = self.fuel.get_or_create(&PluginLabel {
+                plugin: label(plugin),
+            });
+        }
+    }
+
+    /// A check's status and health after a run (now: its last run).
+    pub fn check(&self, check: &str, status: Status, health: Health) {
+        self.checks.set(check, status, health, wall_seconds());
+    }
+
+    /// Forgets every check's status, health and last run (a reload may
+    /// have removed checks; the new engine's first runs fill them again).
     pub fn forget_checks(&self) {
-        self.check_status.clear();
-        self.check_health.clear();
+        self.checks.clear();
     }
 
     /// A detector call that returned (successfully or not).
@@ -263,7 +424,7 @@ impl Metrics {
         if let Some(t) = took {
             self.detect_seconds
                 .get_or_create(&PluginLabel {
-                    plugin: plugin.to_string(),
+                    plugin: label(plugin),
                 })
                 .observe(t.as_secs_f64());
         }
@@ -275,25 +436,47 @@ impl Metrics {
     pub fn fuel(&self, plugin: &str, fuel: u64) {
         self.fuel
             .get_or_create(&PluginLabel {
-                plugin: plugin.to_string(),
+                plugin: label(plugin),
             })
             .inc_by(fuel);
+    }
+
+    /// A plugin call (detect, remedy or describe) that failed; `kind` is
+    /// `PluginError::kind` (or `not-loaded`).
+    pub fn plugin_error(&self, plugin: &str, kind: &str) {
+        self.plugin_errors
+            .get_or_create(&PluginKind {
+                plugin: label(plugin),
+                kind: label(kind),
+            })
+            .inc();
     }
 
     pub fn attempt(&self, policy: &str, step: &str, outcome: &str) {
         self.attempts
             .get_or_create(&AttemptLabels {
-                policy: policy.to_string(),
-                step: step.to_string(),
-                outcome: outcome.to_string(),
+                policy: label(policy),
+                step: label(step),
+                outcome: label(outcome),
             })
             .inc();
+    }
+
+    /// An action (remedy) call of `policy`'s `step` that returned after
+    /// `took`, whatever its outcome.
+    pub fn action_duration(&self, policy: &str, step: &str, took: Duration) {
+        self.action_seconds
+            .get_or_create(&StepLabels {
+                policy: label(policy),
+                step: label(step),
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// An incident opened, `detect_ms` after the check first went bad.
     pub fn opened(&self, policy: &str, detect_ms: Option<u64>) {
         let label = PolicyLabel {
-            policy: policy.to_string(),
+            policy: label(policy),
         };
         self.opened.get_or_create(&label).inc();
         if let Some(ms) = detect_ms {
@@ -305,46 +488,60 @@ impl Metrics {
     pub fn closed(&self, policy: &str, state: &str, took_ms: u64) {
         self.mttr
             .get_or_create(&RecoverLabels {
-                policy: policy.to_string(),
-                state: state.to_string(),
+                policy: label(policy),
+                state: label(state),
             })
             .observe(took_ms as f64 / 1000.0);
     }
 
     pub fn breaker(&self, check: &str, step: &str, state: &BreakerState) {
-        let v = match state {
-            BreakerState::Closed { .. } => 0,
-            BreakerState::HalfOpen { .. } => 1,
-            BreakerState::Open { .. } => 2,
+        let now = match state {
+            BreakerState::Closed { .. } => "closed",
+            BreakerState::HalfOpen { .. } => "half-open",
+            BreakerState::Open { .. } => "open",
         };
-        self.breaker
-            .get_or_create(&BreakerLabels {
-                check: check.to_string(),
-                step: step.to_string(),
-            })
-            .set(v);
+        for st in BREAKER_STATES {
+            self.breaker
+                .get_or_create(&BreakerLabels {
+                    check: label(check),
+                    step: label(step),
+                    state: label(st),
+                })
+                .set((*st == now) as i64);
+        }
     }
 
     pub fn escalated(&self, policy: &str) {
         self.escalations
             .get_or_create(&PolicyLabel {
-                policy: policy.to_string(),
+                policy: label(policy),
             })
             .inc();
     }
 
     /// `kind`: `config` or `plugins`; `ok`: whether it took effect.
     pub fn reload(&self, kind: &str, ok: bool) {
-        self.reloads
-            .get_or_create(&KindResult {
-                kind: kind.to_string(),
-                result: if ok { "ok" } else { "error" }.to_string(),
-            })
-            .inc();
+        self.reloads.get_or_create(&reload_labels(kind, ok)).inc();
     }
 
     pub fn set_open_incidents(&self, n: usize) {
         self.open_incidents.set(n as i64);
+    }
+
+    /// Incidents in the store by state (`IncidentState::as_str`); states
+    /// not given are 0.
+    pub fn set_incidents(&self, counts: &[(String, u64)]) {
+        for state in INCIDENT_STATES {
+            let n = counts
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n);
+            self.incidents
+                .get_or_create(&StateLabel {
+                    state: label(state),
+                })
+                .set(n as i64);
+        }
     }
 
     pub fn set_paused(&self, paused: bool) {
@@ -355,9 +552,16 @@ impl Metrics {
     pub fn alert(&self, outcome: &str) {
         self.alerts
             .get_or_create(&OutcomeLabel {
-                outcome: outcome.to_string(),
+                outcome: label(outcome),
             })
             .inc();
+    }
+}
+
+fn reload_labels(kind: &str, ok: bool) -> KindResult {
+    KindResult {
+        kind: label(kind),
+        result: label(if ok { "ok" } else { "error" }),
     }
 }
 
@@ -372,24 +576,67 @@ mod tests {
         m.attempt("p", "clean", "healed");
         m.opened("p", Some(1500));
         m.closed("p", "healed", 2500);
+        m.plugin_error("disk-cleanup", "out-of-fuel");
+        m.action_duration("p", "clean", Duration::from_millis(250));
+        m.set_incidents(&[("healed".into(), 3)]);
+        let text = m.encode();
+        for want in [
+            "mend_check_status{check=\"disk\",status=\"fail\"} 1",
+            "mend_check_status{check=\"disk\",status=\"ok\"} 0",
+            "mend_check_health{check=\"disk\",health=\"degraded\"} 1",
+            "mend_check_health{check=\"disk\",health=\"healthy\"} 0",
+            "mend_action_attempts_total{policy=\"p\",step=\"clean\",outcome=\"healed\"} 1",
+            "mend_time_to_detect_seconds_sum{policy=\"p\"} 1.5",
+            "mend_time_to_recover_seconds_count{policy=\"p\",state=\"healed\"} 1",
+            "mend_plugin_errors_total{plugin=\"disk-cleanup\",kind=\"out-of-fuel\"} 1",
+            "mend_action_duration_seconds_sum{policy=\"p\",step=\"clean\"} 0.25",
+            "mend_incidents{state=\"healed\"} 3",
+            "mend_incidents{state=\"open\"} 0",
+            "mend_reloads_total{kind=\"plugins\",result=\"ok\"} 0",
+            "mend_alerts_received_total{outcome=\"duplicate\"} 0",
+            "mend_build_info{version=\"",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_cpu_seconds_total ",
+        ] {
+            assert!(text.contains(want), "no `{want}` in\n{text}");
+        }
+        let last: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("mend_check_last_run_timestamp_seconds{check=\"disk\"} "))
+            .unwrap_or_else(|| panic!("no last run in\n{text}"))
+            .parse()
+            .unwrap();
+        assert!((last - wall_seconds()).abs() < 60.0, "{last}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn breakers_are_one_series_per_state() {
+        let m = Metrics::new();
+        m.breaker("db", "restart", &BreakerState::Closed { failures: 0 });
+        m.breaker(
+            "db",
+            "restart",
+            &BreakerState::Open {
+                until: 10,
+                trips: 1,
+            },
+        );
         let text = m.encode();
         assert!(
-            text.contains("mend_check_status{check=\"disk\"} 2"),
-            "{text}"
+            text.contains("mend_breaker_state{check=\"db\",step=\"restart\",state=\"open\"} 1")
         );
         assert!(
-            text.contains("mend_check_health{check=\"disk\"} 1"),
-            "{text}"
+            text.contains("mend_breaker_state{check=\"db\",step=\"restart\",state=\"closed\"} 0")
         );
-        assert!(
-            text.contains(
-                "mend_action_attempts_total{policy=\"p\",step=\"clean\",outcome=\"healed\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("mend_time_to_detect_seconds_sum{policy=\"p\"} 1.5"));
-        assert!(
-            text.contains("mend_time_to_recover_seconds_count{policy=\"p\",state=\"healed\"} 1")
-        );
+    }
+
+    #[test]
+    fn a_forgotten_check_leaves_no_series() {
+        let m = Metrics::new();
+        m.check("gone", Status::Ok, Health::Healthy);
+        m.forget_checks();
+        assert!(!m.encode().contains("check=\"gone\""));
     }
 }

@@ -9,6 +9,7 @@ pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod service;
 pub mod world;
 
 use std::path::Path;

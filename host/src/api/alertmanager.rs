@@ -15,9 +15,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::auth::Write;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::engine::ControlError;
 
@@ -27,22 +29,46 @@ const REMEMBER: Duration = Duration::from_secs(24 * 3600);
 const MAX_REMEMBERED: usize = 100_000;
 
 /// The webhook body (version 4); fields mend does not use are ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(super) struct Webhook {
-    #[serde(default)]
     alerts: Vec<Alert>,
 }
 
-#[derive(Deserialize)]
+/// One alert of the webhook body.
+#[derive(Deserialize, ToSchema)]
 struct Alert {
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
+    status: AlertStatus,
     labels: BTreeMap<String, String>,
     #[serde(default, rename = "startsAt")]
     starts_at: String,
     #[serde(default)]
     fingerprint: String,
+}
+
+#[derive(Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+/// A firing alert mend is healing for.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Healing {
+    alert: String,
+    check: String,
+}
+
+/// What mend did with a webhook's alerts.
+#[derive(Serialize, ToSchema)]
+pub(super) struct AlertsView {
+    received: usize,
+    healing: Vec<Healing>,
+    duplicates: usize,
+    unmatched: usize,
+    resolved: usize,
+    /// Alerts mend could not take now (it answers 503 so they come again).
+    retry: Vec<String>,
 }
 
 impl Alert {
@@ -88,12 +114,39 @@ impl Dedup {
     }
 }
 
-/// `POST /api/v1/alertmanager`.
+/// The body as a [`Webhook`]: an object whose `alerts` are objects (serde
+/// alone would also take a struct from an array).
+fn parse(body: &[u8]) -> Result<Webhook, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let objects = v.is_object()
+        && v["alerts"]
+            .as_array()
+            .is_none_or(|a| a.iter().all(|x| x.is_object() && x["labels"].is_object()));
+    if !objects {
+        return Err("expected {\"alerts\": [{\"status\", \"labels\": {...}, ...}]}".into());
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
+/// The Alertmanager webhook receiver: a firing alert a rule maps asks for
+/// a manual heal of its check; each occurrence is acted on once.
+#[utoipa::path(post, path = "/api/v1/alertmanager", tag = "alertmanager",
+    request_body(content = Webhook, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Taken", body = AlertsView),
+        (status = 400, description = "Not an Alertmanager webhook body", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "No API token is configured", body = ErrorBody),
+        (status = 413, description = "The body is over [api] max_body", body = ErrorBody),
+        (status = 503, description = "Some alerts could not be taken now: deliver again", body = AlertsView),
+    ))]
 pub(super) async fn receive(
+    _: Write,
     State(s): AppState,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let hook: Webhook = serde_json::from_slice(&body).map_err(|e| {
+    let hook = parse(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("not an Alertmanager webhook body: {e}"),
@@ -107,7 +160,7 @@ pub(super) async fn receive(
     let mut retry = Vec::new();
     for alert in &hook.alerts {
         let name = alert.labels.get("alertname").cloned().unwrap_or_default();
-        if alert.status != "firing" {
+        if alert.status != AlertStatus::Firing {
             resolved += 1;
             metrics.alert("resolved");
             continue;
@@ -166,7 +219,10 @@ pub(super) async fn receive(
             match engine.request_heal(check, rule.dry_run, &source) {
                 Ok(rx) => {
                     metrics.alert("heal");
-                    healing.push(json!({"alert": name, "check": check}));
+                    healing.push(Healing {
+                        alert: name.clone(),
+                        check: check.clone(),
+                    });
                     let check = check.clone();
                     tokio::spawn(async move {
                         if let Ok(outcome) = rx.await
@@ -192,19 +248,19 @@ pub(super) async fn receive(
             }
         }
     }
-    let body = json!({
-        "received": hook.alerts.len(),
-        "healing": healing,
-        "duplicates": duplicates,
-        "unmatched": unmatched,
-        "resolved": resolved,
-        "retry": retry,
-    });
     // 503 makes Alertmanager retry the ones mend could not take now.
     let code = if retry.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = AlertsView {
+        received: hook.alerts.len(),
+        healing,
+        duplicates,
+        unmatched,
+        resolved,
+        retry,
     };
     Ok((code, Json(body)).into_response())
 }

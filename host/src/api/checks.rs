@@ -7,104 +7,104 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::IntoParams;
 
+use super::auth::{Read, Write};
+use super::error::ErrorBody;
+use super::views::{CheckDetail, CheckView, HealView, ResultView, StatusView};
 use super::{ApiError, AppState};
-use crate::engine::{CheckSnapshot, Engine};
 
 /// How long `run` and `heal` wait for the check's task (it may be busy
 /// with a remediation) before answering 504; the command stays queued.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A check as the API shows it: config, live state, and why its plugin is
-/// unusable if it is.
-fn view(engine: &Engine, snap: CheckSnapshot) -> Value {
-    let config = engine.config();
-    let c = config.check(&snap.name);
-    let plugin = c.map(|c| c.plugin.get_ref().clone()).unwrap_or_default();
-    let policies: Vec<&str> = config
-        .policies
-        .iter()
-        .filter(|p| p.check.get_ref() == &snap.name)
-        .map(|p| p.name())
-        .collect();
-    let plugin_error = engine.plugin_set().error(&plugin);
-    let mut v = serde_json::to_value(&snap).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut v {
-        m.insert("status".into(), json!(snap.last.as_ref().map(|l| l.status)));
-        m.insert("plugin".into(), json!(plugin));
-        m.insert(
-            "interval_ms".into(),
-            json!(c.map(|c| c.interval(&config.engine).as_millis() as u64)),
-        );
-        m.insert("policies".into(), json!(policies));
-        m.insert("plugin_error".into(), json!(plugin_error));
-    }
-    v
-}
-
-fn views(engine: &Engine) -> Vec<Value> {
-    engine
-        .snapshot()
-        .into_iter()
-        .map(|s| view(engine, s))
-        .collect()
-}
-
-/// `GET /api/v1/status`: everything `mend status` shows.
-pub(super) async fn status(State(s): AppState) -> Result<Json<Value>, ApiError> {
+/// Everything `mend status` shows.
+#[utoipa::path(get, path = "/api/v1/status", tag = "checks",
+    responses(
+        (status = 200, description = "Version, pause, open incident count and every check", body = StatusView),
+        (status = 401, description = "Reads need the token here", body = ErrorBody),
+    ))]
+pub(super) async fn status(_: Read, State(s): AppState) -> Result<Json<StatusView>, ApiError> {
     let engine = s.current.get();
     let open = s.reader().open_incident_count()?;
-    Ok(Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "now": engine.clock().now(),
-        "paused": engine.paused(),
-        "open_incidents": open,
-        "checks": views(&engine),
-    })))
+    Ok(Json(StatusView {
+        version: env!("CARGO_PKG_VERSION").into(),
+        now: engine.clock().now(),
+        paused: engine.paused().as_ref().map(Into::into),
+        open_incidents: open as u64,
+        checks: CheckView::all(&engine),
+    }))
 }
 
-/// `GET /api/v1/checks`.
-pub(super) async fn list(State(s): AppState) -> Json<Vec<Value>> {
-    Json(views(&s.current.get()))
+/// Every check: state and last result.
+#[utoipa::path(get, path = "/api/v1/checks", tag = "checks",
+    responses(
+        (status = 200, description = "Every check", body = Vec<CheckView>),
+        (status = 401, description = "Reads need the token here", body = ErrorBody),
+    ))]
+pub(super) async fn list(_: Read, State(s): AppState) -> Json<Vec<CheckView>> {
+    Json(CheckView::all(&s.current.get()))
 }
 
-/// `GET /api/v1/checks/{name}`: state, last findings, history (newest
-/// first) and recent incidents.
+/// One check: state, last findings, history (newest first) and recent
+/// incidents.
+#[utoipa::path(get, path = "/api/v1/checks/{name}", tag = "checks",
+    params(("name" = String, Path, description = "The check's name")),
+    responses(
+        (status = 200, description = "The check", body = CheckDetail),
+        (status = 401, description = "Reads need the token here", body = ErrorBody),
+        (status = 404, description = "No such check", body = ErrorBody),
+    ))]
 pub(super) async fn one(
+    _: Read,
     State(s): AppState,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CheckDetail>, ApiError> {
     let engine = s.current.get();
     let snap = engine
         .snapshot()
         .into_iter()
         .find(|c| c.name == name)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no check named `{name}`")))?;
-    let mut v = view(&engine, snap);
+        .ok_or_else(|| ApiError::not_found(format!("no check named `{name}`")))?;
+    let check = CheckView::new(&engine, snap);
     let history = s.reader().history(&name, 50)?;
-    let incidents: Vec<_> = s
+    let incidents = s
         .reader()
         .incidents(false, 200)?
         .into_iter()
         .filter(|i| i.check == name)
         .take(20)
+        .map(Into::into)
         .collect();
-    if let Value::Object(m) = &mut v {
-        m.insert("history".into(), json!(history));
-        m.insert("incidents".into(), json!(incidents));
-    }
-    Ok(Json(v))
+    Ok(Json(CheckDetail {
+        check,
+        history: history.into_iter().map(Into::into).collect(),
+        incidents,
+    }))
 }
 
-/// `POST /api/v1/checks/{name}/run`: detect now; answers the result.
+/// Run the check's detector now; answers the result (its policies see it,
+/// like any run).
+#[utoipa::path(post, path = "/api/v1/checks/{name}/run", tag = "checks",
+    params(("name" = String, Path, description = "The check's name")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The result", body = ResultView),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "No API token is configured", body = ErrorBody),
+        (status = 404, description = "No such check", body = ErrorBody),
+        (status = 429, description = "Too many commands queued for the check", body = ErrorBody),
+        (status = 503, description = "mend is stopping or reloading", body = ErrorBody),
+        (status = 504, description = "The check is busy; the run stays queued", body = ErrorBody),
+    ))]
 pub(super) async fn run(
+    _: Write,
     State(s): AppState,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let rx = s.current.get().request_run(&name)?;
     match tokio::time::timeout(WAIT, rx).await {
-        Ok(Ok(result)) => Ok(Json(result).into_response()),
+        Ok(Ok(result)) => Ok(Json(ResultView::from(&result)).into_response()),
         Ok(Err(_)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "mend stopped or reloaded before running the check; try again",
@@ -116,16 +116,32 @@ pub(super) async fn run(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct HealQuery {
+    /// Plan only: actions say what they would do, nothing changes.
     #[serde(default)]
     dry_run: bool,
 }
 
-/// `POST /api/v1/checks/{name}/heal[?dry_run=true]`: a manual heal
-/// through the policy ladder. 202 when a ladder started, 409 when none
-/// did (each policy says why).
+/// A manual heal through the policy ladder: 202 when a ladder started,
+/// 409 when none did (each policy says why).
+#[utoipa::path(post, path = "/api/v1/checks/{name}/heal", tag = "checks",
+    params(("name" = String, Path, description = "The check's name"), HealQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "A ladder started", body = HealView),
+        (status = 400, description = "A bad query", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "No API token is configured", body = ErrorBody),
+        (status = 404, description = "No such check", body = ErrorBody),
+        (status = 409, description = "No ladder started; each policy says why", body = HealView),
+        (status = 429, description = "Too many commands queued for the check", body = ErrorBody),
+        (status = 503, description = "mend is stopping or reloading", body = ErrorBody),
+        (status = 504, description = "The check is busy; the heal stays queued", body = ErrorBody),
+    ))]
 pub(super) async fn heal(
+    _: Write,
     State(s): AppState,
     Path(name): Path<String>,
     Query(q): Query<HealQuery>,
@@ -138,7 +154,7 @@ pub(super) async fn heal(
             } else {
                 StatusCode::CONFLICT
             };
-            Ok((code, Json(outcome)).into_response())
+            Ok((code, Json(HealView::from(&outcome))).into_response())
         }
         Ok(Err(_)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -5,9 +5,19 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use super::auth::Read;
+use super::error::ErrorBody;
 use super::{ApiError, AppState};
 
+/// Members, budgets with their holders, fleet-wide incidents.
+#[utoipa::path(get, path = "/api/v1/fleet", tag = "fleet",
+    responses(
+        (status = 200, description = "Fleet mode as this agent sees it", body = Object),
+        (status = 401, description = "Reads need the token here", body = ErrorBody),
+        (status = 404, description = "Fleet mode is off", body = ErrorBody),
+    ))]
 pub(super) async fn status(
+    _: Read,
     State(s): AppState,
 ) -> Result<Json<crate::fleet::FleetStatus>, ApiError> {
     let engine = s.current.get();

@@ -1,6 +1,9 @@
-//! `mend status`, `incidents`, `incident`, `heal`, `pause`, `resume`: the
-//! running mend, through its API, as readable tables (or `--json`).
+//! `mend status`, `incidents`, `incident`, `heal`, `check run`, `pause`,
+//! `resume`, `plugins`, `reload`: the running mend, through its API, as
+//! readable tables (or `--json`). Each exits with the code for what
+//! happened (see `exit`): `status` says whether every check is healthy.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -8,16 +11,33 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::client::Client;
+use super::exit::{Exit, Failure};
+use crate::config;
 
 /// Where the API is and how to authenticate.
 #[derive(Args, Clone)]
 pub struct ApiOpts {
-    /// The API's base URL.
-    #[arg(long, env = "MEND_API", default_value = "http://127.0.0.1:9770")]
-    pub api: String,
-    /// Bearer token for heal, pause and resume.
-    #[arg(long, env = "MEND_API_TOKEN", hide_env_values = true)]
+    /// The API's base URL [default: from --config's [api] listen, else
+    /// http://127.0.0.1:9770].
+    #[arg(long, env = "MEND_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// Bearer token: needed to change anything, and for reads where the
+    /// API is reachable from other machines [default: from --config's
+    /// [api] token].
+    #[arg(
+        long,
+        env = "MEND_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
+    /// Trust this PEM certificate for an https:// API (e.g. a self-signed
+    /// [api] tls_cert).
+    #[arg(long, env = "MEND_API_CA", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Take the API's address and token from this config file.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -25,7 +45,8 @@ pub struct ApiOpts {
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
-    /// Every check's health, status and last finding.
+    /// Every check's health, status and last finding; exits 3 if any check
+    /// is not healthy.
     Status {
         #[command(flatten)]
         opts: ApiOpts,
@@ -35,54 +56,112 @@ pub enum AdminCommand {
         /// Only the open ones.
         #[arg(long)]
         open: bool,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
+        /// At most this many (up to 1000).
+        #[arg(long, default_value_t = 50, value_name = "N",
+              value_parser = clap::value_parser!(u32).range(0..=1000))]
+        limit: u32,
         #[command(flatten)]
         opts: ApiOpts,
     },
-    /// One incident: its diagnosis and every attempt.
+    /// One incident: its diagnosis, and every attempt with its outcome
+    /// message, whether it changed anything, and its plan.
+    // `incident ack ID` (issue 11) goes beside this as a subcommand.
     Incident {
+        /// The incident's number (see `mend incidents`).
+        #[arg(value_name = "ID")]
         id: i64,
         #[command(flatten)]
         opts: ApiOpts,
     },
-    /// Heal a check now, through its policies' ladders.
+    /// Heal a check now, through its policies' ladders; exits 4 if no
+    /// ladder started (with why).
     Heal {
+        /// The check to heal.
+        #[arg(value_name = "CHECK")]
         check: String,
-        /// Plan only: actions say what they would do.
+        /// Plan only: actions say what they would do, nothing changes.
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
         opts: ApiOpts,
     },
-    /// Pause every policy (maintenance): checks run, no action starts.
+    /// One check by hand.
+    #[command(subcommand)]
+    Check(CheckCommand),
+    /// Pause every policy, or one check's (maintenance): checks run, no
+    /// action starts. Pausing again replaces the reason.
     Pause {
-        /// Why (shown in status and recorded).
-        #[arg(long)]
+        /// Pause only this check's policies.
+        #[arg(value_name = "CHECK")]
+        check: Option<String>,
+        /// Why (shown in status and recorded; at most 1000 characters).
+        #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
         #[command(flatten)]
         opts: ApiOpts,
     },
-    /// End a pause.
+    /// End a pause (of every policy, or of one check).
     Resume {
+        /// Resume only this check.
+        #[arg(value_name = "CHECK")]
+        check: Option<String>,
+        #[command(flatten)]
+        opts: ApiOpts,
+    },
+    /// The plugins the running mend uses, and files that did not load.
+    Plugins {
+        #[command(flatten)]
+        opts: ApiOpts,
+    },
+    /// Reload the running mend's config (as SIGHUP does); exits 78 if the
+    /// config is refused (the running one stays).
+    Reload {
         #[command(flatten)]
         opts: ApiOpts,
     },
 }
 
+#[derive(Subcommand)]
+pub enum CheckCommand {
+    /// Run a check's detector now and print its findings.
+    Run {
+        /// The check to run.
+        #[arg(value_name = "CHECK")]
+        name: String,
+        #[command(flatten)]
+        opts: ApiOpts,
+    },
+}
+
+/// `name` as one URL path segment.
+fn segment(name: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AdminCommand::Status { opts } => {
-            let v = client(&opts).get("/api/v1/status")?;
-            print(&opts, &v, status_table)
+            let v = client(&opts)?.get("/api/v1/status")?;
+            print(&opts, &v, status_table)?;
+            let unhealthy = v["checks"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["health"] != "healthy"));
+            Ok(if unhealthy { Exit::Unhealthy } else { Exit::Ok }.into())
         }
         AdminCommand::Incidents { open, limit, opts } => {
-            let v = client(&opts).get(&format!("/api/v1/incidents?open={open}&limit={limit}"))?;
+            let v = client(&opts)?.get(&format!("/api/v1/incidents?open={open}&limit={limit}"))?;
             print(&opts, &v, incidents_table)
         }
         AdminCommand::Incident { id, opts } => {
-            let v = client(&opts).get(&format!("/api/v1/incidents/{id}"))?;
+            let v = client(&opts)?.get(&format!("/api/v1/incidents/{id}"))?;
             print(&opts, &v, incident_detail)
         }
         AdminCommand::Heal {
@@ -90,43 +169,107 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             dry_run,
             opts,
         } => {
-            let (code, v) = client(&opts).post(
-                &format!("/api/v1/checks/{check}/heal?dry_run={dry_run}"),
+            let a = client(&opts)?.post(
+                &format!("/api/v1/checks/{}/heal?dry_run={dry_run}", segment(&check)),
                 None,
+                &[409],
             )?;
-            print(&opts, &v, heal_report)?;
-            Ok(if code == 409 {
-                ExitCode::FAILURE
+            print(&opts, &a.body, heal_report)?;
+            Ok(if a.code == 409 {
+                Exit::Refused
             } else {
-                ExitCode::SUCCESS
-            })
+                Exit::Ok
+            }
+            .into())
         }
-        AdminCommand::Pause { reason, opts } => {
+        AdminCommand::Check(CheckCommand::Run { name, opts }) => {
+            let path = format!("/api/v1/checks/{}/run", segment(&name));
+            let a = client(&opts)?.post(&path, None, &[])?;
+            print(&opts, &a.body, |v| run_report(&name, v))
+        }
+        AdminCommand::Pause {
+            check,
+            reason,
+            opts,
+        } => {
             let body = reason.map(|r| json!({ "reason": r }));
-            let (_, v) = client(&opts).post("/api/v1/pause", body.as_ref())?;
-            print(&opts, &v, |v| {
-                format!(
-                    "paused since {}: {}\n",
-                    when(v["paused"]["since"].as_u64()),
-                    v["paused"]["reason"].as_str().unwrap_or("")
-                )
+            let path = match &check {
+                Some(c) => format!("/api/v1/checks/{}/pause", segment(c)),
+                None => "/api/v1/pause".into(),
+            };
+            let a = client(&opts)?.post(&path, body.as_ref(), &[])?;
+            print(&opts, &a.body, pause_report)
+        }
+        AdminCommand::Resume { check, opts } => {
+            let path = match &check {
+                Some(c) => format!("/api/v1/checks/{}/resume", segment(c)),
+                None => "/api/v1/resume".into(),
+            };
+            let a = client(&opts)?.post(&path, None, &[])?;
+            print(&opts, &a.body, |v| {
+                let what = match v["check"].as_str() {
+                    Some(c) => format!("check {c}"),
+                    None => "mend".into(),
+                };
+                if v["resumed"].as_bool() == Some(true) {
+                    format!("{what} resumed: actions may run again\n")
+                } else {
+                    format!("{what} was not paused\n")
+                }
             })
         }
-        AdminCommand::Resume { opts } => {
-            let (_, v) = client(&opts).post("/api/v1/resume", None)?;
-            print(&opts, &v, |v| {
-                if v["resumed"].as_bool() == Some(true) {
-                    "resumed: actions may run again\n".into()
-                } else {
-                    "was not paused\n".into()
-                }
+        AdminCommand::Plugins { opts } => {
+            let v = client(&opts)?.get("/api/v1/plugins")?;
+            print(&opts, &v, plugins_table)
+        }
+        AdminCommand::Reload { opts } => {
+            let a = client(&opts)?.post("/api/v1/reload", None, &[])?;
+            print(&opts, &a.body, |v| {
+                format!(
+                    "reloaded: {} checks, {} policies, {} plugins\n",
+                    s(&v["checks"]),
+                    s(&v["policies"]),
+                    s(&v["plugins"])
+                )
             })
         }
     }
 }
 
-fn client(opts: &ApiOpts) -> Client {
-    Client::new(&opts.api, opts.token.clone())
+/// The API's URL for a config's `[api]`: its listen address, as a client
+/// reaches it.
+fn url_of(api: &config::ApiConfig) -> Option<String> {
+    let mut addr = api.listen_addr()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let scheme = if api.tls() { "https" } else { "http" };
+    Some(format!("{scheme}://{addr}"))
+}
+
+fn from_config(path: &Path) -> anyhow::Result<config::ApiConfig> {
+    match config::load(path) {
+        Ok(c) => Ok(c.api),
+        Err(errors) => Err(Failure::new(Exit::Config, errors.to_string()).into()),
+    }
+}
+
+pub(super) fn client(opts: &ApiOpts) -> anyhow::Result<Client> {
+    let api = opts.config.as_deref().map(from_config).transpose()?;
+    let url = opts
+        .api
+        .clone()
+        .or_else(|| api.as_ref().and_then(url_of))
+        .unwrap_or_else(|| "http://127.0.0.1:9770".into());
+    let token = opts
+        .token
+        .clone()
+        .or_else(|| api.as_ref().and_then(|a| a.token()));
+    Client::new(&url, token, opts.ca_cert.as_deref())
 }
 
 pub(super) fn print(
@@ -209,6 +352,21 @@ fn cut(s: &str, n: usize) -> String {
     }
 }
 
+/// The worst finding of a result, as `code: summary`.
+fn worst_finding(last: &Value) -> Option<String> {
+    last["findings"]
+        .as_array()
+        .and_then(|fs| {
+            fs.iter().max_by_key(|f| match f["status"].as_str() {
+                Some("fail") => 3,
+                Some("unknown") => 2,
+                Some("warn") => 1,
+                _ => 0,
+            })
+        })
+        .map(|f| format!("{}: {}", s(&f["code"]), s(&f["summary"])))
+}
+
 fn status_table(v: &Value) -> String {
     let now = v["now"].as_u64().unwrap_or(0);
     let checks = v["checks"].as_array().cloned().unwrap_or_default();
@@ -225,30 +383,24 @@ fn status_table(v: &Value) -> String {
     let rows: Vec<Vec<String>> = checks
         .iter()
         .map(|c| {
-            let last = &c["last"];
-            // The worst finding speaks for the check.
-            let finding = last["findings"]
-                .as_array()
-                .and_then(|fs| {
-                    fs.iter().max_by_key(|f| match f["status"].as_str() {
-                        Some("fail") => 3,
-                        Some("unknown") => 2,
-                        Some("warn") => 1,
-                        _ => 0,
-                    })
-                })
-                .map(|f| format!("{}: {}", s(&f["code"]), s(&f["summary"])))
+            let finding = worst_finding(&c["last"])
                 .or_else(|| c["plugin_error"].as_str().map(str::to_string))
                 .unwrap_or_else(|| "-".into());
             let mut health = s(&c["health"]);
+            if let Some(r) = c["recovering"].as_object() {
+                health = format!("recovering {}/{}", s(&r["passes"]), s(&r["needed"]));
+            }
             if c["remediating"].as_bool() == Some(true) {
                 health.push_str(" (healing)");
+            }
+            if !c["paused"].is_null() {
+                health.push_str(" (paused)");
             }
             vec![
                 s(&c["name"]),
                 health,
                 s(&c["status"]),
-                ago(now, last["at"].as_u64()),
+                ago(now, c["last"]["at"].as_u64()),
                 cut(&finding, 70),
             ]
         })
@@ -299,12 +451,65 @@ fn incidents_table(v: &Value) -> String {
     )
 }
 
+/// A plugin error as one line (it may be a string or a tagged object).
+fn error_text(e: &Value) -> String {
+    match e {
+        Value::String(s) => s.clone(),
+        Value::Object(m) => m
+            .values()
+            .find_map(|v| {
+                v.get("reason")
+                    .or_else(|| v.get("message"))
+                    .and_then(Value::as_str)
+            })
+            .map(str::to_string)
+            .unwrap_or_else(|| e.to_string()),
+        other => other.to_string(),
+    }
+}
+
+/// What one attempt did, as indented lines under its row.
+fn attempt_lines(a: &Value) -> String {
+    let d = &a["detail"];
+    let mut out = String::new();
+    let o = &d["outcome"];
+    if let Some(msg) = o["message"].as_str().filter(|m| !m.is_empty()) {
+        out.push_str(&format!("      message  {msg}\n"));
+    }
+    if let Some(steps) = o["steps"].as_array().filter(|s| !s.is_empty()) {
+        let label = if a["dry_run"].as_bool() == Some(true) {
+            "plan"
+        } else {
+            "did"
+        };
+        for (i, st) in steps.iter().enumerate() {
+            let head = if i == 0 { label } else { "" };
+            out.push_str(&format!("      {head:<8} {}\n", s(st)));
+        }
+    }
+    if !d["error"].is_null() {
+        out.push_str(&format!("      error    {}\n", error_text(&d["error"])));
+    }
+    for key in ["reason", "note"] {
+        if let Some(t) = d[key].as_str() {
+            out.push_str(&format!("      {key:<8} {t}\n"));
+        }
+    }
+    if let Some(v) = d["verification"].as_array().filter(|v| !v.is_empty()) {
+        let after: Vec<String> = v
+            .iter()
+            .map(|f| format!("{} {}", s(&f["status"]), s(&f["code"])))
+            .collect();
+        out.push_str(&format!("      verified {}\n", after.join(", ")));
+    }
+    out
+}
+
 fn incident_detail(i: &Value) -> String {
     let d = &i["diagnosis"];
     let mut out = format!(
         "incident {} · {} · check {} · policy {}{}\n\
-         opened   {}\nclosed   {} (took {})\n\
-         cause    {}\ndecision {}: {}\n",
+         opened   {}\nclosed   {} (took {})\n",
         s(&i["id"]),
         s(&i["state"]),
         s(&i["check"]),
@@ -317,10 +522,20 @@ fn incident_detail(i: &Value) -> String {
         when(i["opened_at"].as_u64()),
         when(i["closed_at"].as_u64()),
         duration(i),
+    );
+    if let Some(at) = i["escalated_at"].as_u64() {
+        out.push_str(&format!("escalated {}\n", when(Some(at))));
+    }
+    out.push_str(&format!(
+        "cause    {}\ndecision {}: {}\n",
         s(&i["root_cause"]),
         s(&d["decision"]),
         s(&d["reason"]),
-    );
+    ));
+    if let Some(plan) = d["plan"].as_array().filter(|p| !p.is_empty()) {
+        let steps: Vec<String> = plan.iter().map(s).collect();
+        out.push_str(&format!("ladder   {}\n", steps.join(" → ")));
+    }
     if let Some(note) = i["note"].as_str().filter(|n| !n.is_empty()) {
         out.push_str(&format!("note     {note}\n"));
     }
@@ -335,44 +550,51 @@ fn incident_detail(i: &Value) -> String {
             ));
         }
     }
-    let rows: Vec<Vec<String>> = i["attempts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let attempts = i["attempts"].as_array().cloned().unwrap_or_default();
+    out.push_str("\nattempts\n");
+    if attempts.is_empty() {
+        out.push_str("  none\n");
+        return out;
+    }
+    let header = ["STEP", "ACTION", "OUTCOME", "CHANGED", "STARTED", "TOOK"];
+    let rows: Vec<Vec<String>> = attempts
         .iter()
         .map(|a| {
-            let step = match a["step"].as_u64() {
-                Some(n) if n == u32::MAX as u64 => "escalate".to_string(),
-                Some(n) => (n + 1).to_string(),
+            let step = match (a["escalation"].as_bool(), a["step"].as_u64()) {
+                (Some(true), _) => "escalate".to_string(),
+                (_, Some(n)) => (n + 1).to_string(),
+                _ => "-".into(),
+            };
+            let changed = match a["detail"]["outcome"]["changed"].as_bool() {
+                Some(true) if a["dry_run"].as_bool() == Some(true) => "would".into(),
+                Some(true) => "yes".into(),
+                Some(false) => "no".into(),
                 None => "-".into(),
             };
-            let detail = a["detail"]
-                .get("error")
-                .or_else(|| a["detail"].get("reason"))
-                .or_else(|| a["detail"].get("note"))
-                .map(s)
-                .unwrap_or_default();
             vec![
                 step,
                 s(&a["action"]),
                 s(&a["outcome"]),
+                changed,
                 when(a["started_at"].as_u64()),
                 a["duration_ms"]
                     .as_u64()
                     .map(|d| format!("{d} ms"))
                     .unwrap_or_else(|| "-".into()),
-                cut(&detail, 60),
             ]
         })
         .collect();
-    out.push_str("\nattempts\n");
-    if rows.is_empty() {
-        out.push_str("  none\n");
-    } else {
-        out.push_str(&table(
-            &["STEP", "ACTION", "OUTCOME", "STARTED", "TOOK", "DETAIL"],
-            &rows,
-        ));
+    // The table's lines, each attempt's details under its row.
+    let t = table(&header, &rows);
+    let mut lines = t.lines();
+    if let Some(h) = lines.next() {
+        out.push_str(h);
+        out.push('\n');
+    }
+    for (line, a) in lines.zip(&attempts) {
+        out.push_str(line);
+        out.push('\n');
+        out.push_str(&attempt_lines(a));
     }
     out
 }
@@ -407,14 +629,104 @@ fn heal_report(v: &Value) -> String {
     out
 }
 
+fn run_report(name: &str, v: &Value) -> String {
+    let mut out = format!("check {name}: {}\n", s(&v["status"]));
+    for f in v["findings"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            s(&f["status"]),
+            s(&f["code"]),
+            s(&f["summary"])
+        ));
+    }
+    out
+}
+
+fn pause_report(v: &Value) -> String {
+    let what = match v["check"].as_str() {
+        Some(c) => format!("check {c}"),
+        None => "mend".into(),
+    };
+    let since = when(v["paused"]["since"].as_u64());
+    let reason = v["paused"]["reason"].as_str().unwrap_or("");
+    if v["updated"].as_bool() == Some(true) {
+        format!("{what} was already paused (since {since}); the reason is now: {reason}\n")
+    } else {
+        format!("{what} paused since {since}: {reason}\n")
+    }
+}
+
+fn plugins_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["plugins"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let roles: Vec<&str> = [("detector", "detector"), ("action", "action")]
+                .iter()
+                .filter(|(k, _)| p[*k].as_bool() == Some(true))
+                .map(|(_, n)| *n)
+                .collect();
+            vec![
+                s(&p["name"]),
+                s(&p["version"]),
+                roles.join(", "),
+                p["sha256"].as_str().map(|h| cut(h, 13)).unwrap_or_default(),
+                s(&p["file"]),
+            ]
+        })
+        .collect();
+    let mut out = if rows.is_empty() {
+        "no plugins loaded\n".to_string()
+    } else {
+        table(&["PLUGIN", "VERSION", "ROLES", "SHA256", "FILE"], &rows)
+    };
+    if let Some(errors) = v["errors"].as_object().filter(|e| !e.is_empty()) {
+        out.push_str("\nunusable\n");
+        for (k, why) in errors {
+            out.push_str(&format!("  {k}: {}\n", s(why)));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn tables_align_columns() {
-        let t = super::table(
+        let t = table(
             &["A", "BB", "C"],
             &[vec!["xxx".into(), "y".into(), "z z".into()]],
         );
         assert_eq!(t, "A    BB  C\nxxx  y   z z\n");
+    }
+
+    #[test]
+    fn names_are_one_path_segment() {
+        assert_eq!(segment("app-logs_1.x"), "app-logs_1.x");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn an_incident_shows_what_each_attempt_did() {
+        let i = json!({
+            "id": 7, "state": "planned", "check": "app", "policy": "fix-app",
+            "opened_at": 1_000, "closed_at": 2_000, "dry_run": true,
+            "root_cause": "app", "note": "",
+            "diagnosis": {"decision": "act", "reason": "manual heal", "plan": ["fix", "restart"], "evidence": []},
+            "attempts": [{
+                "step": 0, "action": "fix", "outcome": "planned", "dry_run": true,
+                "started_at": 1_000, "duration_ms": 3,
+                "detail": {"outcome": {"changed": true, "steps": ["write /ctl/app"], "message": "would restore the file"}},
+            }],
+        });
+        let text = incident_detail(&i);
+        assert!(text.contains("ladder   fix → restart"), "{text}");
+        assert!(text.contains("message  would restore the file"), "{text}");
+        assert!(text.contains("plan     write /ctl/app"), "{text}");
+        assert!(text.contains("would"), "{text}");
     }
 }

@@ -1,4 +1,4 @@
-//! `mend check-config FILE`: exactly what `mend run` would refuse, all at
+//! `mend check-config [--config] FILE`: exactly what `mend run` would refuse, all at
 //! once, by compiling the same plan: syntax and schema, references and
 //! cycles, grants, the plugins themselves (they exist, load, play the
 //! role, their declared needs fit their grants) and each plugin's own
@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use super::exit::Exit;
 use crate::config;
 use crate::plan;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -39,7 +40,7 @@ pub async fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
                 println!("{e}");
             }
             println!("{}: {} problem(s)", path.display(), problems.errors.len());
-            Ok(ExitCode::FAILURE)
+            Ok(Exit::Config.into())
         }
     }
 }

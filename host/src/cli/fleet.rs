@@ -7,7 +7,6 @@ use clap::Subcommand;
 use serde_json::Value;
 
 use super::admin::{ApiOpts, print, table, when};
-use super::client::Client;
 
 #[derive(Subcommand)]
 pub enum FleetCommand {
@@ -21,7 +20,7 @@ pub enum FleetCommand {
 pub fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         FleetCommand::Status { opts } => {
-            let v = Client::new(&opts.api, opts.token.clone()).get("/api/v1/fleet")?;
+            let v = super::admin::client(&opts)?.get("/api/v1/fleet")?;
             print(&opts, &v, status_text)
         }
     }

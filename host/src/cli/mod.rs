@@ -1,31 +1,35 @@
-//! The `mend` command line.
+//! The `mend` command line. Exit codes are in `exit` (and the README).
 
 mod admin;
 mod check_config;
 mod client;
+mod docs;
+pub mod exit;
 mod fleet;
 mod plugin;
 mod recorder;
 mod run;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use self::exit::Exit;
+
+/// Where `run` and `check-config` look when no config is named.
+const DEFAULT_CONFIG: &str = "/etc/mend/mend.toml";
+
 #[derive(Parser)]
 #[command(
     name = "mend",
     version,
-    about = "A self-healing engine for servers and services"
+    about = "A self-healing engine for servers and services",
+    after_help = "Exit codes: 0 ok (status: all healthy), 1 error, 2 usage, 3 some check unhealthy, \
+                  4 refused, 5 not found, 6 unauthorised, 7 unreachable, 78 config error."
 )]
-struct Cli {
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
-    log_format: LogFormat,
-    /// Log filter, e.g. `info` or `mend=debug` (or set MEND_LOG).
-    #[arg(long, global = true, env = "MEND_LOG", default_value = "info")]
-    log: String,
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -42,13 +46,24 @@ enum Command {
     /// reloads the config).
     Run {
         /// The config file.
-        #[arg(long, short, default_value = "/etc/mend/mend.toml")]
+        #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+        log_format: LogFormat,
+        /// Log filter, e.g. `info` or `mend=debug`.
+        #[arg(long, env = "MEND_LOG", value_name = "FILTER", default_value = "info")]
+        log: String,
     },
-    /// Validate a config (and its plugins); list every problem.
+    /// Validate a config (and its plugins); list every problem. Exits 78
+    /// if there is one.
     CheckConfig {
-        /// The config file.
-        file: PathBuf,
+        /// The config file [default: /etc/mend/mend.toml].
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The config file, as `--config` (kept for scripts).
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
     },
     /// Tools for plugin authors.
     #[command(subcommand)]
@@ -60,37 +75,76 @@ enum Command {
     /// run any number of replicas.
     Recorder {
         /// The config file (its [fleet] and [fleet.recorder]).
-        #[arg(long, short, default_value = "/etc/mend/mend.toml")]
+        #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     #[command(flatten)]
     Admin(admin::AdminCommand),
+    /// Print a shell completion script, e.g. `mend completions bash >
+    /// /etc/bash_completion.d/mend`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `mend man | man -l -`.
+    Man {
+        /// Write every page (mend.1, mend-run.1, ...) into this directory
+        /// instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The command line's definition (for completions and the man page).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Colour only for a person: stderr is a terminal and `NO_COLOR` is
+/// unset (https://no-color.org).
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
-    // The API client needs no async runtime.
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A command whose output is piped into `head` ends quietly when
+        // the reader goes, as Unix tools do (Rust ignores SIGPIPE, so a
+        // write would fail and `println!` panic). Not the daemon: a
+        // closed log pipe must not kill it.
+        // SAFETY: setting a signal's disposition to the default before
+        // any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    match cli.command {
+        Command::Run {
+            log_format,
+            ref log,
+            ..
+        } => init_logging(log_format, log),
+        _ => init_logging(
+            LogFormat::Pretty,
+            &std::env::var("MEND_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
+    }
+    let finish = |result: anyhow::Result<ExitCode>| match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mend: {}", one_line(&format!("{e:#}")));
+            exit::of(&e).into()
+        }
+    };
+    // The API client and the doc generators need no async runtime.
     let command = match cli.command {
-        Command::Admin(cmd) => {
-            return match admin::run(cmd) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("mend: {}", one_line(&format!("{e:#}")));
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        Command::Fleet(cmd) => {
-            return match fleet::run(cmd) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("mend: {}", one_line(&format!("{e:#}")));
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        Command::Admin(cmd) => return finish(admin::run(cmd)),
+        Command::Fleet(cmd) => return finish(fleet::run(cmd)),
+        Command::Completions { shell } => return finish(docs::completions(shell)),
+        Command::Man { dir } => return finish(docs::man(dir.as_deref())),
         other => other,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -100,25 +154,26 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mend: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return Exit::Error.into();
         }
     };
-    let result = rt.block_on(async {
+    finish(rt.block_on(async {
         match command {
-            Command::Run { config } => run::run(&config).await,
-            Command::CheckConfig { file } => check_config::check_config(&file).await,
+            Command::Run { config, .. } => run::run(&config).await,
+            Command::CheckConfig { config, file } => {
+                let path = config.or(file).unwrap_or_else(|| DEFAULT_CONFIG.into());
+                check_config::check_config(&path).await
+            }
             Command::Plugin(cmd) => plugin::run(cmd).await,
             Command::Recorder { config } => recorder::run(&config).await,
-            Command::Admin(_) | Command::Fleet(_) => unreachable!("handled above"),
+            Command::Admin(_)
+            | Command::Fleet(_)
+            | Command::Completions { .. }
+            | Command::Man { .. } => {
+                unreachable!("handled above")
+            }
         }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("mend: {}", one_line(&format!("{e:#}")));
-            ExitCode::FAILURE
-        }
-    }
+    }))
 }
 
 /// Errors are printed on one line: scripts grep them, people read them.
@@ -131,6 +186,7 @@ fn init_logging(format: LogFormat, filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
@@ -139,3 +195,29 @@ fn init_logging(format: LogFormat, filter: &str) {
 }
 
 pub use crate::config::default_state_dir;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let cmd = super::command();
+        walk(&cmd, "mend", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+        cmd.debug_assert();
+    }
+}

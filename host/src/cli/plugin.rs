@@ -19,11 +19,15 @@ use crate::values::parse_bytes;
 pub enum PluginCommand {
     /// Print what a plugin's describe() says.
     Inspect {
+        /// The plugin (a `.wasm` component).
+        #[arg(value_name = "FILE")]
         file: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        #[arg(long)]
+        /// Where the compile cache lives [default: $MEND_STATE_DIR, else
+        /// $XDG_STATE_HOME/mend, else ~/.local/state/mend].
+        #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
     /// Run one sandboxed call and print the result as JSON.
@@ -40,7 +44,10 @@ pub enum Export {
 
 #[derive(clap::Args)]
 pub struct CallArgs {
+    /// The plugin (a `.wasm` component).
+    #[arg(value_name = "FILE")]
     file: PathBuf,
+    /// Which export to call.
     #[arg(value_enum)]
     export: Export,
     /// The plugin's config: JSON, TOML, or @FILE holding either.

@@ -3,8 +3,9 @@
 //! and refuses with every problem listed. SIGTERM or Ctrl-C stops it (no
 //! new action starts; work in flight finishes within a grace period and is
 //! recorded either way); SIGHUP reloads the config (compiled first: a bad
-//! one is logged, every problem, and the running one stays). Under systemd
-//! it speaks the notify protocol (see `service::systemd`).
+//! one is logged, every problem, and the running one stays), and so does
+//! `POST /api/v1/reload`, which also gets the answer. Under systemd it
+//! speaks the notify protocol (see `service::systemd`).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,6 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::exit::Exit;
+use crate::api::ReloadRequest;
+use crate::api::views::ReloadedView;
 use crate::config;
 use crate::engine::{Clock, Engine, shutdown};
 use crate::metrics::Metrics;
@@ -26,9 +30,6 @@ use crate::store::Store;
 /// How long in-flight actions get to finish after a stop signal.
 const GRACE: Duration = Duration::from_secs(30);
 
-/// Exit code when the config is refused (EX_CONFIG, sysexits.h).
-pub const EXIT_CONFIG: u8 = 78;
-
 /// What `run` needs to build engines, again on each reload.
 struct Parts {
     runtime: Arc<Runtime>,
@@ -41,18 +42,18 @@ struct Parts {
 
 impl Parts {
     fn engine(&self, plan: Plan) -> anyhow::Result<Arc<Engine>> {
-        Engine::new(
+        let engine = Engine::new(
             plan,
             self.runtime.clone(),
             self.store.clone(),
             self.clock,
             self.metrics.clone(),
-        )
-        .inspect(|e| {
-            if let Some(f) = &self.fleet {
-                e.set_fleet(f.clone());
-            }
-        })
+        )?;
+        if let Some(f) = &self.fleet {
+            engine.set_fleet(f.clone());
+        }
+        self.metrics.init_known(engine.config());
+        Ok(engine)
     }
 }
 
@@ -81,7 +82,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             errors: parsed.errors,
             warnings: Vec::new(),
         });
-        return Ok(ExitCode::from(EXIT_CONFIG));
+        return Ok(Exit::Config.into());
     };
     let inline_file_io = parsed
         .config
@@ -105,7 +106,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         Ok(plan) => plan,
         Err(problems) => {
             print_problems(&problems);
-            return Ok(ExitCode::from(EXIT_CONFIG));
+            return Ok(Exit::Config.into());
         }
     };
     for w in &plan.warnings {
@@ -143,21 +144,30 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let mut engine = parts.engine(plan)?;
     let current = Arc::new(Current::new(engine.clone()));
 
-    let api = match engine.config().api.listen_addr() {
+    // API reload requests; one at a time (a second waits its turn).
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(1);
+    let api_config = engine.config().api.clone();
+    let api = match api_config.listen_addr() {
         Some(addr) => {
             let reader = Store::open_read_only(&db)?;
-            let max_body = engine.config().api.max_body.as_usize();
-            let (_, server) = crate::api::serve(addr, current.clone(), reader, max_body)
-                .await
-                .with_context(|| format!("starting the API on {addr} ([api] listen)"))?;
+            let (_, server) =
+                crate::api::serve(&api_config, addr, current.clone(), reader, Some(reload_tx))
+                    .await
+                    .with_context(|| format!("starting the API on {addr} ([api] listen)"))?;
             Some(server)
         }
         None => None,
     };
     if engine.config().api.token().is_none() && api.is_some() {
-        tracing::warn!(
-            "no API token ([api] token or $MEND_API_TOKEN): endpoints that change something refuse"
-        );
+        if api_config.is_exposed() && !api_config.public_reads {
+            tracing::warn!(
+                "no API token ([api] token or $MEND_API_TOKEN): every endpoint but /healthz and the dashboard page refuses"
+            );
+        } else {
+            tracing::warn!(
+                "no API token ([api] token or $MEND_API_TOKEN): endpoints that change something refuse"
+            );
+        }
     }
 
     loop {
@@ -209,40 +219,24 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
                         }
                         break None;
                     }
-                    // Compiled while the old engine runs: everything a
-                    // reload could trip over is found before it stops.
-                    Signal::Reload => match plan::load(config_path, &parts.runtime).await {
-                        Err(problems) => {
-                            parts.metrics.reload("config", false);
-                            for e in &problems.errors {
-                                tracing::error!("config reload refused: {e}");
-                            }
-                            tracing::error!(
-                                problems = problems.errors.len(),
-                                "config reload refused; the running config stays"
-                            );
-                        }
-                        Ok(new) => {
-                            for w in &new.warnings {
-                                tracing::warn!("{w}");
-                            }
-                            if new.config.state_dir() != engine.config().state_dir() {
-                                tracing::warn!("engine.state_dir changed: it takes effect when mend restarts");
-                            }
-                            tracing::info!("reloading: letting work in flight finish first");
-                            notifier.reloading();
-                            trigger.fire();
-                            // In-flight work is bounded by plugin deadlines.
-                            let _ = (&mut task).await;
-                            break Some(new);
-                        }
+                    Signal::Reload => match try_reload(config_path, &engine, &parts, &notifier, &trigger, &mut task).await {
+                        Err(_) => {}
+                        Ok(new) => break Some((new, None)),
                     },
+                },
+                Some(reply) = reload_rx.recv() => {
+                    match try_reload(config_path, &engine, &parts, &notifier, &trigger, &mut task).await {
+                        Err(why) => {
+                            let _ = reply.send(Err(format!("config reload refused; the running config stays: {why}")));
+                        }
+                        Ok(new) => break Some((new, Some(reply))),
+                    }
                 },
             }
         };
         beats.abort();
         watcher.abort();
-        let Some(new) = next else { break };
+        let Some((new, reply)) = next else { break };
         // Built now the old engine is stopped, so the new one reads the
         // policy state (cooldowns, attempts, breakers) as it left it.
         let old = engine.clone();
@@ -258,6 +252,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
             tracing::warn!("[fleet] added or removed: it takes effect when mend restarts");
         }
         parts.metrics.forget_checks();
+        parts.metrics.init_known(engine.config());
+        if let Some(reply) = reply {
+            let _ = reply.send(Ok(ReloadedView {
+                reloaded: true,
+                checks: engine.plan().checks.len(),
+                policies: engine.plan().policies.len(),
+                plugins: engine.plugins().len(),
+            }));
+        }
         if engine.config().api.listen != old.config().api.listen {
             tracing::warn!("[api] listen changed: it takes effect when mend restarts");
         }
@@ -278,6 +281,48 @@ pub async fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
         None => {
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Compiles the config file's plan while the running engine goes on (so
+/// everything a reload could trip over is found before anything stops);
+/// if it compiles, stops the running engine's tasks (work in flight
+/// finishes) and hands the new plan back. Otherwise every problem is
+/// logged and the running config stays.
+async fn try_reload(
+    path: &Path,
+    engine: &Engine,
+    parts: &Parts,
+    notifier: &Notifier,
+    trigger: &shutdown::Trigger,
+    task: &mut tokio::task::JoinHandle<()>,
+) -> Result<Plan, String> {
+    match plan::load(path, &parts.runtime).await {
+        Err(problems) => {
+            parts.metrics.reload("config", false);
+            for e in &problems.errors {
+                tracing::error!("config reload refused: {e}");
+            }
+            tracing::error!(
+                problems = problems.errors.len(),
+                "config reload refused; the running config stays"
+            );
+            Err(problems.to_string())
+        }
+        Ok(new) => {
+            for w in &new.warnings {
+                tracing::warn!("{w}");
+            }
+            if new.config.state_dir() != engine.config().state_dir() {
+                tracing::warn!("engine.state_dir changed: it takes effect when mend restarts");
+            }
+            tracing::info!("reloading: letting work in flight finish first");
+            notifier.reloading();
+            trigger.fire();
+            // In-flight work is bounded by plugin deadlines.
+            let _ = task.await;
+            Ok(new)
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -30,6 +31,22 @@ pub struct ApiConfig {
     /// Largest request body accepted.
     #[serde(default = "default_max_body")]
     pub max_body: Bytes,
+    /// `Host` names served (against DNS rebinding). Default: localhost,
+    /// 127.0.0.1, ::1 and the listen address when it is a specific IP.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// PEM certificate chain: serve HTTPS (with `tls_key`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address anyway.
+    #[serde(default)]
+    pub insecure: bool,
+    /// On a non-loopback address, serve reads without the token.
+    #[serde(default)]
+    pub public_reads: bool,
     /// Alertmanager alerts that ask for a heal.
     #[serde(default, rename = "alert")]
     pub alerts: Vec<AlertRule>,
@@ -41,6 +58,11 @@ impl Default for ApiConfig {
             listen: default_listen(),
             token: None,
             max_body: default_max_body(),
+            hosts: None,
+            tls_cert: None,
+            tls_key: None,
+            insecure: false,
+            public_reads: false,
             alerts: Vec::new(),
         }
     }
@@ -84,6 +106,17 @@ impl ApiConfig {
         }
     }
 
+    /// Whether the API is reachable from other machines (it listens on
+    /// an address that is not loopback).
+    pub fn is_exposed(&self) -> bool {
+        self.listen_addr().is_some_and(|a| !a.ip().is_loopback())
+    }
+
+    /// Whether HTTPS is configured.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
     /// The token: `token` from the config, else `$MEND_API_TOKEN`.
     pub fn token(&self) -> Option<String> {
         self.token
@@ -104,6 +137,35 @@ pub(super) fn validate(c: &Config, r: &mut Reporter<'_>) {
                 api.listen
             ),
         );
+    }
+    match (&api.tls_cert, &api.tls_key) {
+        (Some(_), None) => r.at(None, "api.tls_key", "tls_cert is set: set tls_key too"),
+        (None, Some(_)) => r.at(None, "api.tls_cert", "tls_key is set: set tls_cert too"),
+        _ => {}
+    }
+    if api.is_exposed() && !api.tls() && !api.insecure {
+        r.at(
+            None,
+            "api.listen",
+            format!(
+                "`{}` is reachable from other machines: set tls_cert and tls_key to serve HTTPS, \
+                 or insecure = true to serve plain HTTP anyway",
+                api.listen
+            ),
+        );
+    }
+    if let Some(hosts) = &api.hosts {
+        for (i, h) in hosts.iter().enumerate() {
+            if h.trim().is_empty() || h.contains(['/', ' ']) {
+                r.at(
+                    None,
+                    format!("api.hosts[{i}]"),
+                    format!(
+                        "`{h}` is not a host name (write e.g. \"mend.example.com\" or \"10.0.0.5\")"
+                    ),
+                );
+            }
+        }
     }
     if api.max_body.0 == 0 {
         r.at(None, "api.max_body", "must be more than 0");

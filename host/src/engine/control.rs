@@ -22,6 +22,11 @@ const MAX_QUEUED: usize = 64;
 
 const PAUSE_FLAG: &str = "pause";
 
+/// The store flag holding check `name`'s pause.
+fn check_pause_flag(name: &str) -> String {
+    format!("pause:check:{name}")
+}
+
 pub(super) enum Command {
     Run(oneshot::Sender<Detection>),
     Heal {
@@ -76,6 +81,8 @@ pub enum ControlError {
     NotRunning,
     #[error("check `{0}` has {MAX_QUEUED} commands waiting; try again later")]
     Busy(String),
+    #[error("{0:#}")]
+    Store(anyhow::Error),
 }
 
 pub(super) fn load_pause(store: &Store) -> Option<Pause> {
@@ -160,22 +167,92 @@ impl Engine {
 
     /// Pauses every policy: checks keep running and recording, no action
     /// starts (a ladder in progress stops before its next step). Kept in
-    /// the store until [`Engine::resume`].
+    /// the store until [`Engine::resume`]. Pausing again replaces the
+    /// reason and keeps `since`.
     pub fn pause(&self, reason: &str) -> anyhow::Result<Pause> {
         let mut cur = lock(&self.pause);
-        if let Some(p) = &*cur {
-            return Ok(p.clone());
-        }
         let p = Pause {
-            since: self.clock.now(),
+            since: cur.as_ref().map_or_else(|| self.clock.now(), |p| p.since),
             reason: reason.to_string(),
         };
         self.store
             .set_flag(PAUSE_FLAG, Some(&serde_json::to_string(&p)?))?;
-        *cur = Some(p.clone());
+        let again = cur.replace(p.clone()).is_some();
         self.metrics.set_paused(true);
-        tracing::warn!(reason, "paused: no action will start until resumed");
+        if again {
+            tracing::warn!(reason, "still paused; the reason is now: {reason}");
+        } else {
+            tracing::warn!(reason, "paused: no action will start until resumed");
+        }
         Ok(p)
+    }
+
+    fn slot(&self, check: &str) -> Result<&super::CheckSlot, ControlError> {
+        self.index
+            .get(check)
+            .map(|&i| &self.checks[i])
+            .ok_or_else(|| ControlError::UnknownCheck(check.to_string()))
+    }
+
+    /// Pauses the policies of one check (checks keep running; no action
+    /// starts for it), kept in the store until [`Engine::resume_check`].
+    /// Returns the pause and whether one was already in place (then only
+    /// the reason changed).
+    pub fn pause_check(&self, check: &str, reason: &str) -> Result<(Pause, bool), ControlError> {
+        let slot = self.slot(check)?;
+        let mut st = lock(&slot.state);
+        let p = Pause {
+            since: st
+                .paused
+                .as_ref()
+                .map_or_else(|| self.clock.now(), |p| p.since),
+            reason: reason.to_string(),
+        };
+        let json = serde_json::to_string(&p).map_err(|e| ControlError::Store(e.into()))?;
+        self.store
+            .set_flag(&check_pause_flag(check), Some(&json))
+            .map_err(ControlError::Store)?;
+        let again = st.paused.replace(p.clone()).is_some();
+        tracing::warn!(
+            check,
+            reason,
+            again,
+            "check paused: none of its actions will start until resumed"
+        );
+        Ok((p, again))
+    }
+
+    /// Ends one check's pause; returns it, if there was one.
+    pub fn resume_check(&self, check: &str) -> Result<Option<Pause>, ControlError> {
+        let slot = self.slot(check)?;
+        let mut st = lock(&slot.state);
+        self.store
+            .set_flag(&check_pause_flag(check), None)
+            .map_err(ControlError::Store)?;
+        let was = st.paused.take();
+        if was.is_some() {
+            tracing::warn!(check, "check resumed: its actions may run again");
+        }
+        Ok(was)
+    }
+
+    /// Check `idx`'s pause, if any.
+    pub(super) fn check_paused(&self, idx: usize) -> Option<Pause> {
+        lock(&self.checks[idx].state).paused.clone()
+    }
+
+    /// Reads each check's pause from the store (at build).
+    pub(super) fn restore_check_pauses(&self) {
+        for (check, slot) in self.plan.checks.iter().zip(&self.checks) {
+            match self.store.flag(&check_pause_flag(&check.name)) {
+                Ok(v) => {
+                    lock(&slot.state).paused = v.and_then(|s| serde_json::from_str(&s).ok());
+                }
+                Err(e) => {
+                    tracing::error!(check = %check.name, "reading the check's pause: {e:#}")
+                }
+            }
+        }
     }
 
     /// Ends a pause; returns the pause that ended, if there was one.

@@ -91,6 +91,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::warn!(check = %check.name, plugin = %check.plugin, kind = e.kind(), "{e}");
+                self.metrics.plugin_error(&check.plugin, e.kind());
                 error(e.to_string(), e.kind())
             }
         }

@@ -69,6 +69,8 @@ pub struct DiagnoseInput<'a> {
     pub evidence: Vec<Finding>,
     pub now: Millis,
     pub pause: Option<&'a Pause>,
+    /// An operator's pause of this check.
+    pub check_pause: Option<&'a Pause>,
     /// The policy's own `paused`.
     pub policy_paused: bool,
     pub maintenance: &'a [MaintenanceWindow],
@@ -84,9 +86,11 @@ pub struct DiagnoseInput<'a> {
     pub plan: Vec<String>,
 }
 
-/// Why no action may run right now (pause, policy paused, maintenance).
+/// Why no action may run right now (pause of mend or of the check, the
+/// policy's own `paused`, a maintenance window).
 pub fn held_off(
     pause: Option<&Pause>,
+    check_pause: Option<&Pause>,
     policy_paused: bool,
     maintenance: &[MaintenanceWindow],
     now: Millis,
@@ -96,6 +100,9 @@ pub fn held_off(
     }
     if let Some(p) = pause {
         return Some(format!("mend is paused: {}", p.reason));
+    }
+    if let Some(p) = check_pause {
+        return Some(format!("the check is paused: {}", p.reason));
     }
     maintenance
         .iter()
@@ -120,6 +127,7 @@ pub fn diagnose(input: &DiagnoseInput<'_>) -> Diagnosis {
 
     if let Some(why) = held_off(
         input.pause,
+        input.check_pause,
         input.policy_paused,
         input.maintenance,
         input.now,
@@ -211,6 +219,7 @@ mod tests {
             evidence: vec![finding("http.down")],
             now: 1_000_000,
             pause: None,
+            check_pause: None,
             policy_paused: false,
             maintenance: &f.windows,
             last_closed: None,

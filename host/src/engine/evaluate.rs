@@ -117,6 +117,7 @@ impl Engine {
         };
         let failing = self.failing_dependencies(&check.name);
         let pause = self.paused();
+        let check_pause = self.check_paused(policy.check);
         let last_closed = lock(&self.policies[pi].state).last_closed;
         let plan = self
             .ladder_order(pi, &evidence)
@@ -130,6 +131,7 @@ impl Engine {
             evidence,
             now: self.clock.now(),
             pause: pause.as_ref(),
+            check_pause: check_pause.as_ref(),
             policy_paused: policy.paused,
             maintenance: &policy.maintenance,
             last_closed,

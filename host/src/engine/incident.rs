@@ -210,7 +210,14 @@ impl<'e> IncidentRun<'e> {
         // here; the incident stays open and resumes afterwards.
         let now = engine.clock.now();
         let pause = engine.paused();
-        if let Some(why) = held_off(pause.as_ref(), policy.paused, &policy.maintenance, now) {
+        let check_pause = engine.check_paused(policy.check);
+        if let Some(why) = held_off(
+            pause.as_ref(),
+            check_pause.as_ref(),
+            policy.paused,
+            &policy.maintenance,
+            now,
+        ) {
             return Ok(Err(Stop::HeldOff(why)));
         }
         // A dry run changes nothing, so it spends no attempt and asks no
@@ -335,6 +342,7 @@ impl<'e> IncidentRun<'e> {
         let report = match result {
             Err(e) => {
                 tracing::error!(incident = self.incident, action = %step.action, kind = e.kind(), "{e}");
+                engine.metrics.plugin_error(&step.action, e.kind());
                 finish(AttemptOutcome::Failed, json!({"error": e}), 0, None)?;
                 if !self.dry_run {
                     engine.record_step(self.pi, &code, &step.name, false, self.opened_at)?;
@@ -346,6 +354,9 @@ impl<'e> IncidentRun<'e> {
         };
         let ms = report.duration.as_millis() as u64;
         engine.metrics.fuel(&step.action, report.fuel_used);
+        engine
+            .metrics
+            .action_duration(&policy.name, &step.name, report.duration);
         if self.dry_run {
             finish(
                 AttemptOutcome::Planned,

@@ -161,7 +161,7 @@ impl Engine {
             .collect();
         let pause = control::load_pause(&store);
         metrics.set_paused(pause.is_some());
-        Ok(Arc::new(Engine {
+        let engine = Arc::new(Engine {
             bulkhead: Semaphore::new(plan.config.engine.max_concurrent as usize),
             plugins: RwLock::new(plan.plugins.clone()),
             plan,
@@ -182,7 +182,9 @@ impl Engine {
             last_beat: AtomicU64::new(0),
             beat_every_ms: AtomicU64::new(1000),
             fleet: std::sync::OnceLock::new(),
-        }))
+        });
+        engine.restore_check_pauses();
+        Ok(engine)
     }
 
     /// Takes over the live state (health, flapping, last result) of the

@@ -40,6 +40,8 @@ pub(super) struct CheckState {
     /// When the check's current run of warn/fail results began (for the
     /// time-to-detect metric).
     pub bad_since: Option<Millis>,
+    /// An operator paused this check's policies (kept in the store).
+    pub paused: Option<super::Pause>,
 }
 
 /// A check as the outside world sees it.
@@ -52,6 +54,9 @@ pub struct CheckSnapshot {
     pub remediating: bool,
     pub held_by: Vec<String>,
     pub last: Option<Detection>,
+    /// Passes in a row (towards `success_threshold`).
+    pub consecutive_good: u32,
+    pub paused: Option<super::Pause>,
 }
 
 impl CheckState {
@@ -64,6 +69,8 @@ impl CheckState {
             remediating: self.remediating,
             held_by: self.held_by.clone(),
             last: self.last.clone(),
+            consecutive_good: self.health.consecutive_good(),
+            paused: self.paused.clone(),
         }
     }
 

@@ -423,6 +423,15 @@ impl Compiler<'_> {
         };
         let mut ok = true;
         for (i, d) in resolved.dirs.iter().enumerate() {
+            if d.host.starts_with("/tmp") || d.host.starts_with("/var/tmp") {
+                self.warning(
+                    format!("{key}.dirs[{i}]"),
+                    format!(
+                        "{} is under /tmp: under systemd (PrivateTmp=yes in mend.service) mend sees a private /tmp there, not the system's; grant a directory elsewhere",
+                        d.host.display()
+                    ),
+                );
+            }
             let reached: Vec<String> = own
                 .iter()
                 .filter(|(_, dir)| d.host.starts_with(dir) || dir.starts_with(&d.host))

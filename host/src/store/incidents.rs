@@ -385,6 +385,17 @@ impl Store {
         Ok(n as usize)
     }
 
+    /// How many incidents are in each state (`IncidentState::as_str`).
+    pub fn incident_counts(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT state, COUNT(*) FROM incidents GROUP BY state")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Marks attempts still `running` as `interrupted` (mend is exiting
     /// before they finished); returns how many.
     pub fn interrupt_running(&self, now: Millis) -> anyhow::Result<usize> {

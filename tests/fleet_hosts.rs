@@ -207,9 +207,9 @@ impl Fleet {
             a.host,
             &bin,
             &[
+                "run",
                 "--log-format",
                 "json",
-                "run",
                 "--config",
                 a.config.to_str().unwrap(),
             ],
@@ -791,7 +791,7 @@ fn one_alert_sent_to_every_agent_is_remediated_once_and_recorded_once() {
         f.lab.spawn_env(
             0,
             &bin,
-            &["--log-format", "json", "recorder", "--config", &cfg],
+            &["recorder", "--log-format", "json", "--config", &cfg],
             &[("MEND_LOG", "info")],
             &log,
         );

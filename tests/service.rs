@@ -622,7 +622,7 @@ fn a_check_pauses_alone_and_a_second_pause_replaces_the_reason() {
     let out = m.cli(&["heal", "app"]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(
-        stdout(&out).contains("check app is paused: still migrating"),
+        stdout(&out).contains("not started: the check is paused: still migrating"),
         "{out:?}"
     );
     assert!(stdout(&m.cli(&["status"])).contains("(paused)"));

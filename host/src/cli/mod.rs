@@ -77,6 +77,12 @@ enum Command {
         /// The config file (its [fleet] and [fleet.recorder]).
         #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+        log_format: LogFormat,
+        /// Log filter, e.g. `info` or `mend=debug`.
+        #[arg(long, env = "MEND_LOG", value_name = "FILTER", default_value = "info")]
+        log: String,
     },
     #[command(flatten)]
     Admin(admin::AdminCommand),
@@ -126,6 +132,11 @@ pub fn main() -> ExitCode {
             log_format,
             ref log,
             ..
+        }
+        | Command::Recorder {
+            log_format,
+            ref log,
+            ..
         } => init_logging(log_format, log),
         _ => init_logging(
             LogFormat::Pretty,
@@ -165,7 +176,7 @@ pub fn main() -> ExitCode {
                 check_config::check_config(&path).await
             }
             Command::Plugin(cmd) => plugin::run(cmd).await,
-            Command::Recorder { config } => recorder::run(&config).await,
+            Command::Recorder { config, .. } => recorder::run(&config).await,
             Command::Admin(_)
             | Command::Fleet(_)
             | Command::Completions { .. }

@@ -90,6 +90,8 @@ fn the_debian_package_holds_everything_an_install_needs() {
         "./usr/share/doc/mend/service.md",
         "./usr/share/doc/mend/README.md",
         "./usr/share/doc/mend/configuration.md",
+        "./usr/share/doc/mend/security.md",
+        "./usr/share/doc/mend/fleet.md",
         "./usr/share/doc/mend/examples/quickstart.toml",
         "./usr/share/bash-completion/completions/mend",
         "./usr/share/zsh/vendor-completions/_mend",

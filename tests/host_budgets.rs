@@ -56,9 +56,9 @@ async fn hostile(config: serde_json::Value, grants: &Grants) -> PluginError {
 #[tokio::test]
 async fn a_descriptor_flood_stops_at_the_resource_budget() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("f"), "x").unwrap();
-    let grants = dir_grant(dir.path());
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("f"), "x").unwrap();
+    let grants = dir(tmp.path(), "/d", Mode::Ro);
     load(artifacts::HOSTILE).await;
     let before = open_fds();
     let (err, peak) = peak_fds(async || {
@@ -85,10 +85,6 @@ async fn a_descriptor_flood_stops_at_the_resource_budget() {
         "descriptors are released after the call"
     );
     still_serving().await;
-}
-
-fn dir_grant(host: &std::path::Path) -> Grants {
-    dir(host, "/d", Mode::Ro)
 }
 
 #[tokio::test]

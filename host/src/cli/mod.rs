@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use self::exit::Exit;
 
@@ -40,6 +40,17 @@ enum LogFormat {
     Json,
 }
 
+/// How a long-running mode (`run`, `recorder`) logs.
+#[derive(Args)]
+struct Logging {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `mend=debug`.
+    #[arg(long, env = "MEND_LOG", value_name = "FILTER", default_value = "info")]
+    log: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the engine in the foreground until Ctrl-C or SIGTERM (SIGHUP
@@ -48,12 +59,8 @@ enum Command {
         /// The config file.
         #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-        /// Log format.
-        #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
-        log_format: LogFormat,
-        /// Log filter, e.g. `info` or `mend=debug`.
-        #[arg(long, env = "MEND_LOG", value_name = "FILTER", default_value = "info")]
-        log: String,
+        #[command(flatten)]
+        logging: Logging,
     },
     /// Validate a config (and its plugins); list every problem. Exits 78
     /// if there is one.
@@ -77,12 +84,8 @@ enum Command {
         /// The config file (its [fleet] and [fleet.recorder]).
         #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-        /// Log format.
-        #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
-        log_format: LogFormat,
-        /// Log filter, e.g. `info` or `mend=debug`.
-        #[arg(long, env = "MEND_LOG", value_name = "FILTER", default_value = "info")]
-        log: String,
+        #[command(flatten)]
+        logging: Logging,
     },
     #[command(flatten)]
     Admin(admin::AdminCommand),
@@ -128,16 +131,9 @@ pub fn main() -> ExitCode {
         }
     }
     match cli.command {
-        Command::Run {
-            log_format,
-            ref log,
-            ..
+        Command::Run { ref logging, .. } | Command::Recorder { ref logging, .. } => {
+            init_logging(logging.log_format, &logging.log)
         }
-        | Command::Recorder {
-            log_format,
-            ref log,
-            ..
-        } => init_logging(log_format, log),
         _ => init_logging(
             LogFormat::Pretty,
             &std::env::var("MEND_LOG").unwrap_or_else(|_| "warn".into()),

@@ -220,3 +220,104 @@ fn a_reload_to_a_broken_config_keeps_the_running_one() {
     );
     run.stop();
 }
+
+/// Plugin files the config does not name are read and hashed, never kept
+/// loaded; once the compile cache has recorded a file's name, they are not
+/// even compiled or instantiated. A name record is authenticated like a
+/// compiled entry: a forged one makes mend load the file to find out, and
+/// can never hide a plugin the config uses.
+#[tokio::test]
+async fn only_the_plugins_the_config_names_are_loaded() {
+    use mend::runtime::{Runtime, RuntimeConfig};
+    let s = Setup::new(GOOD);
+    let state = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(RuntimeConfig {
+        state_dir: Some(state.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let config = mend::config::load(&s.config).unwrap();
+    let loaded = |set: &mend::plan::PluginSet| {
+        let mut names: Vec<(String, bool)> = set
+            .plugins
+            .values()
+            .map(|p| (p.name().to_string(), p.from_cache()))
+            .collect();
+        names.sort();
+        names
+    };
+    let unused = |set: &mend::plan::PluginSet| {
+        set.unused
+            .iter()
+            .map(|u| (u.name.clone(), u.known))
+            .collect::<Vec<_>>()
+    };
+
+    // First start: every file is loaded once to learn its name.
+    let first = mend::plan::load_plugins(&config, &rt).await;
+    assert_eq!(
+        loaded(&first),
+        [
+            ("fixture-fixer".into(), false),
+            ("fixture-scripted".into(), false)
+        ]
+    );
+    assert_eq!(
+        unused(&first),
+        [("http-probe".into(), false), ("stale-file".into(), false)]
+    );
+    assert!(first.broken.is_empty(), "{:?}", first.broken);
+
+    // Next start: the unused ones are known by name, not loaded.
+    let second = mend::plan::load_plugins(&config, &rt).await;
+    assert_eq!(
+        loaded(&second),
+        [
+            ("fixture-fixer".into(), true),
+            ("fixture-scripted".into(), true)
+        ]
+    );
+    assert_eq!(
+        unused(&second),
+        [("http-probe".into(), true), ("stale-file".into(), true)]
+    );
+
+    // Forged records: http-probe's (authentic for its own file) planted as
+    // stale-file's and as fixture-scripted's.
+    let sha = |set: &mend::plan::PluginSet, name: &str| {
+        set.unused
+            .iter()
+            .find(|u| u.name == name)
+            .map(|u| u.sha256.clone())
+            .or_else(|| set.plugins.get(name).map(|p| p.sha256().to_string()))
+            .unwrap()
+    };
+    let cache = rt.cache_dir().unwrap();
+    let record = |name: &str| cache.join(format!("{}.name", sha(&second, name)));
+    assert!(
+        record("http-probe").is_file(),
+        "no name record in {cache:?}"
+    );
+    std::fs::copy(record("http-probe"), record("stale-file")).unwrap();
+    std::fs::copy(record("http-probe"), record("fixture-scripted")).unwrap();
+    let third = mend::plan::load_plugins(&config, &rt).await;
+    assert_eq!(
+        loaded(&third),
+        [
+            ("fixture-fixer".into(), true),
+            ("fixture-scripted".into(), true)
+        ],
+        "a forged record must not hide a plugin the config uses"
+    );
+    assert_eq!(
+        unused(&third),
+        [("http-probe".into(), true), ("stale-file".into(), false)],
+        "a forged record is not believed: the file is loaded to learn its name"
+    );
+    // And the record is right again.
+    let fourth = mend::plan::load_plugins(&config, &rt).await;
+    assert_eq!(
+        unused(&fourth),
+        [("http-probe".into(), true), ("stale-file".into(), true)]
+    );
+}

@@ -8,7 +8,7 @@ use axum::extract::State;
 use super::AppState;
 use super::auth::Read;
 use super::error::ErrorBody;
-use super::views::{PluginReloadView, PluginView, PluginsView};
+use super::views::{PluginReloadView, PluginView, PluginsView, UnusedPluginView};
 
 /// Plugins in use and files or names that are unusable, with why.
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
@@ -40,8 +40,18 @@ pub(super) async fn list(_: Read, State(s): AppState) -> Json<PluginsView> {
     for name in set.conflicts.keys().chain(set.pin_mismatches.keys()) {
         errors.insert(name.clone(), set.why_missing(name));
     }
+    let unused = set
+        .unused
+        .iter()
+        .map(|u| UnusedPluginView {
+            name: u.name.clone(),
+            sha256: u.sha256.clone(),
+            file: u.source.display().to_string(),
+        })
+        .collect();
     Json(PluginsView {
         plugins,
+        unused,
         errors,
         reload: engine.last_plugin_reload().map(|r| PluginReloadView {
             loaded: r.loaded,

@@ -437,11 +437,22 @@ pub struct PluginView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PluginsView {
     pub plugins: Vec<PluginView>,
+    /// Plugin files the config does not use: found, hashed and named, but
+    /// not loaded.
+    pub unused: Vec<UnusedPluginView>,
     /// By plugin name or file name: why it cannot be used.
     pub errors: BTreeMap<String, String>,
     /// What the last plugin reload did: what it loaded or removed, or why
     /// it was refused (the running plugins then stay).
     pub reload: Option<PluginReloadView>,
+}
+
+/// A plugin file in the plugins directory that nothing in the config names.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnusedPluginView {
+    pub name: String,
+    pub sha256: String,
+    pub file: String,
 }
 
 /// What a plugin reload did.

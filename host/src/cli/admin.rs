@@ -682,6 +682,12 @@ fn plugins_table(v: &Value) -> String {
     } else {
         table(&["PLUGIN", "VERSION", "ROLES", "SHA256", "FILE"], &rows)
     };
+    if let Some(unused) = v["unused"].as_array().filter(|u| !u.is_empty()) {
+        out.push_str("\nnot loaded (the config does not use them)\n");
+        for u in unused {
+            out.push_str(&format!("  {}  {}\n", s(&u["name"]), s(&u["file"])));
+        }
+    }
     if let Some(errors) = v["errors"].as_object().filter(|e| !e.is_empty()) {
         out.push_str("\nunusable\n");
         for (k, why) in errors {

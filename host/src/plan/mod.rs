@@ -17,7 +17,7 @@
 
 mod plugins;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +34,7 @@ use crate::policy::flap::FlapConfig;
 use crate::policy::health::HealthConfig;
 use crate::policy::maintenance::MaintenanceWindow;
 use crate::policy::trigger::Trigger;
-use crate::runtime::{Limits, Runtime};
+use crate::runtime::{Limits, Runtime, Wanted};
 
 /// A config ready to run.
 pub struct Plan {
@@ -166,11 +166,14 @@ pub async fn from_parsed(parsed: config::Parsed, runtime: &Runtime) -> Result<Pl
     result
 }
 
-/// Loads the config's plugins directory (an unreadable one is a plan
-/// error, reported by [`Plan::compile`]).
+/// Loads the plugins of the config's plugins directory that the config
+/// names (checks, steps, escalations, pins); the other files are only
+/// listed, so unused files cost nothing. An unreadable directory is a plan
+/// error, reported by [`Plan::compile`].
 pub async fn load_plugins(config: &Config, runtime: &Runtime) -> PluginSet {
     let dir = config.plugins_dir();
-    match runtime.load_dir(&dir).await {
+    let names = referenced_plugins(config);
+    match runtime.load_dir(&dir, Wanted::Names(&names)).await {
         Ok(loaded) => PluginSet::new(dir, loaded, &config.plugins),
         Err(e) => {
             let mut set = PluginSet {
@@ -182,6 +185,21 @@ pub async fn load_plugins(config: &Config, runtime: &Runtime) -> PluginSet {
             set
         }
     }
+}
+
+/// Every plugin name the config refers to.
+fn referenced_plugins(config: &Config) -> BTreeSet<String> {
+    let checks = config.checks.iter().map(|c| c.plugin.get_ref());
+    let steps = config
+        .policies
+        .iter()
+        .flat_map(|p| p.steps.iter().chain(p.escalate.as_ref()))
+        .map(|s| s.action.get_ref());
+    checks
+        .chain(steps)
+        .chain(config.plugins.keys())
+        .cloned()
+        .collect()
 }
 
 impl Plan {

@@ -7,13 +7,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::PluginPin;
-use crate::runtime::{LoadedDir, Plugin};
+use crate::runtime::{LoadedDir, Plugin, Unused};
 
 /// The plugins in use, and what is wrong with the others.
 #[derive(Default, Clone)]
 pub struct PluginSet {
     /// By the name in each plugin's manifest.
     pub plugins: HashMap<String, Arc<Plugin>>,
+    /// Files of plugins the config does not name: read and hashed, not
+    /// loaded (nothing of them is resident).
+    pub unused: Vec<Unused>,
     /// Files that did not load, and why.
     pub broken: BTreeMap<PathBuf, String>,
     /// Names claimed by several files (none of which is in `plugins`).
@@ -29,10 +32,12 @@ impl PluginSet {
     pub fn new(dir: PathBuf, loaded: LoadedDir, pins: &BTreeMap<String, PluginPin>) -> PluginSet {
         let LoadedDir {
             mut plugins,
+            unused,
             errors,
             conflicts,
         } = loaded;
         let mut set = PluginSet {
+            unused,
             broken: errors,
             dir,
             ..PluginSet::default()
@@ -101,7 +106,10 @@ impl PluginSet {
         let mut m = format!("no plugin named `{name}` in {}", self.dir.display());
         m.push_str(&crate::config::suggest::hint(
             name,
-            self.plugins.keys().map(String::as_str),
+            self.plugins
+                .keys()
+                .map(String::as_str)
+                .chain(self.unused.iter().map(|u| u.name.as_str())),
         ));
         if !self.broken.is_empty() {
             m.push_str(&format!(

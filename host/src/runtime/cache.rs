@@ -10,6 +10,12 @@
 //! planted or swapped in the cache (by anything but this host) is
 //! recompiled, never run. Nothing from the plugins directory is ever
 //! deserialized.
+//!
+//! Beside each entry, `<sha256>.name` remembers the name the plugin's
+//! `describe()` gave, under its own tag: a later start can tell which
+//! plugin a file is without compiling or loading it, so files the plan does
+//! not reference cost a read and a hash, not memory. A forged name file
+//! fails its tag and the file is loaded to find out.
 
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
@@ -71,11 +77,58 @@ impl CompileCache {
         &self.dir
     }
 
-    fn tag(&self, sha: &str, artifact: &[u8]) -> [u8; TAG_LEN] {
+    /// HMAC under this host's key over `parts`, in order.
+    fn mac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key size");
-        mac.update(sha.as_bytes());
-        mac.update(artifact);
-        mac.finalize().into_bytes().into()
+        for p in parts {
+            mac.update(p);
+        }
+        mac
+    }
+
+    fn tag(&self, sha: &str, artifact: &[u8]) -> [u8; TAG_LEN] {
+        self.mac(&[sha.as_bytes(), artifact])
+            .finalize()
+            .into_bytes()
+            .into()
+    }
+
+    /// The tag of a name file: a different domain from compiled entries,
+    /// so neither can pass for the other.
+    fn name_mac(&self, sha: &str, name: &str) -> Hmac<Sha256> {
+        self.mac(&[b"name\0", sha.as_bytes(), name.as_bytes()])
+    }
+
+    /// The plugin name this host recorded for the wasm with sha256 `sha`,
+    /// if it recorded one and the record is authentic.
+    pub(crate) fn name_of(&self, sha: &str) -> Option<String> {
+        let entry = std::fs::read(self.name_entry(sha)).ok()?;
+        if entry.len() < TAG_LEN || entry.len() > TAG_LEN + 256 {
+            return None;
+        }
+        let (name, tag) = entry.split_at(entry.len() - TAG_LEN);
+        let name = std::str::from_utf8(name).ok()?;
+        if self.name_mac(sha, name).verify_slice(tag).is_err() {
+            tracing::warn!(sha256 = %sha, "plugin name record failed authentication; loading the file to find out");
+            return None;
+        }
+        Some(name.to_string())
+    }
+
+    /// Records the name `describe()` gave the wasm with sha256 `sha`.
+    pub(crate) fn remember_name(&self, sha: &str, name: &str) {
+        if self.name_of(sha).as_deref() == Some(name) {
+            return;
+        }
+        let mut bytes = name.as_bytes().to_vec();
+        bytes.extend_from_slice(&self.name_mac(sha, name).finalize().into_bytes());
+        if let Err(e) = self.write_atomically(&self.name_entry(sha), &bytes) {
+            tracing::warn!(sha256 = %sha, error = %e, "could not record the plugin's name in the compile cache");
+        }
+    }
+
+    fn name_entry(&self, sha: &str) -> PathBuf {
+        self.dir.join(format!("{sha}.name"))
     }
 
     /// The compiled bytes of an entry, if its tag is right.
@@ -84,10 +137,9 @@ impl CompileCache {
             return Err(Rejected::BadTag);
         }
         let (artifact, tag) = entry.split_at(entry.len() - TAG_LEN);
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key size");
-        mac.update(sha.as_bytes());
-        mac.update(artifact);
-        mac.verify_slice(tag).map_err(|_| Rejected::BadTag)?;
+        self.mac(&[sha.as_bytes(), artifact])
+            .verify_slice(tag)
+            .map_err(|_| Rejected::BadTag)?;
         Ok(artifact)
     }
 
@@ -135,6 +187,10 @@ impl CompileCache {
         let mut bytes = component.serialize().map_err(anyhow::Error::from)?;
         let tag = self.tag(sha, &bytes);
         bytes.extend_from_slice(&tag);
+        self.write_atomically(path, &bytes)
+    }
+
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         let tmp = self
             .dir
             .join(format!(".tmp-{}-{}", std::process::id(), fastrand::u64(..)));
@@ -143,7 +199,7 @@ impl CompileCache {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         Ok(())
@@ -205,5 +261,28 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn name_records_hold_only_for_the_wasm_they_were_made_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompileCache::open(&engine, tmp.path()).unwrap();
+        assert_eq!(cache.name_of("aaaa"), None);
+        cache.remember_name("aaaa", "disk-cleanup");
+        assert_eq!(cache.name_of("aaaa").as_deref(), Some("disk-cleanup"));
+        // Copied to another wasm's name: not believed.
+        std::fs::copy(cache.name_entry("aaaa"), cache.name_entry("bbbb")).unwrap();
+        assert_eq!(cache.name_of("bbbb"), None);
+        // A compiled entry's tag does not pass for a name record.
+        let mut entry = b"x".to_vec();
+        entry.extend_from_slice(&cache.tag("aaaa", b"x"));
+        std::fs::write(cache.name_entry("aaaa"), &entry).unwrap();
+        assert_eq!(cache.name_of("aaaa"), None);
+        // Rewritten with another name by hand: not believed.
+        let mut forged = std::fs::read(cache.name_entry("bbbb")).unwrap();
+        forged[0] ^= 1;
+        std::fs::write(cache.name_entry("aaaa"), &forged).unwrap();
+        assert_eq!(cache.name_of("aaaa"), None);
     }
 }

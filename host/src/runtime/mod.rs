@@ -20,7 +20,7 @@ mod load;
 mod plugin;
 pub mod wasm;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,16 +92,70 @@ fn ser_micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Erro
     s.serialize_u64(d.as_micros() as u64)
 }
 
+/// Which plugins of a directory a caller needs compiled and resident.
+#[derive(Clone, Copy)]
+pub enum Wanted<'a> {
+    /// Every file (`mend plugin` commands, tests).
+    All,
+    /// Only plugins with these names; the other files are listed as
+    /// [`Unused`]. A file whose name the compile cache does not know yet is
+    /// loaded once to learn it.
+    Names(&'a BTreeSet<String>),
+}
+
+impl Wanted<'_> {
+    fn wants(&self, name: &str) -> bool {
+        match self {
+            Wanted::All => true,
+            Wanted::Names(names) => names.contains(name),
+        }
+    }
+}
+
+/// A plugin file that is not loaded because nothing asked for its name.
+#[derive(Debug, Clone)]
+pub struct Unused {
+    pub name: String,
+    pub sha256: String,
+    pub source: PathBuf,
+    /// Its name came from the compile cache's record (it was neither
+    /// compiled nor loaded); otherwise it was loaded once to learn it.
+    pub known: bool,
+}
+
 /// What [`Runtime::load_dir`] found.
 #[derive(Default)]
 pub struct LoadedDir {
     /// By the name in each plugin's manifest.
     pub plugins: HashMap<String, Arc<Plugin>>,
+    /// Files not loaded: no one wanted their names. In file order.
+    pub unused: Vec<Unused>,
     /// Files that did not load, by file path, and why.
     pub errors: BTreeMap<PathBuf, String>,
     /// Names claimed by more than one file: none of them is in `plugins`
     /// (a pin in the config may pick one).
     pub conflicts: BTreeMap<String, Vec<Arc<Plugin>>>,
+}
+
+/// What [`Runtime::load_dir`] made of one file.
+enum Found {
+    Loaded(Box<Plugin>),
+    Unused(Unused),
+}
+
+/// Reads a plugin file; errors name it.
+async fn read_plugin_file(path: &Path) -> Result<(String, Vec<u8>), PluginError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    match load::read(path).await {
+        Ok(bytes) => Ok((name, bytes)),
+        Err(reason) => Err(PluginError::InvalidComponent {
+            plugin: name,
+            reason: format!("{}: {reason}", path.display()),
+        }),
+    }
 }
 
 /// One detect or remedy call.
@@ -184,32 +238,41 @@ impl Runtime {
     /// Loads a `.wasm` file: regular files only, read without blocking and
     /// within [`MAX_WASM_BYTES`].
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, PluginError> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        let bytes = load::read(path)
-            .await
-            .map_err(|reason| PluginError::InvalidComponent {
-                plugin: name.clone(),
-                reason: format!("{}: {reason}", path.display()),
-            })?;
+        let (name, bytes) = read_plugin_file(path).await?;
         self.load_bytes(&name, bytes, Some(path.to_path_buf()))
             .await
     }
 
-    /// Loads every `.wasm` in `dir`, in name order. A file that fails is
-    /// logged and listed; the others still load. Two files claiming one
-    /// name are both refused: which one should run is the operator's call.
-    pub async fn load_dir(&self, dir: &Path) -> std::io::Result<LoadedDir> {
+    /// Loads the `.wasm` files in `dir` that `wanted` names, several at a
+    /// time, in name order. A file that fails is logged and listed; the
+    /// others still load. Two files claiming one name are both refused:
+    /// which one should run is the operator's call.
+    pub async fn load_dir(&self, dir: &Path, wanted: Wanted<'_>) -> std::io::Result<LoadedDir> {
+        use futures_util::StreamExt;
+        // Compiling is CPU-bound and runs on the blocking pool: one file
+        // per core at a time.
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let found: Vec<(PathBuf, Result<Found, PluginError>)> =
+            futures_util::stream::iter(load::entries(dir)?)
+                .map(|path| async move {
+                    let found = self.find(&path, wanted).await;
+                    (path, found)
+                })
+                .buffered(parallel)
+                .collect()
+                .await;
         let mut loaded = LoadedDir::default();
         let mut claims: BTreeMap<String, Vec<Arc<Plugin>>> = BTreeMap::new();
-        for path in load::entries(dir)? {
-            match self.load_file(&path).await {
-                Ok(p) => claims
+        for (path, found) in found {
+            match found {
+                Ok(Found::Loaded(p)) => claims
                     .entry(p.name().to_string())
                     .or_default()
-                    .push(Arc::new(p)),
+                    .push(Arc::from(p)),
+                Ok(Found::Unused(u)) => {
+                    tracing::debug!(plugin = %u.name, file = %path.display(), "not loading plugin: the config does not use it");
+                    loaded.unused.push(u);
+                }
                 Err(e) => {
                     tracing::error!(file = %path.display(), kind = e.kind(), "{e}");
                     loaded.errors.insert(path, e.to_string());
@@ -230,6 +293,35 @@ impl Runtime {
         Ok(loaded)
     }
 
+    /// One file of a directory: loaded if wanted (or if its name is not
+    /// known yet), else only read and hashed.
+    async fn find(&self, path: &Path, wanted: Wanted<'_>) -> Result<Found, PluginError> {
+        let (file, bytes) = read_plugin_file(path).await?;
+        let sha256 = cache::sha256_hex(&bytes);
+        if let Some(name) = self.cache.as_ref().and_then(|c| c.name_of(&sha256))
+            && !wanted.wants(&name)
+        {
+            return Ok(Found::Unused(Unused {
+                name,
+                sha256,
+                source: path.to_path_buf(),
+                known: true,
+            }));
+        }
+        let plugin = self
+            .load_hashed(&file, bytes, sha256, Some(path.to_path_buf()))
+            .await?;
+        Ok(match wanted.wants(plugin.name()) {
+            true => Found::Loaded(Box::new(plugin)),
+            false => Found::Unused(Unused {
+                name: plugin.name().to_string(),
+                sha256: plugin.sha256().to_string(),
+                source: path.to_path_buf(),
+                known: false,
+            }),
+        })
+    }
+
     /// Loads a component from bytes. `name` is used in errors until the
     /// plugin's own `describe()` names it.
     pub async fn load_bytes(
@@ -238,12 +330,23 @@ impl Runtime {
         bytes: Vec<u8>,
         source: Option<PathBuf>,
     ) -> Result<Plugin, PluginError> {
+        let sha256 = cache::sha256_hex(&bytes);
+        self.load_hashed(name, bytes, sha256, source).await
+    }
+
+    /// [`Runtime::load_bytes`] for bytes whose sha256 is known.
+    async fn load_hashed(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        sha256: String,
+        source: Option<PathBuf>,
+    ) -> Result<Plugin, PluginError> {
         let invalid = |reason: String| PluginError::InvalidComponent {
             plugin: name.into(),
             reason,
         };
         plugin::sniff(&bytes).map_err(invalid)?;
-        let sha256 = cache::sha256_hex(&bytes);
 
         // Compiling takes ~100 ms of CPU: keep it off the async workers.
         let engine = self.engine.clone();
@@ -327,6 +430,9 @@ impl Runtime {
         }
         if manifest.roles.is_empty() {
             return Err(invalid("declares no role (detector or action)".into()));
+        }
+        if let Some(cache) = &self.cache {
+            cache.remember_name(&sha256, &manifest.name);
         }
         Ok(Plugin {
             manifest,

@@ -143,6 +143,17 @@ enum Found {
     Unused(Unused),
 }
 
+/// Compiling a component allocates ~100 MiB on the compiling threads'
+/// heaps and frees it; glibc keeps freed arena memory, so without this a
+/// first start would stay ~130 MiB larger than a cached one.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Reads a plugin file; errors name it.
 async fn read_plugin_file(path: &Path) -> Result<(String, Vec<u8>), PluginError> {
     let name = path
@@ -261,6 +272,14 @@ impl Runtime {
                 .buffered(parallel)
                 .collect()
                 .await;
+        let compiled = found.iter().any(|(_, f)| match f {
+            Ok(Found::Loaded(p)) => !p.from_cache(),
+            Ok(Found::Unused(u)) => !u.known,
+            Err(_) => false,
+        });
+        if compiled {
+            release_freed_memory();
+        }
         let mut loaded = LoadedDir::default();
         let mut claims: BTreeMap<String, Vec<Arc<Plugin>>> = BTreeMap::new();
         for (path, found) in found {

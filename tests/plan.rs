@@ -221,6 +221,35 @@ fn a_reload_to_a_broken_config_keeps_the_running_one() {
     run.stop();
 }
 
+/// A plugin the running config does not use is not loaded; a reload to a
+/// config that uses it loads it then, and its check runs.
+#[test]
+fn a_reload_loads_a_plugin_the_new_config_starts_using() {
+    let s = Setup::new(GOOD);
+    let run = MendRun::start_logged(&s.config, &s.dir.path().join("mend.log"));
+    wait_for("mend to run", Duration::from_secs(60), || {
+        s.log().contains("check changed")
+    });
+    assert!(
+        !s.log().contains("plugin=stale-file"),
+        "an unused plugin was loaded: {}",
+        s.log()
+    );
+    s.write(&format!(
+        "{GOOD}\n[[check]]\nname = \"fresh\"\nplugin = \"stale-file\"\ngrants = {{ dirs = [{{ host = \"{{data}}\", guest = \"/data\" }}] }}\nconfig = {{ path = \"/data/status\", max_age = \"10m\" }}\n"
+    ));
+    run.signal("HUP");
+    wait_for("the new check to run", Duration::from_secs(60), || {
+        s.log()
+            .lines()
+            .any(|l| l.contains("check changed") && l.contains("fresh"))
+    });
+    let log = s.log();
+    assert!(!log.contains("config reload refused"), "{log}");
+    assert!(log.contains("plugin=stale-file"), "{log}");
+    run.stop();
+}
+
 /// Plugin files the config does not name are read and hashed, never kept
 /// loaded; once the compile cache has recorded a file's name, they are not
 /// even compiled or instantiated. A name record is authenticated like a

@@ -155,7 +155,7 @@ fn release_freed_memory() {
 }
 
 /// Reads a plugin file; errors name it.
-async fn read_plugin_file(path: &Path) -> Result<(String, Vec<u8>), PluginError> {
+async fn read_named(path: &Path) -> Result<(String, Vec<u8>), PluginError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -249,7 +249,7 @@ impl Runtime {
     /// Loads a `.wasm` file: regular files only, read without blocking and
     /// within [`MAX_WASM_BYTES`].
     pub async fn load_file(&self, path: &Path) -> Result<Plugin, PluginError> {
-        let (name, bytes) = read_plugin_file(path).await?;
+        let (name, bytes) = read_named(path).await?;
         self.load_bytes(&name, bytes, Some(path.to_path_buf()))
             .await
     }
@@ -315,7 +315,7 @@ impl Runtime {
     /// One file of a directory: loaded if wanted (or if its name is not
     /// known yet), else only read and hashed.
     async fn find(&self, path: &Path, wanted: Wanted<'_>) -> Result<Found, PluginError> {
-        let (file, bytes) = read_plugin_file(path).await?;
+        let (file, bytes) = read_named(path).await?;
         let sha256 = cache::sha256_hex(&bytes);
         if let Some(name) = self.cache.as_ref().and_then(|c| c.name_of(&sha256))
             && !wanted.wants(&name)

@@ -159,6 +159,17 @@ ensure_cargo_deb() {
     cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
 }
 
+CARGO_DENY_VERSION=0.20.2
+
+# cargo-deny, pinned, for the supply-chain gate in scripts/test.
+ensure_cargo_deny() {
+    if cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+        return 0
+    fi
+    echo "==> installing cargo-deny $CARGO_DENY_VERSION"
+    cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked
+}
+
 # schemathesis, pinned, in its own virtualenv (target/tools/venv), for
 # scripts/api-fuzz. Not fatal for scripts/test.
 ensure_schemathesis() {

@@ -62,18 +62,14 @@ pub(super) async fn one(
 ) -> Result<Json<CheckDetail>, ApiError> {
     let engine = s.current.get();
     let snap = engine
-        .snapshot()
-        .into_iter()
-        .find(|c| c.name == name)
+        .check_snapshot(&name)
         .ok_or_else(|| ApiError::not_found(format!("no check named `{name}`")))?;
     let check = CheckView::new(&engine, snap);
     let history = s.reader().history(&name, 50)?;
     let incidents = s
         .reader()
-        .incidents(false, 200)?
+        .incidents_of(&name, 20)?
         .into_iter()
-        .filter(|i| i.check == name)
-        .take(20)
         .map(Into::into)
         .collect();
     Ok(Json(CheckDetail {

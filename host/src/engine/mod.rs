@@ -288,6 +288,27 @@ impl Engine {
             .collect()
     }
 
+    /// One check's state, copying only its own.
+    pub fn check_snapshot(&self, name: &str) -> Option<CheckSnapshot> {
+        let (c, slot) = self
+            .plan
+            .checks
+            .iter()
+            .zip(&self.checks)
+            .find(|(c, _)| c.name == name)?;
+        Some(lock(&slot.state).snapshot(&c.name))
+    }
+
+    /// How many checks are in each health state, without copying their
+    /// snapshots (the systemd status line asks every heartbeat).
+    pub fn health_counts(&self) -> HashMap<crate::policy::health::Health, usize> {
+        let mut counts = HashMap::new();
+        for slot in &self.checks {
+            *counts.entry(lock(&slot.state).health.state()).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Schedule lag (how late checks started) over recent runs: p50, p99,
     /// and the number of check runs since start.
     pub fn schedule_lag(&self) -> (std::time::Duration, std::time::Duration, usize) {

@@ -16,6 +16,8 @@ use crate::policy::health::Health;
 pub struct Notifier {
     /// `WATCHDOG_USEC`, when systemd expects pings.
     watchdog: Option<Duration>,
+    /// `NOTIFY_SOCKET` is set: systemd listens.
+    listening: bool,
 }
 
 impl Notifier {
@@ -27,11 +29,14 @@ impl Notifier {
         if let Some(d) = watchdog {
             tracing::info!(watchdog = ?d, "systemd watchdog enabled");
         }
-        Notifier { watchdog }
+        Notifier {
+            watchdog,
+            listening: std::env::var_os("NOTIFY_SOCKET").is_some(),
+        }
     }
 
     fn send(&self, states: &[NotifyState<'_>]) {
-        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        if !self.listening {
             return;
         }
         if let Err(e) = sd_notify::notify(false, states) {
@@ -92,12 +97,12 @@ fn watchdog_usec(usec: Option<&str>, pid: Option<&str>) -> Option<Duration> {
 
 /// One line on what mend is doing, for `systemctl status`.
 pub fn status_line(engine: &Engine) -> String {
-    let snap = engine.snapshot();
-    let count = |h: Health| snap.iter().filter(|c| c.health == h).count();
+    let counts = engine.health_counts();
+    let count = |h: Health| counts.get(&h).copied().unwrap_or(0);
     let open = engine.store().open_incident_count().unwrap_or(0);
     let mut s = format!(
         "{} checks: {} healthy, {} degraded, {} unavailable, {} unknown; {} open incident(s)",
-        snap.len(),
+        counts.values().sum::<usize>(),
         count(Health::Healthy),
         count(Health::Degraded),
         count(Health::Unavailable),
@@ -118,6 +123,10 @@ pub async fn forward_heartbeats(
     mut beats: tokio::sync::watch::Receiver<u64>,
     notifier: Notifier,
 ) {
+    // Outside systemd no one reads the status line: build none.
+    if !notifier.listening {
+        return;
+    }
     let mut last = String::new();
     let mut first = true;
     while beats.changed().await.is_ok() {

@@ -420,7 +420,24 @@ impl Store {
             stmt.query_map([limit as i64], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?
         };
-        let mut out = Vec::new();
+        self.incidents_by_id(ids)
+    }
+
+    /// The newest `limit` incidents of one check, open or closed.
+    pub fn incidents_of(&self, check: &str, limit: usize) -> anyhow::Result<Vec<Incident>> {
+        let ids: Vec<i64> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id FROM incidents WHERE check_name = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            stmt.query_map(rusqlite::params![check, limit as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        self.incidents_by_id(ids)
+    }
+
+    fn incidents_by_id(&self, ids: Vec<i64>) -> anyhow::Result<Vec<Incident>> {
+        let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(i) = self.incident(id)? {
                 out.push(i);
@@ -476,6 +493,40 @@ mod tests {
         assert!(s.open_incident_for("p").unwrap().is_none());
         assert_eq!(s.last_closed("p").unwrap(), Some(2000));
         assert_eq!(s.incident(id).unwrap().unwrap().note, "ladder exhausted");
+    }
+
+    #[test]
+    fn a_checks_incidents_are_its_own_newest_first_however_many_others_have() {
+        let (_d, s) = store();
+        let diag = json!({});
+        let open = |check: &str, at: u64| {
+            let id = s
+                .open_incident(&NewIncident {
+                    policy: check,
+                    check,
+                    opened_at: at,
+                    root_cause: check,
+                    diagnosis: &diag,
+                    dry_run: false,
+                })
+                .unwrap();
+            s.close_incident(id, IncidentState::Healed, at + 1, "")
+                .unwrap();
+            id
+        };
+        let mine: Vec<i64> = (0..3).map(|i| open("disk", i)).collect();
+        for i in 0..250 {
+            open("other", 100 + i);
+        }
+        let got: Vec<i64> = s
+            .incidents_of("disk", 20)
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(got, mine.iter().rev().copied().collect::<Vec<_>>());
+        assert_eq!(s.incidents_of("other", 20).unwrap().len(), 20);
+        assert!(s.incidents_of("none", 20).unwrap().is_empty());
     }
 
     #[test]

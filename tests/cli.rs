@@ -171,3 +171,156 @@ fn a_broken_file_is_refused() {
         stderr(&o)
     );
 }
+
+/// `mend plugin new` makes a project that builds, passes its own tests and
+/// answers `mend plugin call` with no edits: as a detector, and as an
+/// action that honours dry-run. The other roles build too.
+#[test]
+fn a_new_plugin_project_builds_and_runs_with_no_edits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    // Shared between runs, so only the first builds the SDK's dependencies.
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-new");
+    let cargo = |dir: &std::path::Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .output()
+            .expect("running cargo");
+        assert!(
+            out.status.success(),
+            "cargo {args:?} in {}: {}",
+            dir.display(),
+            stderr(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let new = |name: &str, role: &str| {
+        let dir = tmp.path().join(name);
+        let out = mend(
+            &[
+                "plugin",
+                "new",
+                name,
+                "--role",
+                role,
+                "--dir",
+                dir.to_str().unwrap(),
+            ],
+            &state,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        dir
+    };
+    let refused = mend(&["plugin", "new", "Bad Name"], &state);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("cannot name a plugin project"));
+
+    let dir = new("log-size", "both");
+    let tests = cargo(&dir, &["test", "--quiet"]);
+    assert!(tests.contains("1 passed"), "{tests}");
+    cargo(
+        &dir,
+        &[
+            "build",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "plugin",
+        ],
+    );
+    let wasm = target.join("wasm32-wasip2/plugin/log_size.wasm");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let log = data.join("app.log");
+    std::fs::write(&log, vec![b'x'; 2048]).unwrap();
+    let config = r#"{"path": "/data/app.log", "max_bytes": "1KiB"}"#;
+    let ro = format!("{}:/data", data.display());
+    let rw = format!("{}:/data:rw", data.display());
+    let wasm = wasm.to_str().unwrap();
+
+    let out = mend(
+        &[
+            "plugin",
+            "call",
+            wasm,
+            "detect",
+            "--grant-dir",
+            &ro,
+            "--config",
+            config,
+        ],
+        &state,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["plugin"], "log-size");
+    assert_eq!(v["findings"][0]["code"], "file.too_big", "{v}");
+
+    let out = mend(
+        &[
+            "plugin",
+            "call",
+            wasm,
+            "remedy",
+            "--dry-run",
+            "--grant-dir",
+            &rw,
+            "--config",
+            config,
+        ],
+        &state,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"]["changed"], false, "{v}");
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        2048,
+        "a dry run changed the file"
+    );
+
+    let out = mend(
+        &[
+            "plugin",
+            "call",
+            wasm,
+            "remedy",
+            "--grant-dir",
+            &rw,
+            "--config",
+            config,
+        ],
+        &state,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"]["changed"], true, "{v}");
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+
+    for (name, role) in [("only-detect", "detector"), ("only-act", "action")] {
+        let dir = new(name, role);
+        cargo(
+            &dir,
+            &[
+                "build",
+                "--quiet",
+                "--target",
+                "wasm32-wasip2",
+                "--profile",
+                "plugin",
+            ],
+        );
+        let wasm = target.join(format!(
+            "wasm32-wasip2/plugin/{}.wasm",
+            name.replace('-', "_")
+        ));
+        let out = mend(&["plugin", "inspect", wasm.to_str().unwrap()], &state);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!("roles:       {role}")), "{text}");
+    }
+}

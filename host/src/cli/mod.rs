@@ -6,6 +6,7 @@ mod client;
 mod docs;
 pub mod exit;
 mod fleet;
+mod new;
 mod plugin;
 mod recorder;
 mod run;

@@ -1,5 +1,5 @@
 //! `mend plugin inspect` and `mend plugin call`: run one plugin by hand,
-//! in the same sandbox the engine uses.
+//! in the same sandbox the engine uses (`mend plugin new` is `new.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +32,8 @@ pub enum PluginCommand {
     },
     /// Run one sandboxed call and print the result as JSON.
     Call(Box<CallArgs>),
+    /// Create a plugin project that builds and runs with no edits.
+    New(super::new::NewArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -105,6 +107,7 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             state_dir,
         } => inspect(file, json, state_dir).await,
         PluginCommand::Call(args) => call(*args).await,
+        PluginCommand::New(args) => super::new::run(args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -1,0 +1,279 @@
+//! The `system` detector on this machine, for real: a child that burns
+//! CPU, one that holds memory, and a process that is started and killed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use mend::capabilities::system::{SystemGrant, SystemTable};
+use mend::capabilities::{Grants, missing_grant};
+use mend::contract::{Finding, Role, Status};
+use serde_json::json;
+
+/// A child killed when dropped.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `program` copied as `name`, so the kernel names its process so.
+fn named(dir: &Path, program: &str, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::copy(program, &p).unwrap();
+    p
+}
+
+fn grants(processes: &[&str]) -> Grants {
+    Grants {
+        system: Some(SystemGrant::Table(SystemTable {
+            processes: processes.iter().map(|s| s.to_string()).collect(),
+        })),
+        ..Grants::none()
+    }
+}
+
+async fn findings(config: serde_json::Value, processes: &[&str]) -> Vec<Finding> {
+    let p = load(artifacts::SYSTEM).await;
+    detect(&p, config.clone(), &grants(processes))
+        .await
+        .unwrap_or_else(|e| panic!("{config}: {e}"))
+        .value
+}
+
+fn one<'a>(fs: &'a [Finding], prefix: &str) -> &'a Finding {
+    let mine: Vec<_> = fs.iter().filter(|f| f.code.starts_with(prefix)).collect();
+    assert_eq!(mine.len(), 1, "one {prefix} finding in {fs:?}");
+    mine[0]
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+#[tokio::test]
+async fn a_killed_process_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = named(tmp.path(), "/bin/sleep", "mendcritical");
+    let config = json!({"process": [{"name": "mendcritical", "max": 1}]});
+
+    let f = findings(config.clone(), &["mendcritical"]).await;
+    let p = one(&f, "process.");
+    assert_eq!(
+        (p.code.as_str(), p.status),
+        ("process.missing", Status::Fail)
+    );
+    assert_eq!(p.metrics["count"], 0.0);
+    assert_eq!(p.labels["process"], "mendcritical");
+
+    let first = Kid(Command::new(&exe).arg("300").spawn().unwrap());
+    let f = findings(config.clone(), &["mendcritical"]).await;
+    let p = one(&f, "process.");
+    assert_eq!(
+        (p.code.as_str(), p.status),
+        ("process.ok", Status::Ok),
+        "{p:?}"
+    );
+    assert_eq!(p.metrics["count"], 1.0);
+    assert!(p.summary.contains(&first.0.id().to_string()), "{p:?}");
+    assert!(p.metrics["rss_bytes_max"] > 0.0 && p.metrics["open_fds_max"] >= 3.0);
+
+    // Two where at most one belongs.
+    let second = Kid(Command::new(&exe).arg("301").spawn().unwrap());
+    let f = findings(config.clone(), &["mendcritical"]).await;
+    assert_eq!(one(&f, "process.").code, "process.count.high");
+    // The command-line filter counts only the one it names.
+    let f = findings(
+        json!({"process": [{"name": "mendcritical", "cmdline": "301", "max": 1}]}),
+        &["mendcritical"],
+    )
+    .await;
+    assert_eq!(one(&f, "process.").code, "process.ok");
+
+    drop(first);
+    drop(second);
+    let f = findings(config, &["mendcritical"]).await;
+    assert_eq!(one(&f, "process.").code, "process.missing");
+}
+
+#[tokio::test]
+async fn a_cpu_burner_is_seen_by_the_machine_and_the_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sh = named(tmp.path(), "/bin/sh", "mendburn");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let config = json!({
+        "cpu": {"fail": 90, "sample": "1s"},
+        // The machine is shared: a spinning shell gets at least a few percent
+        // of a core, a sleeping one none.
+        "process": [{"name": "mendburn", "cpu_warn": 5, "sample": "1s"}],
+    });
+    let before = findings(config.clone(), &["mendburn"]).await;
+    assert_eq!(one(&before, "process.").code, "process.missing");
+
+    // One burner per core keeps every core busy whatever else runs.
+    let _burn: Vec<Kid> = (0..cores)
+        .map(|_| {
+            Kid(Command::new(&sh)
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap())
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let f = findings(config, &["mendburn"]).await;
+    let cpu = one(&f, "system.cpu");
+    assert_eq!(
+        (cpu.code.as_str(), cpu.status),
+        ("system.cpu.high", Status::Fail),
+        "{cpu:?}"
+    );
+    assert!(cpu.metrics["busy_percent"] >= 90.0, "{cpu:?}");
+    assert_eq!(cpu.metrics["cores"], cores as f64);
+    let p = one(&f, "process.");
+    assert_eq!(
+        (p.code.as_str(), p.status),
+        ("process.cpu.high", Status::Warn),
+        "{p:?}"
+    );
+    assert_eq!(p.metrics["count"], cores as f64);
+    assert!(p.metrics["cpu_percent_max"] >= 5.0, "{p:?}");
+}
+
+#[tokio::test]
+async fn held_memory_is_seen_by_the_machine_and_the_process() {
+    const HOG: u64 = 2 << 30;
+    let tmp = tempfile::tempdir().unwrap();
+    let dd = named(tmp.path(), "/bin/dd", "mendhog");
+    let measure = json!({"memory": {"warn": 100}});
+    let base = one(&findings(measure, &[]).await, "system.memory").metrics["used_percent"];
+    let total = one(
+        &findings(json!({"memory": {"warn": 100}}), &[]).await,
+        "system.memory",
+    )
+    .metrics["total_bytes"];
+    let share = HOG as f64 * 100.0 / total;
+
+    // dd fills a 2 GiB buffer, then blocks writing it into a pipe nobody
+    // reads: it holds the memory until killed.
+    let hog = Kid(Command::new(&dd)
+        .args(["if=/dev/zero", "bs=2G", "count=1", "iflag=fullblock"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let start = Instant::now();
+    while rss_of(hog.0.id()) < HOG {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the hog never filled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let f = findings(
+        json!({
+            "memory": {"warn": base + share / 2.0},
+            "process": [{"name": "mendhog", "rss_warn": "1GiB", "rss_fail": "1900MiB"}],
+        }),
+        &["mendhog"],
+    )
+    .await;
+    let m = one(&f, "system.memory");
+    assert_eq!(
+        (m.code.as_str(), m.status),
+        ("system.memory.high", Status::Warn),
+        "{m:?}"
+    );
+    let p = one(&f, "process.");
+    assert_eq!(
+        (p.code.as_str(), p.status),
+        ("process.rss.high", Status::Fail),
+        "{p:?}"
+    );
+    assert!(p.metrics["rss_bytes_max"] >= HOG as f64, "{p:?}");
+}
+
+#[tokio::test]
+async fn load_swap_and_pressure_carry_their_numbers() {
+    let f = findings(
+        json!({
+            "load": {"warn": 1000000, "minutes": 5},
+            "swap": {"fail": 100},
+            "pressure": {"cpu": {"warn": 100}, "io": {"fail": 100, "stall": "full", "window": "avg60"}},
+        }),
+        &[],
+    )
+    .await;
+    let l = one(&f, "system.load");
+    assert_eq!(l.code, "system.load.ok");
+    assert!(l.metrics["cores"] >= 1.0 && l.metrics["load5"] >= 0.0);
+    let s = one(&f, "system.swap");
+    assert!((0.0..=100.0).contains(&s.metrics["swap_used_percent"]));
+    for r in ["cpu", "io"] {
+        let p = one(&f, &format!("system.pressure.{r}"));
+        assert!((0.0..=100.0).contains(&p.metrics["some_avg10"]), "{p:?}");
+    }
+    // A threshold every machine reaches: the finding says so.
+    let f = findings(json!({"load": {"warn": 0, "per_core": false}}), &[]).await;
+    assert_eq!(one(&f, "system.load").code, "system.load.high");
+}
+
+#[tokio::test]
+async fn configs_are_checked_and_name_what_they_reach() {
+    let p = load(artifacts::SYSTEM).await;
+    let rt = runtime();
+    for (bad, want) in [
+        (json!({}), "nothing to watch"),
+        (
+            json!({"cpu": {"warn": 120}}),
+            "`cpu.warn` must be between 0 and 100",
+        ),
+        (
+            json!({"memory": {"warn": 90, "fail": 80}}),
+            "above `memory.fail`",
+        ),
+        (json!({"load": {"warn": 1, "minutes": 2}}), "1, 5 or 15"),
+        (
+            json!({"process": [{"name": "x", "min": 2, "max": 1}]}),
+            "below `min`",
+        ),
+        (json!({"cpu": {"wran": 1}}), "wran"),
+    ] {
+        let e = rt
+            .validate(&p, Role::Detector, &bad)
+            .await
+            .expect_err(&bad.to_string());
+        assert!(e.to_string().contains(want), "{bad}: {e}");
+    }
+    let needs = rt
+        .validate(
+            &p,
+            Role::Detector,
+            &json!({"process": [{"name": "postgres"}]}),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(needs.processes, vec!["postgres".to_string()]);
+    assert!(needs.system);
+    // The plan refuses the config where the grant does not name it.
+    let only_nginx = grants(&["nginx"]).resolve().unwrap();
+    assert_eq!(
+        missing_grant(&needs, &only_nginx).unwrap(),
+        "process `postgres` (`system = { processes = [\"postgres\"] }`)"
+    );
+    assert!(missing_grant(&needs, &grants(&["postgres"]).resolve().unwrap()).is_none());
+    assert!(missing_grant(&needs, &Grants::none().resolve().unwrap()).is_some());
+}

@@ -175,8 +175,11 @@ fn render(pieces: &[Piece], values: &Values, format: BodyFormat) -> String {
     out
 }
 
+/// A parsed template.
+type Template = Vec<Piece>;
+
 /// Checks the config; returns the parsed templates (body, headers).
-fn check(c: &Config) -> Result<(Vec<Piece>, Vec<(String, Vec<Piece>)>)> {
+fn check(c: &Config) -> Result<(Template, Vec<(String, Template)>)> {
     if !METHODS.contains(&c.method.as_str()) {
         return Err(Error::bad_config(format!(
             "`method` must be one of {}",

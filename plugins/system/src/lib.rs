@@ -522,3 +522,88 @@ impl Detector for System {
 }
 
 mend_sdk::export!(System: Detector);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proc(rss: u64, cpu: Option<f64>) -> system::Process {
+        system::Process {
+            pid: 7,
+            name: "nginx".into(),
+            state: "S".into(),
+            rss_bytes: rss,
+            cpu_seconds: 1.0,
+            cpu_percent: cpu,
+            age_ms: 5000,
+            open_fds: Some(9),
+            argv: vec!["nginx".into()],
+        }
+    }
+
+    fn config(json: serde_json::Value) -> ProcessConfig {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn a_process_is_judged_by_count_then_rss_then_cpu() {
+        let c = config(serde_json::json!({"name": "nginx", "min": 2, "max": 3,
+            "rss_warn": "1MiB", "rss_fail": "2MiB", "cpu_warn": 50}));
+        let list = |ps: Vec<system::Process>| system::Processes {
+            matched: ps.len() as u32,
+            processes: ps,
+        };
+        let f = process_finding(&c, &list(vec![proc(10, None)]));
+        assert_eq!(
+            (f.code.as_str(), f.status),
+            ("process.missing", Status::Fail)
+        );
+        let f = process_finding(&c, &list(vec![proc(10, None); 4]));
+        assert_eq!(
+            (f.code.as_str(), f.status),
+            ("process.count.high", Status::Warn)
+        );
+        let f = process_finding(&c, &list(vec![proc(3 << 20, Some(90.0)), proc(10, None)]));
+        assert_eq!(
+            (f.code.as_str(), f.status),
+            ("process.rss.high", Status::Fail)
+        );
+        let f = process_finding(&c, &list(vec![proc(10, Some(90.0)), proc(10, None)]));
+        assert_eq!(
+            (f.code.as_str(), f.status),
+            ("process.cpu.high", Status::Warn)
+        );
+        let f = process_finding(&c, &list(vec![proc(10, Some(1.0)), proc(10, None)]));
+        assert_eq!((f.code.as_str(), f.status), ("process.ok", Status::Ok));
+        assert!(f.metrics.contains(&("open_fds_max".into(), 9.0)));
+        // `matched` counts past the host's list.
+        let f = process_finding(
+            &c,
+            &system::Processes {
+                matched: 300,
+                processes: vec![proc(10, None)],
+            },
+        );
+        assert_eq!(f.code, "process.count.high");
+    }
+
+    #[test]
+    fn load_is_per_core_unless_told_otherwise() {
+        let l = system::LoadAverage {
+            one: 4.0,
+            five: 2.0,
+            fifteen: 1.0,
+            cores: 4,
+            runnable: 1,
+            threads: 100,
+        };
+        let c: LoadConfig = serde_json::from_value(serde_json::json!({"warn": 0.9})).unwrap();
+        assert_eq!(load_finding(&c, &l).code, "system.load.high");
+        let c: LoadConfig =
+            serde_json::from_value(serde_json::json!({"warn": 0.9, "minutes": 15})).unwrap();
+        assert_eq!(load_finding(&c, &l).code, "system.load.ok");
+        let c: LoadConfig =
+            serde_json::from_value(serde_json::json!({"fail": 3, "per_core": false})).unwrap();
+        assert_eq!(load_finding(&c, &l).status, Status::Fail);
+    }
+}

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{MendRun, incidents, wait_for};
 use common::*;
 use mend::capabilities::system::{SystemGrant, SystemTable};
 use mend::capabilities::{Grants, missing_grant};
@@ -276,4 +277,113 @@ async fn configs_are_checked_and_name_what_they_reach() {
     );
     assert!(missing_grant(&needs, &grants(&["postgres"]).resolve().unwrap()).is_none());
     assert!(missing_grant(&needs, &Grants::none().resolve().unwrap()).is_some());
+}
+
+/// Pids of processes the kernel names `name`.
+fn pids_named(name: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn mend_run_restarts_a_missing_process_after_n_samples() {
+    use mend::store::{AttemptOutcome, IncidentState, Store};
+    let state = tempfile::tempdir().unwrap();
+    let plugins = state.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for p in [artifacts::SYSTEM, artifacts::COMMAND] {
+        std::fs::copy(p, plugins.join(Path::new(p).file_name().unwrap())).unwrap();
+    }
+    let exe = named(state.path(), "/bin/sleep", "mendrevive");
+    let config = state.path().join("mend.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[engine]
+plugins_dir = "plugins"
+state_dir = "."
+interval = "300ms"
+
+[api]
+listen = "off"
+
+# Starts the process and exits; the process stays.
+[commands.start-it]
+argv = ["/bin/sh", "-c", "{exe} 300 </dev/null >/dev/null 2>&1 &"]
+timeout = "5s"
+
+[[check]]
+name = "critical"
+plugin = "system"
+jitter = "0s"
+grants = {{ system = {{ processes = ["mendrevive"] }} }}
+config = {{ process = [{{ name = "mendrevive" }}] }}
+
+[[policy]]
+name = "revive"
+check = "critical"
+codes = ["process.missing"]
+trigger = {{ consecutive = 3 }}
+
+[[policy.step]]
+name = "start"
+action = "command"
+settle = "300ms"
+grants = {{ commands = ["start-it"] }}
+config = {{ command = "start-it" }}
+"#,
+            exe = exe.display()
+        ),
+    )
+    .unwrap();
+    let store = state.path().join("mend.db");
+    let mend = MendRun::start(&config);
+    let db = store.clone();
+    let inc = tokio::task::spawn_blocking(move || {
+        wait_for("a healed incident", Duration::from_secs(120), || {
+            incidents(&db)
+                .first()
+                .is_some_and(|i| i.state == IncidentState::Healed)
+        });
+        incidents(&db).remove(0)
+    })
+    .await
+    .unwrap();
+    let revived = pids_named("mendrevive");
+    mend.stop();
+    for pid in &revived {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    assert_eq!(revived.len(), 1, "the command started it once: {revived:?}");
+    assert_eq!(inc.attempts.len(), 1, "{inc:#?}");
+    assert_eq!(inc.attempts[0].outcome, AttemptOutcome::Healed);
+    assert!(
+        inc.attempts[0]
+            .detail
+            .to_string()
+            .contains("ran `start-it`"),
+        "{inc:#?}"
+    );
+    // The trigger, not the plugin, waited for 3 samples 300 ms apart: the
+    // incident opened at least two intervals after the first failure.
+    let history = Store::open_read_only(&store)
+        .and_then(|s| s.history("critical", 100))
+        .unwrap();
+    let first_fail = history
+        .iter()
+        .filter(|r| r.status == "fail")
+        .map(|r| r.at)
+        .min()
+        .expect("a failing result");
+    assert!(
+        inc.opened_at >= first_fail + 500,
+        "opened at {} after a first failure at {first_fail}: {history:?}",
+        inc.opened_at
+    );
 }

@@ -562,7 +562,6 @@ const SKIPPED_FS: &[&str] = &[
     "fuse.sshfs",
     "davfs",
     "fuse.s3fs",
-    "overlay",
     "squashfs",
     "ramfs",
 ];

@@ -251,6 +251,10 @@ async fn configs_are_checked_and_name_what_they_reach() {
             "below `min`",
         ),
         (json!({"cpu": {"wran": 1}}), "wran"),
+        (
+            json!({"cpu": {"warn": 1, "sample": "1m"}}),
+            "`cpu.sample` must be between",
+        ),
     ] {
         let e = rt
             .validate(&p, Role::Detector, &bad)

@@ -184,6 +184,18 @@ fn check_levels(key: &str, warn: Option<f64>, fail: Option<f64>, max: f64) -> Re
     Ok(())
 }
 
+/// The host samples for 100 ms to 10 s; the call's deadline (5 s by
+/// default) must leave room for it.
+fn check_sample(key: &str, d: &mend_sdk::Duration) -> Result<()> {
+    let ms = d.0.as_millis();
+    if !(100..=10_000).contains(&ms) {
+        return Err(Error::bad_config(format!(
+            "`{key}` must be between 100ms and 10s"
+        )));
+    }
+    Ok(())
+}
+
 /// Rejects what serde cannot: ranges, order, an empty config.
 pub fn check(c: &Config) -> Result<()> {
     if c.cpu.is_none()
@@ -199,6 +211,7 @@ pub fn check(c: &Config) -> Result<()> {
     }
     if let Some(x) = &c.cpu {
         check_levels("cpu", x.warn, x.fail, 100.0)?;
+        check_sample("cpu.sample", &x.sample)?;
     }
     if let Some(x) = &c.load {
         check_levels("load", x.warn, x.fail, 1e6)?;
@@ -244,6 +257,7 @@ pub fn check(c: &Config) -> Result<()> {
         }
         if p.cpu_warn.is_some() || p.cpu_fail.is_some() {
             check_levels(&format!("{key}.cpu"), p.cpu_warn, p.cpu_fail, 1e5)?;
+            check_sample(&format!("{key}.sample"), &p.sample)?;
         }
     }
     Ok(())

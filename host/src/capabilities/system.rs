@@ -416,7 +416,7 @@ impl SystemCap {
         }
         Ok(Processes {
             matched,
-            processes: std::mem::take(&mut found),
+            processes: found,
         })
     }
 }

@@ -74,6 +74,39 @@ fn call_runs_a_detector_against_a_granted_directory() {
 }
 
 #[test]
+fn plugin_call_grants_system_facts_and_processes_by_flag() {
+    let state = tempfile::tempdir().unwrap();
+    let call = |extra: &[&str]| {
+        let mut args = vec![
+            "plugin",
+            "call",
+            artifacts::SYSTEM,
+            "detect",
+            "--config",
+            r#"{"memory": {"warn": 100}, "process": [{"name": "mendnothere", "min": 0}]}"#,
+        ];
+        args.extend_from_slice(extra);
+        mend(&args, state.path())
+    };
+    let o = call(&[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("system = true"), "{}", stderr(&o));
+    let o = call(&["--grant-system"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no processes are granted"),
+        "{}",
+        stderr(&o)
+    );
+    let o = call(&["--grant-process", "mendnothere"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["findings"][0]["code"], "system.memory.ok");
+    assert_eq!(v["findings"][1]["code"], "process.ok");
+    assert_eq!(v["findings"][1]["metrics"]["count"], 0.0);
+}
+
+#[test]
 fn a_failing_call_exits_non_zero_with_one_line() {
     let state = tempfile::tempdir().unwrap();
     let o = mend(

@@ -199,9 +199,13 @@ struct Tmpfs(tempfile::TempDir);
 
 impl Tmpfs {
     fn mount() -> Option<Tmpfs> {
+        Tmpfs::mount_with("size=8m")
+    }
+
+    fn mount_with(options: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().ok()?;
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir.path())
             .status()
             .is_ok_and(|s| s.success());
@@ -257,4 +261,131 @@ async fn a_full_filesystem_is_detected_and_cleaned_below_target() {
         "the newest old file was not needed"
     );
     assert!(!root.join("old-0.log").exists(), "the oldest went first");
+}
+
+/// Bytes that look random (they do not compress), from a xorshift.
+fn noise(bytes: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..bytes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn tmp_files(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".gz.tmp"))
+        .collect()
+}
+
+#[tokio::test]
+async fn gzip_on_a_full_disk_leaves_no_temp_file_and_may_fall_back_to_delete() {
+    let Some(fs) = Tmpfs::mount() else {
+        eprintln!("cannot mount tmpfs here (not root?): skipped");
+        return;
+    };
+    let root = fs.0.path();
+    // 3 MiB that do not compress, then fill all but 1 MiB: the .gz
+    // cannot fit.
+    let log = root.join("big.log");
+    std::fs::write(&log, noise(3 * MIB)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_modified(SystemTime::now() - DAY)
+        .unwrap();
+    let free = rustix::fs::statvfs(root).unwrap();
+    let avail = (free.f_bavail * free.f_frsize) as usize;
+    std::fs::write(root.join("keep.dat"), vec![0u8; avail - MIB]).unwrap();
+
+    let p = load(artifacts::DISK_CLEANUP).await;
+    let g = dir(root, "/var/log", Mode::Rw);
+    let gzip = json!({"path": "/var/log", "patterns": ["*.log"], "min_age": "1h", "mode": "gzip"});
+    let err = remedy(&p, gzip.clone(), &g, false).await.unwrap_err();
+    // WASI reports ENOSPC as a plain I/O error; the plugin adds the room.
+    let m = err.to_string();
+    assert!(
+        m.contains("big.log.gz.tmp") && m.contains("1.0 MiB available"),
+        "{m}"
+    );
+    assert!(
+        tmp_files(root).is_empty(),
+        "left behind: {:?}",
+        tmp_files(root)
+    );
+    assert!(
+        log.exists(),
+        "the original is kept when it could not be compressed"
+    );
+    let after = rustix::fs::statvfs(root).unwrap();
+    assert_eq!(
+        after.f_bavail,
+        free.f_bavail - (avail - MIB) as u64 / free.f_frsize,
+        "the failed attempt holds no space"
+    );
+
+    let mut fallback = gzip;
+    fallback["fallback_delete"] = json!(true);
+    let out = remedy(&p, fallback, &g, false).await.unwrap().value;
+    assert!(out.changed, "{out:?}");
+    assert!(!log.exists(), "deleted instead");
+    assert!(out.steps[0].starts_with("could not compress"), "{out:?}");
+    assert!(out.steps[0].contains("big.log.gz.tmp"), "{out:?}");
+    assert!(tmp_files(root).is_empty());
+    assert!(root.join("keep.dat").exists());
+}
+
+#[tokio::test]
+async fn an_inode_target_deletes_until_inodes_are_back_under_it() {
+    let Some(fs) = Tmpfs::mount_with("size=8m,nr_inodes=64") else {
+        eprintln!("cannot mount tmpfs here (not root?): skipped");
+        return;
+    };
+    let root = fs.0.path();
+    for i in 0..40 {
+        file(root, &format!("tiny-{i:02}.log"), 10, DAY * (50 - i));
+    }
+    let p = load(artifacts::DISK_CLEANUP).await;
+    let g = dir(root, "/var/log", Mode::Rw);
+    let check = json!({"path": "/var/log", "warn_inodes_percent": 50});
+    let before = detect(&p, check.clone(), &g).await.unwrap().value;
+    assert_eq!(before[0].code, "disk.inodes.high", "{before:?}");
+    assert!(
+        before[0].metrics["inodes_used_percent"] > 60.0,
+        "{before:?}"
+    );
+
+    let clean = json!({"path": "/var/log", "patterns": ["*.log"], "min_age": "1h", "target_inodes_percent": 30});
+    let plan = remedy(&p, clean.clone(), &g, true).await.unwrap().value;
+    let out = remedy(&p, clean, &g, false).await.unwrap().value;
+    assert!(out.changed);
+    assert_eq!(
+        plan.steps.len(),
+        out.steps.len(),
+        "the dry run planned as many: {plan:?}"
+    );
+    let after = detect(
+        &p,
+        json!({"path": "/var/log", "warn_inodes_percent": 30}),
+        &g,
+    )
+    .await
+    .unwrap()
+    .value;
+    assert_eq!(after[0].code, "disk.usage.ok", "{after:?}");
+    let left = std::fs::read_dir(root).unwrap().count();
+    assert!(left > 0 && left < 40, "{left} left");
+    assert!(root.join("tiny-39.log").exists(), "the newest stays");
+    assert!(!root.join("tiny-00.log").exists(), "the oldest went first");
+    // Stopped as soon as the target was met: one file fewer would not do.
+    let used = |n: usize| (n as f64 + 1.0) * 100.0 / 64.0;
+    assert!(used(left) < 30.0 && used(left + 1) >= 30.0, "{left} left");
 }

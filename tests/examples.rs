@@ -107,6 +107,34 @@ fn check_config_lists_every_problem() {
 }
 
 #[test]
+fn the_system_example_needs_its_process_grant() {
+    let (_root, examples) = layout();
+    let path = examples.join("system.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    assert!(original.contains("plugin = \"system\""));
+    // The nginx check's grant names no process, and the host check's none.
+    let text = original
+        .replace(
+            "grants = { system = { processes = [\"nginx\"] } }",
+            "grants = { system = true }",
+        )
+        .replace("grants = { system = true }\n# CPU", "grants = {}\n# CPU");
+    std::fs::write(&path, text).unwrap();
+    let out = mend().arg("check-config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("check[0].grants: plugin `system` needs system facts (`system = true`)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("check[1].config: with this config plugin `system` reaches process `nginx`"),
+        "{text}"
+    );
+    assert!(text.contains("2 problem(s)"), "{text}");
+}
+
+#[test]
 fn the_quickstart_cleans_its_scratch_directory() {
     let (root, examples) = layout();
     let scratch = root.path().join("target/demo/scratch");

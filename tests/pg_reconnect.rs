@@ -679,3 +679,87 @@ config = {{ connection = "db", application_name = "{leaky}", user = "{user}", ol
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].1, other_role.name);
 }
+
+// ---- a full server is not a down server ----
+
+#[tokio::test]
+async fn a_full_server_is_exhausted_not_down_and_the_action_acts_through_reserved_slots() {
+    if postgres::skip() {
+        return;
+    }
+    // 5 slots, 2 kept for superusers: ordinary roles get 3.
+    let server = Server::start_with("max_connections = 5\nsuperuser_reserved_connections = 2");
+    postgres::psql(server.port, "postgres", "CREATE ROLE app LOGIN");
+    let role = |user: &str, app: &str| {
+        let mut c = tokio_postgres::Config::new();
+        c.host(postgres::HOST)
+            .port(server.port)
+            .user(user)
+            .dbname("postgres")
+            .application_name(app);
+        c
+    };
+    let backends = Backends::from_toml(&format!(
+        "[connections.appdb]\nkind = \"postgres\"\nurl = \"host={h} port={p} user=app dbname=postgres application_name=mend\"\ntimeout = \"3s\"\n\
+         [connections.admin]\nkind = \"postgres\"\nurl = \"host={h} port={p} user=postgres dbname=postgres application_name=mend-admin\"\ntimeout = \"3s\"\n",
+        h = postgres::HOST,
+        p = server.port
+    ))
+    .unwrap();
+    let g = Grants {
+        connections: vec!["appdb".into(), "admin".into()],
+        ..Grants::none()
+    }
+    .resolve_with(&backends)
+    .unwrap();
+    let p = load(artifacts::PG_RECONNECT).await;
+    let detect_cfg =
+        json!({"connection": "appdb", "reserved_connection": "admin", "timeout": "3s"});
+    let up = detect_in(&p, detect_cfg.clone(), &g).await.unwrap();
+    assert_eq!(up.value[0].code, "db.ok", "{:?}", up.value);
+
+    // A leaking pool takes every ordinary slot.
+    let mut leaked = Vec::new();
+    for _ in 0..3 {
+        leaked.push(postgres::leak_idle_in_transaction(&role("app", "webapp")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let full = detect_in(&p, detect_cfg.clone(), &g).await.unwrap();
+    let f = find(&full.value, "db.connections.exhausted");
+    assert_eq!(f.status, Status::Fail);
+    assert!(f.labels["error"].contains("53300"), "{f:?}");
+    assert!(full.value.iter().all(|f| f.code != "db.unreachable"));
+    // Measured through the reserved slot: the app's 3 (and the probe's).
+    assert!(f.metrics["connections"] >= 3.0, "{f:?}");
+    assert_eq!(f.metrics["max_connections"], 5.0, "{f:?}");
+
+    let terminate = json!({
+        "connection": "appdb", "application_name": "webapp", "user": "app", "older_than": "1s",
+    });
+    // Through the full ordinary role, the action cannot even connect...
+    let e = remedy_in(&p, terminate.clone(), &g, &[], false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("53300"), "{e}");
+    // ...through the reserved one it can.
+    let mut reserved = terminate;
+    reserved["reserved_connection"] = json!("admin");
+    let out = remedy_in(&p, reserved, &g, &[], false).await.unwrap().value;
+    assert!(out.changed, "{out:?}");
+    assert_eq!(
+        out.steps
+            .iter()
+            .filter(|s| s.starts_with("terminated"))
+            .count(),
+        3,
+        "{out:?}"
+    );
+    let healed = detect_in(&p, detect_cfg.clone(), &g).await.unwrap();
+    assert_eq!(healed.value[0].code, "db.ok", "{:?}", healed.value);
+
+    // Control: a stopped server is still `db.unreachable`.
+    drop(leaked);
+    server.stop();
+    let down = detect_in(&p, detect_cfg, &g).await.unwrap();
+    find(&down.value, "db.unreachable");
+}

@@ -971,3 +971,192 @@ async fn a_redis_value_over_the_reply_limit_is_refused_before_it_is_read() {
     assert!(err.to_string().contains("reply limit"), "{err}");
     still_serving().await;
 }
+
+/// Child processes killed when dropped.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `/bin/sleep` copied as `name`, so the kernel names its processes so.
+fn sleeper(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::copy("/bin/sleep", &p).unwrap();
+    p
+}
+
+fn system(processes: &[&str]) -> Grants {
+    use mend::capabilities::system::{SystemGrant, SystemTable};
+    Grants {
+        system: Some(if processes.is_empty() {
+            SystemGrant::On(true)
+        } else {
+            SystemGrant::Table(SystemTable {
+                processes: processes.iter().map(|s| s.to_string()).collect(),
+            })
+        }),
+        ..Grants::none()
+    }
+}
+
+fn pids(findings: &[mend::contract::Finding]) -> Vec<u32> {
+    findings
+        .iter()
+        .filter(|f| f.code == "system.process")
+        .map(|f| f.metrics["pid"] as u32)
+        .collect()
+}
+
+#[tokio::test]
+async fn system_facts_need_the_system_grant() {
+    let p = load(artifacts::HOSTILE).await;
+    let err = detect(&p, json!({"mode": "system-load"}), &Grants::none())
+        .await
+        .expect_err("no system grant");
+    assert!(matches!(err, PluginError::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("system = true"), "{err}");
+    let r = detect(&p, json!({"mode": "system-load"}), &system(&[]))
+        .await
+        .unwrap();
+    assert!(r.value[0].metrics["cores"] >= 1.0);
+    // `system = true` names no process.
+    let err = detect(
+        &p,
+        json!({"mode": "system-processes", "name": "*"}),
+        &system(&[]),
+    )
+    .await
+    .expect_err("no process granted");
+    assert!(matches!(err, PluginError::Denied { .. }), "{err}");
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn a_process_grant_shows_only_the_processes_it_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nginx = std::process::Command::new(sleeper(tmp.path(), "nginx"))
+        .arg("300")
+        .env("MEND_TEST_SECRET", "hunter2")
+        .spawn()
+        .unwrap();
+    let other = std::process::Command::new(sleeper(tmp.path(), "mendsecretproc"))
+        .args(["300", "0"])
+        .spawn()
+        .unwrap();
+    let (nginx_pid, other_pid) = (nginx.id(), other.id());
+    let _kids = Children(vec![nginx, other]);
+    let p = load(artifacts::HOSTILE).await;
+    let g = system(&["nginx"]);
+    let ask = |name: &str, cmdline: &str| json!({"mode": "system-processes", "name": name, "path": cmdline});
+
+    let r = detect(&p, ask("nginx", ""), &g).await.unwrap();
+    assert!(pids(&r.value).contains(&nginx_pid), "{:?}", r.value);
+    let mine = r
+        .value
+        .iter()
+        .find(|f| f.metrics.get("pid") == Some(&(nginx_pid as f64)))
+        .unwrap();
+    assert!(
+        mine.summary.ends_with("nginx 300"),
+        "its argv: {}",
+        mine.summary
+    );
+    assert!(
+        mine.metrics["rss"] > 0.0 && mine.metrics["fds"] >= 3.0,
+        "{mine:?}"
+    );
+
+    // Whatever the pattern, only granted processes are described; their
+    // environment never is.
+    for (name, cmdline) in [("*", ""), ("*", "300"), ("mend*", ""), ("?*", "0")] {
+        let r = detect(&p, ask(name, cmdline), &g).await.unwrap();
+        let seen = pids(&r.value);
+        assert!(
+            !seen.contains(&other_pid),
+            "{name} {cmdline}: {:?}",
+            r.value
+        );
+        for f in &r.value {
+            assert!(
+                f.code == "system.matched" || f.labels["name"] == "nginx",
+                "{f:?}"
+            );
+            assert!(!format!("{f:?}").contains("hunter2"), "{f:?}");
+        }
+        if name.starts_with("mend") {
+            assert_eq!(r.value[0].metrics["matched"], 0.0);
+        }
+    }
+    // Asking for an ungranted process by name is a refusal.
+    let err = detect(&p, ask("mendsecretproc", ""), &g)
+        .await
+        .expect_err("not granted");
+    assert!(matches!(err, PluginError::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("not granted"), "{err}");
+    // A sample measures CPU; a sleeping process uses next to none.
+    let r = detect(
+        &p,
+        json!({"mode": "system-processes", "name": "nginx", "count": 200}),
+        &g,
+    )
+    .await
+    .unwrap();
+    let cpu = r
+        .value
+        .iter()
+        .find(|f| f.metrics.get("pid") == Some(&(nginx_pid as f64)))
+        .unwrap()
+        .metrics["cpu"];
+    assert!((0.0..5.0).contains(&cpu), "{cpu}");
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn a_huge_process_count_is_bounded() {
+    use mend::capabilities::system::MAX_PROCESSES;
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = sleeper(tmp.path(), "mendflood");
+    let n = MAX_PROCESSES * 3;
+    let kids = Children(
+        (0..n)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .arg("300")
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let p = load(artifacts::HOSTILE).await;
+    let g = system(&["mendflood"]);
+    let (r, growth) = common::memory::peak_growth(async || {
+        detect(
+            &p,
+            json!({"mode": "system-processes", "name": "mendflood"}),
+            &g,
+        )
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_eq!(
+        r.value[0].metrics["matched"], n as f64,
+        "every one is counted"
+    );
+    assert_eq!(r.value[0].metrics["listed"], MAX_PROCESSES as f64);
+    assert_eq!(pids(&r.value).len(), MAX_PROCESSES);
+    assert!(
+        growth < 16 << 20,
+        "host grew {}",
+        common::memory::mib(growth)
+    );
+    drop(kids);
+    still_serving().await;
+}

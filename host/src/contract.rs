@@ -76,6 +76,12 @@ pub struct Needs {
     pub connections: Vec<String>,
     pub commands: Vec<String>,
     pub state: bool,
+    /// Machine facts through `mend:plugin/system`.
+    #[serde(default)]
+    pub system: bool,
+    /// Process names asked about through `system` (`*`: any granted).
+    #[serde(default)]
+    pub processes: Vec<String>,
 }
 
 /// A role a plugin plays and what it needs for it.

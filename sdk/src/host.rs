@@ -1,6 +1,6 @@
 //! Safe wrappers over what the host offers: logging, the clock, persistent
-//! state, disk usage, named commands, and named PostgreSQL and Redis
-//! connections. A refusal is [`crate::Error::Denied`]; a host call that ran
+//! state, disk usage, named commands, named PostgreSQL and Redis
+//! connections, and machine facts. A refusal is [`crate::Error::Denied`]; a host call that ran
 //! out of time is [`crate::Error::TimedOut`], one that hit a host limit
 //! [`crate::Error::Limit`]; the rest is [`crate::Error::Failed`].
 
@@ -185,6 +185,86 @@ pub mod exec {
             truncated: o.truncated,
             duration_ms: o.duration_ms,
         })
+    }
+
+    /// The program and arguments of a granted command (not its
+    /// environment), for a dry run to show. Runs nothing.
+    pub fn argv(name: &str) -> Result<Vec<String>, Error> {
+        super::wit::exec::argv(name).map_err(Error::from)
+    }
+}
+
+/// Machine facts read by the host: CPU, load, memory, pressure,
+/// filesystems, interfaces, and the processes the grant names. Needs
+/// [`crate::Needs::system`] (and [`crate::Needs::process`] for
+/// [`system::processes`]).
+pub mod system {
+    pub use super::wit::system::{
+        CpuUsage, Filesystem, LoadAverage, MemoryInfo as Memory, NetInterface,
+        PressureInfo as Pressure, Process, ProcessList as Processes, ProcessQuery,
+        ResourcePressure, Stall,
+    };
+    use crate::Error;
+
+    /// CPU use over `interval_ms`, which the host waits (100 to 10000).
+    pub fn cpu(interval_ms: u32) -> Result<CpuUsage, Error> {
+        super::wit::system::cpu(interval_ms).map_err(Error::from)
+    }
+    pub fn load() -> Result<LoadAverage, Error> {
+        super::wit::system::load().map_err(Error::from)
+    }
+    pub fn memory() -> Result<Memory, Error> {
+        super::wit::system::memory().map_err(Error::from)
+    }
+    /// Pressure stall information; fails on a kernel without PSI.
+    pub fn pressure() -> Result<Pressure, Error> {
+        super::wit::system::pressure().map_err(Error::from)
+    }
+    pub fn filesystems() -> Result<Vec<Filesystem>, Error> {
+        super::wit::system::filesystems().map_err(Error::from)
+    }
+    pub fn interfaces() -> Result<Vec<NetInterface>, Error> {
+        super::wit::system::interfaces().map_err(Error::from)
+    }
+    /// Granted processes named `name` (a glob), whose command line
+    /// contains `cmdline` if given; with `sample_ms` > 0 the host also
+    /// measures their CPU use over that long.
+    pub fn processes(
+        name: &str,
+        cmdline: Option<&str>,
+        sample_ms: u32,
+    ) -> Result<Processes, Error> {
+        super::wit::system::processes(&ProcessQuery {
+            name: name.to_string(),
+            cmdline: cmdline.map(str::to_string),
+            sample_ms,
+        })
+        .map_err(Error::from)
+    }
+
+    impl Memory {
+        /// Share of memory not available, in percent.
+        pub fn used_percent(&self) -> f64 {
+            percent(
+                self.total_bytes.saturating_sub(self.available_bytes),
+                self.total_bytes,
+            )
+        }
+        /// Share of swap in use, in percent (0 without swap).
+        pub fn swap_used_percent(&self) -> f64 {
+            percent(
+                self.swap_total_bytes.saturating_sub(self.swap_free_bytes),
+                self.swap_total_bytes,
+            )
+        }
+    }
+
+    fn percent(part: u64, whole: u64) -> f64 {
+        if whole == 0 {
+            0.0
+        } else {
+            part as f64 * 100.0 / whole as f64
+        }
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Needs {
     connections: Vec<String>,
     commands: Vec<String>,
     state: bool,
+    system: bool,
+    processes: Vec<String>,
 }
 
 impl Needs {
@@ -61,6 +63,18 @@ impl Needs {
         self.state = true;
         self
     }
+    /// Machine facts through [`crate::host::system`].
+    pub fn system(mut self) -> Self {
+        self.system = true;
+        self
+    }
+    /// A process (by name) asked about through
+    /// [`crate::host::system::processes`]; `"*"` for "any granted".
+    pub fn process(mut self, name: impl Into<String>) -> Self {
+        self.system = true;
+        self.processes.push(name.into());
+        self
+    }
 }
 
 impl From<Needs> for wit::Needs {
@@ -79,6 +93,8 @@ impl From<Needs> for wit::Needs {
             connections: n.connections,
             commands: n.commands,
             state: n.state,
+            system: n.system,
+            processes: n.processes,
         }
     }
 }

@@ -221,6 +221,12 @@ pub struct Server {
 impl Server {
     /// `initdb` and start. Panics with the server's log if it fails.
     pub fn start() -> Server {
+        Server::start_with("")
+    }
+
+    /// [`Server::start`] with extra `postgresql.conf` lines (they win over
+    /// the defaults above them, e.g. `max_connections = 5`).
+    pub fn start_with(settings: &str) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("mend-test-pg-")
             .tempdir()
@@ -248,7 +254,7 @@ impl Server {
         // `pg_ctl -D DATA start` (what an operator's command runs) brings
         // it back on the same port.
         let conf = format!(
-            "\nport = {}\nlisten_addresses = '{HOST}'\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 20\n",
+            "\nport = {}\nlisten_addresses = '{HOST}'\nunix_socket_directories = '{}'\nfsync = off\nmax_connections = 20\n{settings}\n",
             server.port,
             server.dir.path().display()
         );

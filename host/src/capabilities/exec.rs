@@ -204,13 +204,25 @@ pub struct ExecCap {
 }
 
 impl ExecCap {
+    fn granted(&self, name: &str) -> Result<Arc<Command>, HostError> {
+        self.commands
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                HostError::denied(format!("command `{name}` is not granted to this plugin"))
+            })
+    }
+
+    /// The argv of a granted command, for a dry run to show (the
+    /// environment may hold secrets and is never handed over).
+    pub fn argv(&self, name: &str) -> Result<Vec<String>, HostError> {
+        Ok(self.granted(name)?.def.argv.clone())
+    }
+
     /// Runs a granted command by name (never in a dry run).
     pub async fn run(&mut self, name: &str) -> Result<CommandOutput, HostError> {
-        let Some(cmd) = self.commands.iter().find(|c| c.name == name).cloned() else {
-            return Err(HostError::denied(format!(
-                "command `{name}` is not granted to this plugin"
-            )));
-        };
+        let cmd = self.granted(name)?;
         if self.dry_run {
             return Err(HostError::denied(format!(
                 "dry run: command `{name}` was not run"

@@ -20,6 +20,7 @@ pub mod output;
 pub mod redis;
 pub mod sql;
 pub mod state;
+pub mod system;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -148,6 +149,10 @@ pub struct Grants {
     /// The plugin's persistent key/value state.
     #[serde(default)]
     pub state: bool,
+    /// Machine facts, and the processes named (`true`, or
+    /// `{ processes = ["nginx"] }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<system::SystemGrant>,
 }
 
 /// Grants checked once and ready to hand to calls.
@@ -159,6 +164,7 @@ pub struct ResolvedGrants {
     pub connections: Vec<Connection>,
     pub commands: Vec<Arc<exec::Command>>,
     pub state: bool,
+    pub system: Option<Arc<system::ResolvedSystem>>,
 }
 
 impl ResolvedGrants {
@@ -221,6 +227,7 @@ impl Grants {
             connections,
             commands,
             state: self.state,
+            system: system::resolve(self.system.as_ref())?,
         })
     }
 }
@@ -270,7 +277,7 @@ pub fn missing_grant(needs: &Needs, grants: &ResolvedGrants) -> Option<String> {
     if needs.state && !grants.state {
         return Some("persistent state (`state = true`)".into());
     }
-    None
+    system::missing(needs.system, &needs.processes, grants.system.as_deref())
 }
 
 fn named_granted(need: &str, granted: &[&str]) -> bool {
@@ -300,6 +307,7 @@ pub struct HostCaps {
     pub sql: sql::SqlCap,
     pub redis: redis::RedisCap,
     pub http: http::HttpHooks,
+    pub system: system::SystemCap,
 }
 
 impl HostCaps {
@@ -348,6 +356,9 @@ impl HostCaps {
                 plugin,
                 grants: grants.urls.clone(),
                 dry_run,
+            },
+            system: system::SystemCap {
+                grant: grants.system.clone(),
             },
         })
     }

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::capabilities::Grants;
 use crate::capabilities::fs::{DirGrant, Mode};
+use crate::capabilities::system::{SystemGrant, SystemTable};
 use crate::contract::{Finding, Needs, RemedyContext, Role};
 use crate::runtime::{Limits, Request, Runtime, RuntimeConfig};
 use crate::values::parse_bytes;
@@ -79,6 +80,14 @@ pub struct CallArgs {
     /// Grant the plugin its persistent state.
     #[arg(long)]
     grant_state: bool,
+    /// Grant machine facts (CPU, load, memory, pressure, filesystems,
+    /// interfaces).
+    #[arg(long)]
+    grant_system: bool,
+    /// Grant facts about processes of this name or glob (implies
+    /// --grant-system).
+    #[arg(long = "grant-process", value_name = "NAME")]
+    grant_processes: Vec<String>,
     /// Fuel budget.
     #[arg(long)]
     fuel: Option<u64>,
@@ -193,6 +202,12 @@ fn print_needs(role: &str, n: &Needs) {
     if n.state {
         println!("    state");
     }
+    if n.system {
+        println!("    system facts");
+    }
+    for p in &n.processes {
+        println!("    process    {p}");
+    }
 }
 
 async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
@@ -211,6 +226,7 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         connections: args.grant_connections.clone(),
         commands: args.grant_commands.clone(),
         state: args.grant_state,
+        system: system_grant(args.grant_system, &args.grant_processes),
     }
     .resolve_with(&match &args.defs {
         Some(file) => {
@@ -319,6 +335,16 @@ fn parse_config(text: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 /// `HOST:GUEST[:rw|:ro]`, or just `PATH` for the same path inside.
+fn system_grant(on: bool, processes: &[String]) -> Option<SystemGrant> {
+    if !processes.is_empty() {
+        Some(SystemGrant::Table(SystemTable {
+            processes: processes.to_vec(),
+        }))
+    } else {
+        on.then_some(SystemGrant::On(true))
+    }
+}
+
 fn parse_grant_dir(s: &str) -> anyhow::Result<DirGrant> {
     let (rest, mode) = if let Some(r) = s.strip_suffix(":rw") {
         (r, Mode::Rw)

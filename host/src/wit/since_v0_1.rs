@@ -409,6 +409,7 @@ impl From<types::Manifest> for c::Manifest {
                         connections: r.needs.connections,
                         commands: r.needs.commands,
                         state: r.needs.state,
+                        ..Default::default()
                     },
                 })
                 .collect(),

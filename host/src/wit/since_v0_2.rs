@@ -19,11 +19,14 @@ wasmtime::component::bindgen!({
         "mend:plugin/sql.execute": async,
         "mend:plugin/redis.command": async,
         "mend:plugin/redis.scan": async,
+        "mend:plugin/system.cpu": async,
+        "mend:plugin/system.filesystems": async,
+        "mend:plugin/system.processes": async,
     },
 });
 
 use self::exports::mend::plugin::{detection, meta, remediation};
-use self::mend::plugin::{clock, exec, fs, log, redis, sql, state, types};
+use self::mend::plugin::{clock, exec, fs, log, redis, sql, state, system, types};
 
 /// The versions these bindings serve (semver-compatible with 0.2.0).
 pub const VERSION: &str = "0.2";
@@ -110,6 +113,9 @@ pub(crate) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Resul
     sql::add_to_linker::<T, HasSelf<capabilities::sql::SqlCap>>(linker, |t| &mut t.caps().sql)?;
     redis::add_to_linker::<T, HasSelf<capabilities::redis::RedisCap>>(linker, |t| {
         &mut t.caps().redis
+    })?;
+    system::add_to_linker::<T, HasSelf<capabilities::system::SystemCap>>(linker, |t| {
+        &mut t.caps().system
     })?;
     Ok(())
 }
@@ -198,6 +204,10 @@ impl exec::Host for capabilities::exec::ExecCap {
             truncated: o.truncated,
             duration_ms: o.duration_ms,
         })
+    }
+
+    fn argv(&mut self, name: String) -> HostResult<Vec<String>> {
+        Ok(capabilities::exec::ExecCap::argv(self, &name)?)
     }
 }
 
@@ -317,6 +327,125 @@ impl redis::Host for capabilities::redis::RedisCap {
     }
 }
 
+impl system::Host for capabilities::system::SystemCap {
+    async fn cpu(&mut self, interval_ms: u32) -> HostResult<system::CpuUsage> {
+        let u = capabilities::system::SystemCap::cpu(self, interval_ms).await?;
+        Ok(system::CpuUsage {
+            busy: u.busy,
+            user: u.user,
+            system: u.system,
+            iowait: u.iowait,
+            steal: u.steal,
+            per_core: u.per_core,
+            interval_ms: u.interval_ms,
+        })
+    }
+
+    fn load(&mut self) -> HostResult<system::LoadAverage> {
+        let l = capabilities::system::SystemCap::load(self)?;
+        Ok(system::LoadAverage {
+            one: l.one,
+            five: l.five,
+            fifteen: l.fifteen,
+            cores: l.cores,
+            runnable: l.runnable,
+            threads: l.threads,
+        })
+    }
+
+    fn memory(&mut self) -> HostResult<system::MemoryInfo> {
+        let m = capabilities::system::SystemCap::memory(self)?;
+        Ok(system::MemoryInfo {
+            total_bytes: m.total_bytes,
+            available_bytes: m.available_bytes,
+            free_bytes: m.free_bytes,
+            cached_bytes: m.cached_bytes,
+            swap_total_bytes: m.swap_total_bytes,
+            swap_free_bytes: m.swap_free_bytes,
+        })
+    }
+
+    fn pressure(&mut self) -> HostResult<system::PressureInfo> {
+        let p = capabilities::system::SystemCap::pressure(self)?;
+        let stall = |s: capabilities::system::Stall| system::Stall {
+            avg10: s.avg10,
+            avg60: s.avg60,
+            avg300: s.avg300,
+            total_us: s.total_us,
+        };
+        let res = |r: capabilities::system::ResourcePressure| system::ResourcePressure {
+            some: stall(r.some),
+            full: stall(r.full),
+        };
+        Ok(system::PressureInfo {
+            cpu: res(p.cpu),
+            memory: res(p.memory),
+            io: res(p.io),
+        })
+    }
+
+    async fn filesystems(&mut self) -> HostResult<Vec<system::Filesystem>> {
+        let fs = capabilities::system::SystemCap::filesystems(self).await?;
+        Ok(fs
+            .into_iter()
+            .map(|f| system::Filesystem {
+                mount_point: f.mount_point,
+                fs_type: f.fs_type,
+                total_bytes: f.total_bytes,
+                free_bytes: f.free_bytes,
+                available_bytes: f.available_bytes,
+                total_inodes: f.total_inodes,
+                free_inodes: f.free_inodes,
+            })
+            .collect())
+    }
+
+    fn interfaces(&mut self) -> HostResult<Vec<system::NetInterface>> {
+        let nics = capabilities::system::SystemCap::interfaces(self)?;
+        Ok(nics
+            .into_iter()
+            .map(|n| system::NetInterface {
+                name: n.name,
+                rx_bytes: n.rx_bytes,
+                rx_packets: n.rx_packets,
+                rx_errors: n.rx_errors,
+                rx_dropped: n.rx_dropped,
+                tx_bytes: n.tx_bytes,
+                tx_packets: n.tx_packets,
+                tx_errors: n.tx_errors,
+                tx_dropped: n.tx_dropped,
+            })
+            .collect())
+    }
+
+    async fn processes(&mut self, q: system::ProcessQuery) -> HostResult<system::ProcessList> {
+        let q = capabilities::system::ProcessQuery {
+            name: q.name,
+            cmdline: q.cmdline,
+            sample_ms: q.sample_ms,
+        };
+        let p = capabilities::system::SystemCap::processes(self, &q).await?;
+        Ok(system::ProcessList {
+            matched: p.matched,
+            processes: p
+                .processes
+                .into_iter()
+                .map(|p| system::Process {
+                    pid: p.pid,
+                    name: p.name,
+                    state: p.state,
+                    rss_bytes: p.rss_bytes,
+                    cpu_seconds: p.cpu_seconds,
+                    cpu_percent: p.cpu_percent,
+                    age_ms: p.age_ms,
+                    open_fds: p.open_fds,
+                    argv: p.argv,
+                })
+                .collect(),
+        })
+    }
+}
+
 // ---- exports ------------------------------------------------------------
 
 impl From<types::Status> for c::Status {
@@ -412,6 +541,8 @@ impl From<types::Needs> for c::Needs {
             connections: n.connections,
             commands: n.commands,
             state: n.state,
+            system: n.system,
+            processes: n.processes,
         }
     }
 }

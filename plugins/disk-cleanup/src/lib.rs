@@ -78,10 +78,18 @@ pub struct CleanupConfig {
     /// Stop once filesystem usage is below this percent...
     #[serde(default)]
     pub target_percent: Option<f64>,
-    /// ...or once the bytes under `path` are below this. Without a target,
-    /// every matching file old enough is cleaned.
+    /// ...or once the bytes under `path` are below this...
     #[serde(default)]
     pub target_bytes: Option<Bytes>,
+    /// ...or once inode usage is below this percent (only deleting frees
+    /// an inode: compressing replaces one file by another). Without a
+    /// target, every matching file old enough is cleaned.
+    #[serde(default)]
+    pub target_inodes_percent: Option<f64>,
+    /// In `gzip` mode, delete a file that cannot be compressed (a full
+    /// disk has no room for the `.gz`) instead of failing.
+    #[serde(default)]
+    pub fallback_delete: bool,
     /// At most this many files per call.
     #[serde(default = "default_max_files")]
     pub max_files: usize,
@@ -293,20 +301,55 @@ fn globs(patterns: &[String]) -> Result<GlobSet> {
 }
 
 /// Compresses `path` to `path.gz` and removes the original; returns the
-/// bytes freed.
+/// bytes freed. On failure (typically ENOSPC on a nearly full disk) the
+/// partial `.gz.tmp` is removed, so a failed attempt never eats the space
+/// it was meant to free.
 fn gzip(path: &Path, size: u64) -> Result<u64> {
-    use std::io::Write;
-    let data = std::fs::read(path).map_err(|e| Error::io(path.display(), e))?;
-    let gz = PathBuf::from(format!("{}.gz", path.display()));
     let tmp = PathBuf::from(format!("{}.gz.tmp", path.display()));
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(&data)
-        .map_err(|e| Error::io(path.display(), e))?;
-    let out = enc.finish().map_err(|e| Error::io(path.display(), e))?;
-    std::fs::write(&tmp, &out).map_err(|e| Error::io(tmp.display(), e))?;
-    std::fs::rename(&tmp, &gz).map_err(|e| Error::io(gz.display(), e))?;
+    let r = gzip_via(path, &tmp, size);
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn gzip_via(path: &Path, tmp: &Path, size: u64) -> Result<u64> {
+    use std::io::Write;
+    let gz = PathBuf::from(format!("{}.gz", path.display()));
+    let mut src = std::fs::File::open(path).map_err(|e| Error::io(path.display(), e))?;
+    let dst = std::fs::File::create(tmp).map_err(|e| Error::io(tmp.display(), e))?;
+    let mut enc =
+        flate2::write::GzEncoder::new(std::io::BufWriter::new(dst), flate2::Compression::default());
+    std::io::copy(&mut src, &mut enc).map_err(|e| Error::io(tmp.display(), e))?;
+    let file = enc
+        .finish()
+        .and_then(|mut w| {
+            w.flush()?;
+            w.into_inner().map_err(|e| e.into_error())
+        })
+        .map_err(|e| Error::io(tmp.display(), e))?;
+    // Space is only really taken once the data reaches the disk.
+    file.sync_all().map_err(|e| Error::io(tmp.display(), e))?;
+    let written = file
+        .metadata()
+        .map_err(|e| Error::io(tmp.display(), e))?
+        .len();
+    std::fs::rename(tmp, &gz).map_err(|e| Error::io(gz.display(), e))?;
     std::fs::remove_file(path).map_err(|e| Error::io(path.display(), e))?;
-    Ok(size.saturating_sub(out.len() as u64))
+    Ok(size.saturating_sub(written))
+}
+
+/// WASI reports a full disk as a plain I/O error: say how much room was
+/// left, so the operator sees why.
+fn with_space(e: Error, path: &str) -> Error {
+    match fs::disk_usage(path) {
+        Ok(u) => Error::failed(format!(
+            "{} (the filesystem has {} available; set `fallback_delete = true` to delete what cannot be compressed)",
+            e.message(),
+            mib(u.available_bytes)
+        )),
+        Err(_) => e,
+    }
 }
 
 const MAX_STEPS: usize = 500;
@@ -330,21 +373,23 @@ impl Action for DiskCleanup {
         dry_run: bool,
     ) -> Result<Outcome> {
         let target_percent = percent("target_percent", c.target_percent)?;
+        let target_inodes = percent("target_inodes_percent", c.target_inodes_percent)?;
         let globs = globs(&c.patterns)?;
         let now = clock::now();
         let found = candidates(&c, &globs, now)?;
 
         // Where we stand, to know when to stop.
-        let usage = match target_percent {
-            Some(_) => Some(fs::disk_usage(&c.path)?),
-            None => None,
+        let usage = match (target_percent, target_inodes) {
+            (None, None) => None,
+            _ => Some(fs::disk_usage(&c.path)?),
         };
         let mut dir_bytes = match c.target_bytes {
             Some(_) => Some(tree_size(Path::new(&c.path))?),
             None => None,
         };
         let mut freed_total = 0u64;
-        let reached = |freed: u64, dir_bytes: Option<u64>| -> bool {
+        let mut inodes_freed = 0u64;
+        let reached = |freed: u64, inodes_freed: u64, dir_bytes: Option<u64>| -> bool {
             let pct_ok = match (target_percent, usage) {
                 (Some(t), Some(u)) => {
                     let used = u
@@ -361,7 +406,20 @@ impl Action for DiskCleanup {
                 (Some(t), Some(b)) => b < t.0,
                 _ => true,
             };
-            (target_percent.is_some() || c.target_bytes.is_some()) && pct_ok && bytes_ok
+            let inodes_ok = match (target_inodes, usage) {
+                (Some(t), Some(u)) if u.total_inodes > 0 => {
+                    let used = u
+                        .total_inodes
+                        .saturating_sub(u.free_inodes)
+                        .saturating_sub(inodes_freed);
+                    (used as f64 * 100.0 / u.total_inodes as f64) < t
+                }
+                _ => true,
+            };
+            (target_percent.is_some() || c.target_bytes.is_some() || target_inodes.is_some())
+                && pct_ok
+                && bytes_ok
+                && inodes_ok
         };
 
         let mut out = Outcome::new();
@@ -373,28 +431,43 @@ impl Action for DiskCleanup {
             (Mode::Gzip, true) => "would compress",
         };
         for cand in found.iter().take(c.max_files) {
-            if reached(freed_total, dir_bytes) {
+            if reached(freed_total, inodes_freed, dir_bytes) {
                 break;
             }
-            let freed = if dry_run {
-                cand.size
+            let delete =
+                |path: &Path| std::fs::remove_file(path).map_err(|e| Error::io(path.display(), e));
+            let mut fell_back = None;
+            let (freed, inodes) = if dry_run {
+                (cand.size, u64::from(c.mode == Mode::Delete))
             } else {
                 match c.mode {
                     Mode::Delete => {
-                        std::fs::remove_file(&cand.path)
-                            .map_err(|e| Error::io(cand.path.display(), e))?;
-                        cand.size
+                        delete(&cand.path)?;
+                        (cand.size, 1)
                     }
-                    Mode::Gzip => gzip(&cand.path, cand.size)?,
+                    Mode::Gzip => match gzip(&cand.path, cand.size) {
+                        Ok(freed) => (freed, 0),
+                        Err(e) if c.fallback_delete => {
+                            delete(&cand.path)?;
+                            fell_back = Some(e);
+                            (cand.size, 1)
+                        }
+                        Err(e) => return Err(with_space(e, &c.path)),
+                    },
                 }
             };
             freed_total += freed;
+            inodes_freed += inodes;
             if let Some(b) = dir_bytes.as_mut() {
                 *b = b.saturating_sub(freed);
             }
             files += 1;
             if out.steps.len() < MAX_STEPS {
                 let age = now.duration_since(cand.modified).unwrap_or(Duration::ZERO);
+                let verb = match &fell_back {
+                    Some(e) => format!("could not compress ({e}), deleted"),
+                    None => verb.to_string(),
+                };
                 out.step(format!(
                     "{verb} {} ({}, {}h old)",
                     cand.path.display(),

@@ -16,8 +16,17 @@
 //! application to reset its pool (an HTTP POST). In dry-run it lists the
 //! sessions (pid, application, user, state, age) it would terminate.
 //!
-//! Detector codes: `db.unreachable` (fail), `db.connections.high`
-//! (warn/fail), `db.idle_in_transaction` (fail), `db.ok`.
+//! A server that answers "too many clients" (SQLSTATE 53300) is up and
+//! full, not down: that is `db.connections.exhausted`, so a "database
+//! down" policy does not restart a healthy server. At 100% the action can
+//! still act through `reserved_connection`: a connection whose role may
+//! use the slots PostgreSQL keeps back (`superuser_reserved_connections`
+//! for superusers; from PostgreSQL 16, `reserved_connections` for roles
+//! granted `pg_use_reserved_connections`).
+//!
+//! Detector codes: `db.unreachable` (fail), `db.connections.exhausted`
+//! (fail), `db.connections.high` (warn/fail), `db.idle_in_transaction`
+//! (fail), `db.ok`.
 
 use std::time::Duration;
 
@@ -52,6 +61,9 @@ pub struct DetectConfig {
     /// ...and of this user.
     #[serde(default)]
     pub user: Option<String>,
+    /// A connection using reserved slots, to measure a full server.
+    #[serde(default)]
+    pub reserved_connection: Option<String>,
 }
 
 /// The action's config.
@@ -79,7 +91,24 @@ pub struct TerminateConfig {
     pub pool_reset_url: Option<String>,
     #[serde(default = "default_pool_reset_timeout")]
     pub pool_reset_timeout: mend_sdk::Duration,
+    /// Act through this connection instead (a role that may use reserved
+    /// slots), so the action works when every ordinary slot is taken.
+    #[serde(default)]
+    pub reserved_connection: Option<String>,
 }
+
+impl TerminateConfig {
+    /// The connection the action's statements go through.
+    fn via(&self) -> &str {
+        self.reserved_connection
+            .as_deref()
+            .unwrap_or(&self.connection)
+    }
+}
+
+/// SQLSTATE `too_many_connections`; the host puts the code in brackets
+/// after the server's message.
+const TOO_MANY_CONNECTIONS: &str = "(53300)";
 
 /// States a session may be terminated in (`pg_stat_activity.state`).
 pub const STATES: &[&str] = &[
@@ -180,7 +209,11 @@ impl Detector for PgReconnect {
     /// The connection it watches must be granted.
     fn config_needs(c: &DetectConfig) -> Result<Needs> {
         not_empty("connection", &c.connection)?;
-        Ok(Needs::new().connection(&c.connection))
+        let n = Needs::new().connection(&c.connection);
+        Ok(match &c.reserved_connection {
+            Some(r) => n.connection(r),
+            None => n,
+        })
     }
 
     fn detect(_cx: &Context, c: DetectConfig) -> Result<Vec<Finding>> {
@@ -198,6 +231,9 @@ impl Detector for PgReconnect {
             // Not granted or not defined: the operator's problem, not the
             // database's.
             Err(Error::Denied(m)) => return Err(Error::Denied(m)),
+            Err(e) if e.to_string().contains(TOO_MANY_CONNECTIONS) => {
+                return Ok(vec![exhausted(&c, &e)]);
+            }
             Err(e) => {
                 return Ok(vec![
                     Finding::fail(
@@ -229,6 +265,31 @@ impl Detector for PgReconnect {
         }
         Ok(findings)
     }
+}
+
+/// The server is up but refuses new clients. Through the reserved
+/// connection, if any, the finding also says how full it is.
+fn exhausted(c: &DetectConfig, e: &Error) -> Finding {
+    let mut f = Finding::fail(
+        "db.connections.exhausted",
+        format!(
+            "`{}` is up but has no connection slot left: {e}",
+            c.connection
+        ),
+    )
+    .label("connection", &c.connection)
+    .label("error", e.to_string());
+    if let Some(r) = &c.reserved_connection {
+        match saturation(r, None, None) {
+            Ok(s) => {
+                for (k, v) in s.into_iter().flat_map(|s| s.metrics) {
+                    f = f.metric(k, v);
+                }
+            }
+            Err(e) => f = f.label("reserved_error", e.to_string()),
+        }
+    }
+    f
 }
 
 /// `db.connections.high`, or a `db.ok` carrying the measurements.
@@ -377,8 +438,8 @@ fn candidates(c: &TerminateConfig) -> Result<Vec<Session>> {
         "SELECT {COLUMNS} {FROM} WHERE {filter} ORDER BY a.state_change LIMIT {}",
         c.max_sessions
     );
-    let rows = sql::query(&c.connection, &statement, &params, Options::default())
-        .map_err(|e| Error::failed(format!("listing sessions on `{}`: {e}", c.connection)))?;
+    let rows = sql::query(c.via(), &statement, &params, Options::default())
+        .map_err(|e| Error::failed(format!("listing sessions on `{}`: {e}", c.via())))?;
     Ok(sessions(&rows))
 }
 
@@ -397,8 +458,8 @@ fn terminate(c: &TerminateConfig, pids: &[i64]) -> Result<Vec<(Session, bool)>> 
         "SELECT {COLUMNS}, pg_terminate_backend(a.pid, {wait_ms}) AS terminated \
          {FROM} WHERE a.pid IN ({list}) AND {filter}"
     );
-    let rows = sql::query(&c.connection, &statement, &params, Options::default())
-        .map_err(|e| Error::failed(format!("terminating sessions on `{}`: {e}", c.connection)))?;
+    let rows = sql::query(c.via(), &statement, &params, Options::default())
+        .map_err(|e| Error::failed(format!("terminating sessions on `{}`: {e}", c.via())))?;
     Ok(sessions(&rows)
         .into_iter()
         .enumerate()
@@ -466,7 +527,7 @@ impl Action for PgReconnect {
     /// The connection it works on, and the pool-reset URL if set.
     fn config_needs(c: &TerminateConfig) -> Result<Needs> {
         not_empty("connection", &c.connection)?;
-        let n = Needs::new().connection(&c.connection);
+        let n = Needs::new().connection(c.via());
         Ok(match &c.pool_reset_url {
             Some(url) => n.url(url),
             None => n,

@@ -864,6 +864,22 @@ fn a_tampered_or_planted_cache_entry_is_recompiled_never_run() {
     assert!(r.stderr.contains(recompiled), "{r:?}");
     r.peaks.assert_bounded("plugin call");
 
+    // Not a file at all: a FIFO (would block a read) and a symlink to
+    // /dev/zero (would never end) in the entry's place.
+    let unreadable = "compile cache entry unreadable; recompiling";
+    std::fs::remove_file(&entry).unwrap();
+    mkfifo(&entry);
+    let r = call(artifacts::TRIVIAL, "{}");
+    trivial(&r);
+    assert!(r.stderr.contains(unreadable), "{r:?}");
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &entry).unwrap();
+    let r = call(artifacts::TRIVIAL, "{}");
+    trivial(&r);
+    assert!(r.stderr.contains(unreadable), "{r:?}");
+    r.peaks
+        .assert_bounded("plugin call (cache entry -> /dev/zero)");
+
     // And the engine: `mend run` on a planted entry runs its own file.
     let s = Setup::new();
     let r = mend(&["check-config", &s.config("").display().to_string()], &[]);

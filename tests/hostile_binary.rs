@@ -512,14 +512,15 @@ fn mend_run_skips_a_fifo_and_a_dev_zero_symlink_names_them_and_stops_on_sigterm(
             .is_some_and(|sha| sha != before)
     });
     s.runs_again("ok");
-    let fds = fds(run.pid()).unwrap();
-    assert!(fds < 256, "{fds} descriptors held");
+    let now = fds(run.pid()).unwrap();
+    let most = run.peaks.fds();
+    assert!(most < 256, "{most} descriptors held at most ({now} now)");
     run.peaks.assert_bounded("mend run");
     let peak = run.peaks.hwm();
     let log = run.stop();
     assert!(log.contains("stopping"), "{log}");
     eprintln!(
-        "mend run with a FIFO and /dev/zero in plugins_dir: peak RSS {}, {fds} fds",
+        "mend run with a FIFO and /dev/zero in plugins_dir: peak RSS {}, at most {most} fds",
         common::memory::mib(peak)
     );
 }
@@ -625,7 +626,14 @@ fn names_that_are_not_identifiers_are_refused_at_load_and_logged_escaped() {
         run.wait_log("the bad name to be refused", &format!("bad-{file}.wasm"));
     }
     let log = run.log();
-    assert_eq!(log.matches("is not a plugin name").count(), 4, "{log}");
+    for (file, _) in bad {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("bad-{file}.wasm"))
+                    && l.contains("is not a plugin name")),
+            "{file}: {log}"
+        );
+    }
     assert_printable("mend run's log", &run.raw_log());
     assert_no_forged_line("mend run's log", &log, "trivial");
     let plugins = s.get("/api/v1/plugins").unwrap();

@@ -323,7 +323,7 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     crate::text::escape(s).into_owned()
 }
 
@@ -716,6 +716,22 @@ mod tests {
     fn names_are_one_path_segment() {
         assert_eq!(segment("app-logs_1.x"), "app-logs_1.x");
         assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn text_from_the_api_is_printed_escaped() {
+        // As an older store or another agent may hold it: raw.
+        let raw = "x\n\u{1b}[2Jforged";
+        let v = json!({
+            "version": "1", "now": 0, "open_incidents": 0,
+            "paused": { "reason": raw },
+            "checks": [{ "name": raw, "health": "healthy", "status": "fail",
+                "last": { "at": 0, "findings": [{ "status": "fail", "code": "c", "summary": raw }] } }],
+        });
+        let out = status_table(&v);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(out.contains("PAUSED: x\\n\\u{1b}[2Jforged"), "{out}");
+        assert_eq!(out.lines().filter(|l| l.starts_with("forged")).count(), 0);
     }
 
     #[test]

@@ -208,7 +208,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             let a = client(&opts)?.post(&path, None, &[])?;
             print(&opts, &a.body, |v| {
                 let what = match v["check"].as_str() {
-                    Some(c) => format!("check {c}"),
+                    Some(c) => format!("check {}", esc(c)),
                     None => "mend".into(),
                 };
                 if v["resumed"].as_bool() == Some(true) {
@@ -312,12 +312,19 @@ pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A value as text for the terminal. Strings are escaped: the API's text
+/// comes from plugins, alerts and operators, and a newline or an ANSI
+/// escape in it must not forge a line or drive the terminal.
 fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => esc(s),
         other => other.to_string(),
     }
+}
+
+pub(super) fn esc(s: &str) -> String {
+    crate::text::escape(s).into_owned()
 }
 
 /// Wall-clock milliseconds as RFC 3339, to the second.
@@ -345,6 +352,7 @@ fn ago(now: u64, ms: Option<u64>) -> String {
 
 fn cut(s: &str, n: usize) -> String {
     let s = s.replace('\n', " ");
+    let s = esc(&s);
     if s.chars().count() <= n {
         s
     } else {
@@ -384,7 +392,7 @@ fn status_table(v: &Value) -> String {
         .iter()
         .map(|c| {
             let finding = worst_finding(&c["last"])
-                .or_else(|| c["plugin_error"].as_str().map(str::to_string))
+                .or_else(|| c["plugin_error"].as_str().map(esc))
                 .unwrap_or_else(|| "-".into());
             let mut health = s(&c["health"]);
             if let Some(r) = c["recovering"].as_object() {
@@ -454,7 +462,7 @@ fn incidents_table(v: &Value) -> String {
 /// A plugin error as one line (it may be a string or a tagged object).
 fn error_text(e: &Value) -> String {
     match e {
-        Value::String(s) => s.clone(),
+        Value::String(s) => esc(s),
         Value::Object(m) => m
             .values()
             .find_map(|v| {
@@ -462,7 +470,7 @@ fn error_text(e: &Value) -> String {
                     .or_else(|| v.get("message"))
                     .and_then(Value::as_str)
             })
-            .map(str::to_string)
+            .map(esc)
             .unwrap_or_else(|| e.to_string()),
         other => other.to_string(),
     }
@@ -474,7 +482,7 @@ fn attempt_lines(a: &Value) -> String {
     let mut out = String::new();
     let o = &d["outcome"];
     if let Some(msg) = o["message"].as_str().filter(|m| !m.is_empty()) {
-        out.push_str(&format!("      message  {msg}\n"));
+        out.push_str(&format!("      message  {}\n", esc(msg)));
     }
     if let Some(steps) = o["steps"].as_array().filter(|s| !s.is_empty()) {
         let label = if a["dry_run"].as_bool() == Some(true) {
@@ -492,7 +500,7 @@ fn attempt_lines(a: &Value) -> String {
     }
     for key in ["reason", "note"] {
         if let Some(t) = d[key].as_str() {
-            out.push_str(&format!("      {key:<8} {t}\n"));
+            out.push_str(&format!("      {key:<8} {}\n", esc(t)));
         }
     }
     if let Some(v) = d["verification"].as_array().filter(|v| !v.is_empty()) {
@@ -537,7 +545,7 @@ fn incident_detail(i: &Value) -> String {
         out.push_str(&format!("ladder   {}\n", steps.join(" → ")));
     }
     if let Some(note) = i["note"].as_str().filter(|n| !n.is_empty()) {
-        out.push_str(&format!("note     {note}\n"));
+        out.push_str(&format!("note     {}\n", esc(note)));
     }
     if let Some(ev) = d["evidence"].as_array() {
         out.push_str("\nevidence\n");
@@ -644,11 +652,11 @@ fn run_report(name: &str, v: &Value) -> String {
 
 fn pause_report(v: &Value) -> String {
     let what = match v["check"].as_str() {
-        Some(c) => format!("check {c}"),
+        Some(c) => format!("check {}", esc(c)),
         None => "mend".into(),
     };
     let since = when(v["paused"]["since"].as_u64());
-    let reason = v["paused"]["reason"].as_str().unwrap_or("");
+    let reason = esc(v["paused"]["reason"].as_str().unwrap_or(""));
     if v["updated"].as_bool() == Some(true) {
         format!("{what} was already paused (since {since}); the reason is now: {reason}\n")
     } else {
@@ -691,7 +699,7 @@ fn plugins_table(v: &Value) -> String {
     if let Some(errors) = v["errors"].as_object().filter(|e| !e.is_empty()) {
         out.push_str("\nunusable\n");
         for (k, why) in errors {
-            out.push_str(&format!("  {k}: {}\n", s(why)));
+            out.push_str(&format!("  {}: {}\n", esc(k), s(why)));
         }
     }
     out
@@ -714,6 +722,22 @@ mod tests {
     fn names_are_one_path_segment() {
         assert_eq!(segment("app-logs_1.x"), "app-logs_1.x");
         assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn text_from_the_api_is_printed_escaped() {
+        // As an older store or another agent may hold it: raw.
+        let raw = "x\n\u{1b}[2Jforged";
+        let v = json!({
+            "version": "1", "now": 0, "open_incidents": 0,
+            "paused": { "reason": raw },
+            "checks": [{ "name": raw, "health": "healthy", "status": "fail",
+                "last": { "at": 0, "findings": [{ "status": "fail", "code": "c", "summary": raw }] } }],
+        });
+        let out = status_table(&v);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert!(out.contains("PAUSED: x\\n\\u{1b}[2Jforged"), "{out}");
+        assert_eq!(out.lines().filter(|l| l.starts_with("forged")).count(), 0);
     }
 
     #[test]

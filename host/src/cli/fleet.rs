@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::admin::{ApiOpts, print, table, when};
+use super::admin::{ApiOpts, esc, print, table, when};
 
 #[derive(Subcommand)]
 pub enum FleetCommand {
@@ -26,9 +26,10 @@ pub fn run(cmd: FleetCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A value as terminal text, escaped (it comes from other agents).
 fn s(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => esc(s),
         Value::Null => String::new(),
         other => other.to_string(),
     }
@@ -63,8 +64,8 @@ fn status_text(v: &Value) -> String {
     for b in v["budgets"].as_array().unwrap_or(&empty) {
         let holders = b["holders"].as_array().unwrap_or(&empty);
         let rate = match (b["rate"].as_str(), b["rate_used"].as_u64()) {
-            (Some(r), Some(used)) => format!(", rate {r} ({used} used)"),
-            (Some(r), None) => format!(", rate {r}"),
+            (Some(r), Some(used)) => format!(", rate {} ({used} used)", esc(r)),
+            (Some(r), None) => format!(", rate {}", esc(r)),
             _ => String::new(),
         };
         out.push_str(&format!(
@@ -96,7 +97,7 @@ fn status_text(v: &Value) -> String {
         }
     }
     if let Some(err) = v["incidents_error"].as_str() {
-        out.push_str(&format!("\nfleet-wide incidents: {err}\n"));
+        out.push_str(&format!("\nfleet-wide incidents: {}\n", esc(err)));
     } else if let Some(incidents) = v["incidents"].as_array() {
         out.push_str(&format!("\nfleet-wide incidents ({})\n", incidents.len()));
         let rows: Vec<Vec<String>> = incidents

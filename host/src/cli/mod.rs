@@ -143,7 +143,10 @@ pub fn main() -> ExitCode {
     let finish = |result: anyhow::Result<ExitCode>| match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mend: {}", one_line(&format!("{e:#}")));
+            eprintln!(
+                "mend: {}",
+                crate::text::escape(&one_line(&format!("{e:#}")))
+            );
             exit::of(&e).into()
         }
     };
@@ -165,7 +168,7 @@ pub fn main() -> ExitCode {
             return Exit::Error.into();
         }
     };
-    finish(rt.block_on(async {
+    let result = rt.block_on(async {
         match command {
             Command::Run { config, .. } => run::run(&config).await,
             Command::CheckConfig { config, file } => {
@@ -181,7 +184,11 @@ pub fn main() -> ExitCode {
                 unreachable!("handled above")
             }
         }
-    }))
+    });
+    // Dropping a runtime waits for every blocking task, and one may be stuck
+    // in a syscall no timer interrupts (a file on a hung mount): exit anyway.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    finish(result)
 }
 
 /// Errors are printed on one line: scripts grep them, people read them.

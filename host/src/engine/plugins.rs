@@ -70,6 +70,8 @@ impl Engine {
             }
         }
         if report.loaded.is_empty() && report.removed.is_empty() && report.refused.is_empty() {
+            // Nothing to swap, but an earlier refusal no longer holds.
+            *super::lock(&self.last_reload) = Some(report.clone());
             return report;
         }
         if report.refused.is_empty()

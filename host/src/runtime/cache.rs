@@ -102,8 +102,8 @@ impl CompileCache {
     /// The plugin name this host recorded for the wasm with sha256 `sha`,
     /// if it recorded one and the record is authentic.
     pub(crate) fn name_of(&self, sha: &str) -> Option<String> {
-        let entry = std::fs::read(self.name_entry(sha)).ok()?;
-        if entry.len() < TAG_LEN || entry.len() > TAG_LEN + 256 {
+        let entry = read_entry(&self.name_entry(sha), (TAG_LEN + 256) as u64).ok()?;
+        if entry.len() < TAG_LEN {
             return None;
         }
         let (name, tag) = entry.split_at(entry.len() - TAG_LEN);
@@ -152,7 +152,15 @@ impl CompileCache {
         sha: &str,
     ) -> wasmtime::Result<(Component, bool)> {
         let path = self.entry(sha);
-        if let Ok(entry) = std::fs::read(&path) {
+        let entry = match read_entry(&path, MAX_ENTRY_BYTES) {
+            Ok(entry) => Some(entry),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "compile cache entry unreadable; recompiling");
+                None
+            }
+        };
+        if let Some(entry) = entry {
             match self.verify(sha, &entry) {
                 // SAFETY: the bytes carry a tag only this host can make (its
                 // key is 0600 in its own state directory), over this wasm's
@@ -204,6 +212,33 @@ impl CompileCache {
         std::fs::rename(&tmp, path)?;
         Ok(())
     }
+}
+
+/// Largest cache entry read (compiled code is a few times its wasm).
+const MAX_ENTRY_BYTES: u64 = 1 << 30;
+
+/// Reads an entry as the loader reads a plugin: not following a symlink,
+/// without blocking (a FIFO planted here would wait forever), a regular
+/// file only, bounded while reading (a device never ends).
+fn read_entry(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(Error::new(ErrorKind::InvalidData, "not a regular file"));
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(max) as usize);
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The cache's key: 32 random bytes, created once, readable by mend alone.

@@ -42,7 +42,9 @@ pub(crate) async fn read(path: &Path) -> Result<Vec<u8>, String> {
     }
 }
 
-fn read_blocking(path: &Path) -> Result<Vec<u8>, String> {
+/// [`read`] without the extension check or the timeout, for a caller
+/// already on a blocking thread (the hot reload's fingerprint).
+pub(crate) fn read_blocking(path: &Path) -> Result<Vec<u8>, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)

@@ -32,6 +32,7 @@ use wasmtime::component::{Component, Linker};
 pub use self::error::PluginError;
 pub use self::limits::Limits;
 pub use self::load::MAX_WASM_BYTES;
+pub(crate) use self::load::read_blocking as read_plugin_file;
 pub use self::plugin::{Plugin, valid_name};
 pub use self::wasm::{Allocator, EngineSettings};
 

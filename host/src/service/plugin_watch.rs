@@ -41,6 +41,8 @@ pub fn changes_content(kind: &EventKind) -> bool {
 
 /// The sha256 of every `.wasm` file in `dir`, by path. A file that cannot
 /// be read gets no hash: it may be mid-rename, and the reload reports it.
+/// Read as the loader reads (non-blocking, regular files only, bounded):
+/// a FIFO would hang the watcher, a symlink to `/dev/zero` exhaust memory.
 pub fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, Option<String>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return BTreeMap::new();
@@ -50,7 +52,7 @@ pub fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, Option<String>> {
         .map(|e| e.path())
         .filter(|p| is_wasm(p))
         .map(|p| {
-            let sha = std::fs::read(&p)
+            let sha = crate::runtime::read_plugin_file(&p)
                 .ok()
                 .map(|b| hex::encode(Sha256::digest(&b)));
             (p, sha)
@@ -160,5 +162,20 @@ mod tests {
         assert_eq!(fingerprint(dir.path()), before, "same bytes rewritten");
         std::fs::write(&f, b"two").unwrap();
         assert_ne!(fingerprint(dir.path()), before);
+        // Not plugins, and never waited on or read without end.
+        let fifo = dir.path().join("x.wasm");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let zero = dir.path().join("y.wasm");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let now = fingerprint(dir.path());
+        assert_eq!((now[&fifo].as_ref(), now[&zero].as_ref()), (None, None));
+        assert!(now[&f].is_some());
     }
 }

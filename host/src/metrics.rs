@@ -386,7 +386,10 @@ impl Metrics {
             };
             let _ = self.opened.get_or_create(&policy);
             let _ = self.escalations.get_or_create(&policy);
-            let steps = p.steps.iter().chain(p.escalate.as_ref());
+            let steps = p
+                .steps
+                .iter()
+                .chain(config.escalation_of(p).map(|(_, s)| s));
             for s in steps {
                 plugins.push(s.action.get_ref());
                 let _ = self.action_seconds.get_or_create(&StepLabels {

@@ -364,7 +364,7 @@ fn record_resolved(
     engine: &crate::engine::Engine,
     key: &str,
     name: &str,
-    rules: &[&crate::config::AlertRule],
+    rules: &[&crate::config::api::AlertRule],
 ) {
     let mut ids = dedup(s).incidents(key);
     if ids.is_empty() {

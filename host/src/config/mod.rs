@@ -630,7 +630,7 @@ impl Config {
     /// Policy `p`'s escalation: its own `[policy.escalate]`, else the
     /// `[escalate.SEVERITY]` of its check's severity; with the key it is
     /// written under.
-    pub fn escalation_of(&self, p: &PolicyConfig) -> Option<(String, &StepConfig)> {
+    pub fn escalation_of<'a>(&'a self, p: &'a PolicyConfig) -> Option<(String, &'a StepConfig)> {
         if let Some(s) = &p.escalate {
             return Some(("policy.escalate".into(), s));
         }

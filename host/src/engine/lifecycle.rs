@@ -196,7 +196,11 @@ impl Engine {
         )];
         // Attempts and events, in time order.
         let mut lines: Vec<(u64, i64, String)> = Vec::new();
-        for a in &inc.attempts {
+        for a in inc
+            .attempts
+            .iter()
+            .filter(|a| a.outcome != AttemptOutcome::Running)
+        {
             let what = a.detail["outcome"]["message"]
                 .as_str()
                 .or_else(|| a.detail["reason"].as_str())

@@ -282,6 +282,7 @@ pub(super) async fn receive(
             let how = HealRequest {
                 dry_run: rule.dry_run,
                 source: source.clone(),
+                by: Some("alertmanager".into()),
                 ..HealRequest::default()
             };
             match engine.request_heal_as(check, how) {

@@ -144,7 +144,9 @@ fn severity(s: Status) -> u8 {
 /// The payload for an incident: a pure function of its inputs.
 pub fn payload(title: &str, about: &About<'_>, findings: &[Finding], now_ms: u64) -> Payload {
     let check = about.check;
-    let remedy = about.remedy;
+    // Outside the engine (`mend plugin call`) there is no incident, and
+    // the context's severity is only a default.
+    let remedy = about.remedy.filter(|r| r.incident != 0);
     let worst = findings
         .iter()
         .map(|f| f.status)
@@ -157,7 +159,7 @@ pub fn payload(title: &str, about: &About<'_>, findings: &[Finding], now_ms: u64
         "*{title}*: {sev}check `{check}` needs a human ({}): mend could not heal it",
         status_name(worst)
     );
-    if let Some(r) = remedy.filter(|r| r.incident != 0) {
+    if let Some(r) = remedy {
         text.push_str(&format!(
             " (incident {}, policy `{}`)",
             r.incident, r.policy
@@ -204,7 +206,7 @@ pub fn payload(title: &str, about: &About<'_>, findings: &[Finding], now_ms: u64
             })
             .collect(),
         sent_at_ms: now_ms,
-        incident: remedy.map(|r| r.incident).filter(|&i| i != 0),
+        incident: remedy.map(|r| r.incident),
         policy: remedy.map(|r| r.policy.clone()).filter(|p| !p.is_empty()),
         severity: remedy.map(|r| severity_name(r.severity)),
         labels: about.labels.iter().cloned().collect(),

@@ -351,13 +351,13 @@ async fn the_root_cause_is_remediated_and_dependents_hold() {
     assert_eq!(db.state, IncidentState::Healed);
     // app was held while db failed (its incident says so); it acts only
     // after db healed.
-    if let Some(app) = incs.iter().find(|i| i.policy == "fix-app") {
-        if let Some(first) = app.attempts.first() {
-            assert!(
-                first.started_at >= db.closed_at.unwrap(),
-                "app acted while db was failing: {incs:#?}"
-            );
-        }
+    if let Some(app) = incs.iter().find(|i| i.policy == "fix-app")
+        && let Some(first) = app.attempts.first()
+    {
+        assert!(
+            first.started_at >= db.closed_at.unwrap(),
+            "app acted while db was failing: {incs:#?}"
+        );
     }
     let lines = w.calls("actions.log");
     assert!(lines[0].starts_with("db "), "{lines:?}");

@@ -846,7 +846,7 @@ impl Sections {
                         .find(|s| s.as_str() == name);
                     let Some(severity) = severity else {
                         self.errors.push(source.error(
-                            &format!("escalate.{name}"),
+                            format!("escalate.{name}"),
                             format!(
                                 "`{name}` is not a severity: write [escalate.critical], [escalate.warning] or [escalate.info]{}",
                                 suggest::hint(&name, ["critical", "warning", "info"].into_iter())

@@ -806,6 +806,14 @@ fn cli_acknowledges_force_heals_and_resolves_incidents() {
     assert!(stdout(&out).contains("acknowledged"), "{out:?}");
     let out = m.cli(&["incident", "ack", "999"]);
     assert_eq!(out.status.code(), Some(5), "{out:?}");
+    // Through the API: it changes something, so it needs the token; a
+    // body must be an object.
+    let ack = format!("/api/v1/incidents/{id}/ack");
+    assert_eq!(m.post(&ack, None, &json!({})).0, 401);
+    let (code, v) = m.post(&ack, Some(TOKEN), &json!([1]));
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = m.post(&ack, Some(TOKEN), &json!({"by": "x".repeat(201)}));
+    assert_eq!(code, 400, "{v}");
     let out = m.cli(&["incident", &id]);
     let text = stdout(&out);
     assert!(text.contains("acked") && text.contains("by ann"), "{text}");

@@ -244,7 +244,6 @@ impl<'e> IncidentRun<'e> {
         {
             return Ok(Err(Stop::Closed));
         }
-        self.page_if_overdue().await?;
         // A maintenance window (or a pause) that began mid-ladder stops it
         // here; the incident stays open and resumes afterwards.
         let now = engine.clock.now();
@@ -259,6 +258,9 @@ impl<'e> IncidentRun<'e> {
         ) {
             return Ok(Err(Stop::HeldOff(why)));
         }
+        // Open too long (`escalate_after`): call a human; the ladder goes
+        // on. Not while paused: the operator knows.
+        self.page_if_overdue().await?;
         // A dry run changes nothing, so it spends no attempt and asks no
         // breaker; an operator's forced heal is not held by the cap.
         let forced = self.operator.as_ref().is_some_and(|o| o.force);

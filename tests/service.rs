@@ -508,9 +508,12 @@ fn the_dashboard_renders_live_data_in_headless_chromium() {
         .unwrap_or_else(|| panic!("no row for app: {dom}"));
     assert!(row.contains(">warn<"), "{row}");
     assert!(row.contains("disk.slow: warn disk.slow"), "{row}");
-    // The healed incident on the timeline, the charts per action.
+    // The healed incident on the timeline, the charts per check and step.
     assert!(dom.contains("#1 app (healed)"), "{dom}");
-    assert!(dom.contains(">fix<") && dom.contains(">100 %<"), "{dom}");
+    assert!(
+        dom.contains(">app · fix<") && dom.contains(">100 %<"),
+        "{dom}"
+    );
     assert!(dom.contains("1 checks · 0 open incident(s)"), "{dom}");
 
     // A screenshot, for people (docs/dashboard.png is one of these).

@@ -311,12 +311,22 @@ fn the_dashboard_shows_what_mend_did_and_acts_with_the_token() {
         "message: fixed",
         "changed: yes",
         "wrote \"ok\" to /ctl/app",
+        "warning",
+        "Timeline",
+        "operator-heal by api",
     ] {
         assert!(
             view.contains(want),
             "no `{want}` in the incident view:\n{view}"
         );
     }
+    let buttons = b.eval(
+        "[!!document.getElementById('ack-incident'), !!document.getElementById('resolve-incident')].join()",
+    );
+    assert_eq!(
+        buttons, "false,false",
+        "a healed incident has nothing to acknowledge or resolve"
+    );
     b.screenshot(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-incident.png"));
     b.click("#close-incident");
 

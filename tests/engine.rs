@@ -349,11 +349,13 @@ async fn the_root_cause_is_remediated_and_dependents_hold() {
         .find(|i| i.policy == "fix-db")
         .expect("db remediated");
     assert_eq!(db.state, IncidentState::Healed);
-    // app was held while db failed; its own incident (app still fails) only
-    // opens after db healed.
-    if let Some(app) = incs.iter().find(|i| i.policy == "fix-app") {
+    // app was held while db failed (its incident says so); it acts only
+    // after db healed.
+    if let Some(app) = incs.iter().find(|i| i.policy == "fix-app")
+        && let Some(first) = app.attempts.first()
+    {
         assert!(
-            app.opened_at >= db.closed_at.unwrap(),
+            first.started_at >= db.closed_at.unwrap(),
             "app acted while db was failing: {incs:#?}"
         );
     }
@@ -636,5 +638,78 @@ async fn a_fix_that_makes_things_worse_is_not_a_heal() {
         "warn → fail is worse, not healed"
     );
     assert_eq!(inc.state, IncidentState::Escalated);
+    w.stop().await;
+}
+
+/// What mend learns is keyed by (check, code, step): a step named the same
+/// on two disks learns on each; checks sharing a `stats_key` share it.
+#[tokio::test(start_paused = true)]
+async fn stats_are_kept_per_check_or_shared_by_stats_key() {
+    let adaptive = |check: &str| {
+        Policy::new(&format!("fix-{check}"), check)
+            .with(toml! {
+                trigger = { consecutive = 1 }
+                cooldown = "1s"
+                adaptive = true
+                backoff = { base = "1s", jitter = 0.0 }
+            })
+            .step(fixer(check, "delete-old-logs", "fail"))
+            .step(fixer(check, "grow-volume", "ok"))
+    };
+    let conf = Conf::new()
+        .check(scripted("root"))
+        .check(scripted("data").with(toml! { stats_key = "disk" }))
+        .check(scripted("logs").with(toml! { stats_key = "disk" }))
+        .policy(adaptive("root"))
+        .policy(adaptive("data"))
+        .policy(adaptive("logs"));
+    let w = World::start(
+        &conf,
+        &[("root", "ok"), ("data", "fail disk.full"), ("logs", "ok")],
+    )
+    .await;
+    w.next_run("data").await;
+    wait(Duration::from_secs(30)).await;
+    // data learnt (under `disk`) that growing heals disk.full...
+    w.set("logs", "fail disk.full");
+    w.set("root", "fail disk.full");
+    wait(Duration::from_secs(30)).await;
+    let incs = w.incidents();
+    let first_step = |check: &str| {
+        incs.iter()
+            .find(|i| i.check == check)
+            .map(|i| i.attempts[0].action.clone())
+            .unwrap_or_else(|| panic!("no incident for {check}: {incs:#?}"))
+    };
+    // ...so logs (same key) tries it first; root (its own key) does not.
+    assert_eq!(first_step("data"), "delete-old-logs");
+    assert_eq!(first_step("logs"), "grow-volume");
+    assert_eq!(first_step("root"), "delete-old-logs");
+    let stats = w.engine.store().action_stats().unwrap();
+    let row = |key: &str, step: &str| {
+        stats
+            .iter()
+            .find(|s| s.key == key && s.action == step && s.code == "disk.full")
+            .map(|s| (s.attempts, s.healed))
+    };
+    assert_eq!(row("disk", "grow-volume"), Some((2, 2)));
+    assert_eq!(row("disk", "delete-old-logs"), Some((1, 0)));
+    assert_eq!(row("root", "delete-old-logs"), Some((1, 0)));
+    assert_eq!(row("root", "grow-volume"), Some((1, 1)));
+    // `/api/v1/stats` shows them so.
+    let view = serde_json::to_value(
+        stats
+            .into_iter()
+            .map(mend::api::views::StatsView::from)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(
+        view.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["key"] == "root" && s["action"] == "grow-volume"),
+        "{view}"
+    );
     w.stop().await;
 }

@@ -243,7 +243,7 @@ fn the_status_page_example_restarts_its_poller() {
             .incidents(false, 10)
             .unwrap_or_default()
             .into_iter()
-            .find(|i| i.state != IncidentState::Open)
+            .find(|i| i.closed_at.is_some())
         {
             break i;
         }

@@ -94,6 +94,7 @@ async fn a_full_budget_names_its_holders_on_the_incident() {
             root_cause: "db",
             diagnosis: &serde_json::json!({}),
             dry_run: false,
+            severity: mend::contract::Severity::Warning,
         })
         .unwrap();
     let d = a[2]

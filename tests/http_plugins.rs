@@ -744,10 +744,184 @@ config = {{ url = "{hook}", title = "mend on test", backoff = "100ms" }}
     assert_eq!(v["findings"][0]["labels"]["path"], "/data/status.json");
     let text = v["text"].as_str().unwrap();
     assert!(
-        text.starts_with("*mend on test*: check `status-data`"),
+        text.starts_with("*mend on test*: [WARNING] check `status-data`"),
         "{text}"
     );
+    assert_eq!(v["incident"], incident.id);
+    assert_eq!(v["policy"], "restart-poller");
     let detail = incident.attempts[1].detail.to_string();
     assert!(detail.contains("notified"), "{detail}");
     assert!(!detail.contains("SECRET"), "{detail}");
+}
+
+/// Severity routes (issue 11): through the real binary, a critical
+/// check's escalation goes to `[escalate.critical]` (the pager webhook), a
+/// warning one's to `[escalate.warning]` (the chat webhook), each body
+/// carrying the incident, policy, severity, labels, the decision trail and
+/// the dashboard link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mend_run_routes_escalations_by_severity_to_real_webhooks() {
+    use mend::store::{IncidentState, Store};
+
+    let s = server().await;
+    let data = stale_data();
+    let state = tempfile::tempdir().unwrap();
+    let plugins = state.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    for p in [artifacts::STALE_FILE, artifacts::WEBHOOK_NOTIFY] {
+        std::fs::copy(
+            p,
+            plugins.join(std::path::Path::new(p).file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let check = |name: &str, severity: &str| {
+        format!(
+            r#"
+[[check]]
+name = "{name}"
+plugin = "stale-file"
+jitter = "0s"
+severity = "{severity}"
+labels = {{ team = "{name}-team" }}
+grants = {{ dirs = [{{ host = "{data}", guest = "/data" }}] }}
+config = {{ path = "/data/status.json", max_age = "10m" }}
+
+[[policy]]
+name = "fix-{name}"
+check = "{name}"
+trigger = {{ consecutive = 2 }}
+
+[[policy.step]]
+name = "restart-poller"
+action = "stale-file"
+settle = "200ms"
+grants = {{ commands = ["restart-poller"] }}
+config = {{ command = "restart-poller" }}
+"#,
+            data = data.path().display()
+        )
+    };
+    let route = |severity: &str, hook: &str| {
+        format!(
+            r#"
+[escalate.{severity}]
+name = "{hook}"
+action = "webhook-notify"
+grants = {{ urls = ["{hooks}"] }}
+config = {{ url = "{url}", title = "{hook}", backoff = "100ms" }}
+"#,
+            hooks = s.url("/hook/"),
+            url = s.url(&format!("/hook/{hook}")),
+        )
+    };
+    let config = state.path().join("mend.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[engine]
+plugins_dir = "plugins"
+state_dir = "."
+interval = "500ms"
+
+[api]
+listen = "off"
+url = "https://mend.example.com"
+
+[commands.restart-poller]
+argv = ["/bin/sh", "-c", "exit 3"]
+{}{}{}{}"#,
+            check("db", "critical"),
+            check("cache", "warning"),
+            route("critical", "pager"),
+            route("warning", "chat"),
+        ),
+    )
+    .unwrap();
+    let mut mend = std::process::Command::new(env!("CARGO_BIN_EXE_mend"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("MEND_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while s.seen.hooks().len() < 2 {
+        if let Some(status) = mend.try_wait().unwrap() {
+            panic!("mend exited early: {status:?}");
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = mend.kill();
+            panic!("not both escalations in time: {:?}", s.seen.requests());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &mend.id().to_string()])
+        .status();
+    assert!(mend.wait().unwrap().success());
+
+    let mut requests = s.seen.requests();
+    requests.sort();
+    assert_eq!(
+        requests,
+        ["POST /hook/chat", "POST /hook/pager"],
+        "one each"
+    );
+    let incidents = Store::open_read_only(&state.path().join("mend.db"))
+        .unwrap()
+        .incidents(false, 10)
+        .unwrap();
+    for (check, severity, title) in [("db", "critical", "pager"), ("cache", "warning", "chat")] {
+        let body = s
+            .seen
+            .hooks()
+            .into_iter()
+            .map(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).unwrap())
+            .find(|v| v["check"] == check)
+            .unwrap_or_else(|| panic!("no escalation for {check}"));
+        let inc = incidents.iter().find(|i| i.check == check).unwrap();
+        assert_eq!(inc.state, IncidentState::Escalated);
+        assert_eq!(body["severity"], severity, "{body}");
+        assert!(
+            body["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("*{title}*: [{}]", severity.to_uppercase())),
+            "{body}"
+        );
+        assert_eq!(body["incident"], inc.id, "{body}");
+        assert_eq!(body["policy"], format!("fix-{check}"), "{body}");
+        assert_eq!(body["labels"]["team"], format!("{check}-team"), "{body}");
+        assert_eq!(
+            body["link"],
+            format!("https://mend.example.com/#incident/{}", inc.id),
+            "{body}"
+        );
+        let trail: Vec<&str> = body["trail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        assert!(
+            trail[0].starts_with("opened: 2 bad results in a row"),
+            "{trail:?}"
+        );
+        assert!(
+            trail
+                .iter()
+                .any(|l| l.starts_with("step restart-poller: failed")),
+            "{trail:?}"
+        );
+        assert!(
+            trail
+                .iter()
+                .any(|l| l.starts_with("escalated: ladder exhausted")),
+            "{trail:?}"
+        );
+    }
 }

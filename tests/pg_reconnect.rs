@@ -763,3 +763,121 @@ async fn a_full_server_is_exhausted_not_down_and_the_action_acts_through_reserve
     let down = detect_in(&p, detect_cfg, &g).await.unwrap();
     find(&down.value, "db.unreachable");
 }
+
+/// The dead-end escalation of issue 11, which now heals: the leaked
+/// sessions are too young to terminate (`older_than = "6s"`), so the
+/// ladder changes nothing and escalates; mend keeps evaluating, sees the
+/// step would now act (its dry run lists the sessions), walks the ladder
+/// again on the same incident and heals it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mend_run_retries_after_escalation_once_the_sessions_are_old_enough() {
+    if postgres::skip() {
+        return;
+    }
+    let db = ScratchDb::new();
+    let app_role = ScratchRole::new();
+    let leaky = postgres::unique("mend-test-young");
+    let mut leaked = Vec::new();
+    for _ in 0..3 {
+        leaked.push(postgres::leak_idle_in_transaction(&db.config(&app_role.name, &leaky)).await);
+    }
+    let state = tempfile::tempdir().unwrap();
+    let plugins = state.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(
+        artifacts::PG_RECONNECT,
+        plugins.join(Path::new(artifacts::PG_RECONNECT).file_name().unwrap()),
+    )
+    .unwrap();
+    let config = state.path().join("mend.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[engine]
+plugins_dir = "plugins"
+state_dir = "."
+interval = "300ms"
+
+[api]
+listen = "off"
+
+[connections.db]
+kind = "postgres"
+url = "{url} application_name=mend"
+
+[[check]]
+name = "db"
+plugin = "pg-reconnect"
+jitter = "0s"
+grants = {{ connections = ["db"] }}
+config = {{ connection = "db", idle_in_transaction_after = "1s", application_names = ["{leaky}"], user = "{user}" }}
+
+[[policy]]
+name = "unstick"
+check = "db"
+codes = ["db.idle_in_transaction"]
+trigger = {{ consecutive = 1 }}
+backoff = {{ base = "100ms", jitter = 0.0 }}
+
+[[policy.step]]
+name = "terminate-idle"
+action = "pg-reconnect"
+settle = "300ms"
+grants = {{ connections = ["db"] }}
+config = {{ connection = "db", application_name = "{leaky}", user = "{user}", older_than = "6s" }}
+"#,
+            url = db.url(),
+            user = app_role.name,
+        ),
+    )
+    .unwrap();
+    let store = state.path().join("mend.db");
+    let _mend = MendRun::start(&config);
+
+    let store2 = store.clone();
+    let escalated = tokio::task::spawn_blocking(move || {
+        wait_for("an escalated incident", Duration::from_secs(60), || {
+            incidents(&store2)
+                .first()
+                .is_some_and(|i| i.state == IncidentState::Escalated)
+        });
+        incidents(&store2)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        escalated[0].attempts[0].detail["outcome"]["changed"], false,
+        "too young: {:#?}",
+        escalated[0]
+    );
+    let healed = tokio::task::spawn_blocking(move || {
+        wait_for("the same incident healed", Duration::from_secs(60), || {
+            incidents(&store)
+                .first()
+                .is_some_and(|i| i.state == IncidentState::Healed)
+        });
+        incidents(&store)
+    })
+    .await
+    .unwrap();
+    assert_eq!(healed.len(), 1, "the same incident: {healed:#?}");
+    let inc = &healed[0];
+    let kinds: Vec<&str> = inc.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["escalated", "retry"], "{inc:#?}");
+    assert!(
+        inc.events[1].reason.contains("would terminate"),
+        "{:?}",
+        inc.events[1]
+    );
+    let last = inc.attempts.last().unwrap();
+    assert_eq!(last.outcome, AttemptOutcome::Healed, "{inc:#?}");
+    assert_eq!(
+        last.detail.to_string().matches("terminated pid").count(),
+        3,
+        "{inc:#?}"
+    );
+    for (client, _) in &leaked {
+        assert!(client.simple_query("SELECT 1").await.is_err());
+    }
+}

@@ -160,8 +160,8 @@ fn a_kill_9_mid_action_loses_nothing_and_the_incident_resumes() {
     assert_eq!(before.len(), 1);
     assert_eq!(
         before[0].state,
-        IncidentState::Open,
-        "the incident was recorded before acting"
+        IncidentState::Remediating,
+        "the incident was recorded before acting, and says a step runs"
     );
     assert_eq!(before[0].attempts[0].outcome, AttemptOutcome::Running);
 

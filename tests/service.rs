@@ -508,9 +508,12 @@ fn the_dashboard_renders_live_data_in_headless_chromium() {
         .unwrap_or_else(|| panic!("no row for app: {dom}"));
     assert!(row.contains(">warn<"), "{row}");
     assert!(row.contains("disk.slow: warn disk.slow"), "{row}");
-    // The healed incident on the timeline, the charts per action.
+    // The healed incident on the timeline, the charts per check and step.
     assert!(dom.contains("#1 app (healed)"), "{dom}");
-    assert!(dom.contains(">fix<") && dom.contains(">100 %<"), "{dom}");
+    assert!(
+        dom.contains(">app · fix<") && dom.contains(">100 %<"),
+        "{dom}"
+    );
     assert!(dom.contains("1 checks · 0 open incident(s)"), "{dom}");
 
     // A screenshot, for people (docs/dashboard.png is one of these).
@@ -772,4 +775,167 @@ fn completions_and_the_man_page_come_from_the_command_line() {
     ] {
         assert!(dir.path().join(page).exists(), "{page}");
     }
+}
+
+/// The incident lifecycle from the command line (issue 11): an escalated
+/// incident is acknowledged with who and why; a plain heal past the
+/// attempt cap says how to `--force`; a forced heal walks the ladder again
+/// on the same incident and heals it; `resolve` closes one by hand.
+#[test]
+fn cli_acknowledges_force_heals_and_resolves_incidents() {
+    // One attempt an hour: the second incident hits the cap at once and
+    // escalates.
+    let m = Mend::start_with("trigger = { consecutive = 2 }\nmax_attempts = 1", &[]);
+    m.set("app", "fail");
+    m.wait_for("the first heal", Duration::from_secs(30), |m| {
+        m.incidents()
+            .first()
+            .is_some_and(|i| i.state == IncidentState::Healed)
+    });
+    m.set("app", "fail");
+    m.wait_for(
+        "the capped incident to escalate",
+        Duration::from_secs(30),
+        |m| {
+            m.incidents()
+                .get(1)
+                .is_some_and(|i| i.state == IncidentState::Escalated)
+        },
+    );
+    let id = m.incidents()[1].id.to_string();
+
+    let out = m.cli(&["incident", "ack", &id, "--by", "ann", "--reason", "on it"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("acknowledged"), "{out:?}");
+    let out = m.cli(&["incident", "ack", "999"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    // Through the API: it changes something, so it needs the token; a
+    // body must be an object.
+    let ack = format!("/api/v1/incidents/{id}/ack");
+    assert_eq!(m.post(&ack, None, &json!({})).0, 401);
+    let (code, v) = m.post(&ack, Some(TOKEN), &json!([1]));
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = m.post(&ack, Some(TOKEN), &json!({"by": "x".repeat(201)}));
+    assert_eq!(code, 400, "{v}");
+    let out = m.cli(&["incident", &id]);
+    let text = stdout(&out);
+    assert!(text.contains("acked") && text.contains("by ann"), "{text}");
+    assert!(text.contains("acknowledged by ann: on it"), "{text}");
+
+    // The cap is spent: a plain heal refuses and says what to do.
+    let out = m.cli(&["heal", "app"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(stdout(&out).contains("--force"), "{out:?}");
+    let out = m.cli(&["heal", "app", "--force", "--by", "ann"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains(&format!("incident {id}")), "{out:?}");
+    m.wait_for("the forced heal", Duration::from_secs(30), |m| {
+        m.incidents()[1].state == IncidentState::Healed
+    });
+    let inc = &m.incidents()[1];
+    let by: Vec<(&str, &str)> = inc
+        .events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.by.as_str()))
+        .collect();
+    assert_eq!(
+        by,
+        [
+            ("escalated", "mend"),
+            ("acknowledged", "ann"),
+            ("operator-heal", "ann")
+        ]
+    );
+    assert_eq!(m.incidents().len(), 2, "the same incident healed");
+
+    // Another capped incident, resolved by hand through the API's CLI.
+    m.set("app", "fail");
+    m.wait_for("a third incident", Duration::from_secs(30), |m| {
+        m.incidents()
+            .get(2)
+            .is_some_and(|i| i.state == IncidentState::Escalated)
+    });
+    let id = m.incidents()[2].id.to_string();
+    let out = m.cli(&["incident", "resolve", &id, "--reason", "fixed by hand"]);
+    assert!(out.status.success(), "{out:?}");
+    let inc = &m.incidents()[2];
+    assert_eq!(inc.state, IncidentState::Resolved);
+    assert!(inc.note.contains("fixed by hand"), "{inc:?}");
+    let out = m.cli(&["incident", "resolve", &id]);
+    assert_eq!(out.status.code(), Some(4), "closed already: {out:?}");
+    m.stop();
+}
+
+/// Alertmanager semantics: a repeat of a firing alert while its incident
+/// is open is a duplicate; after that incident closed, mend checks the
+/// target again and a still-bad target opens a new incident. A
+/// `resolved` notification is recorded on the incident.
+#[test]
+fn an_alert_that_keeps_firing_after_its_incident_closed_rechecks_the_target() {
+    let m = Mend::start(&[]);
+    m.set("app", "fail");
+    m.wait_for("the check to fail", Duration::from_secs(30), |m| {
+        m.check("app")["status"] == "fail"
+    });
+    let (code, first) = m.post("/api/v1/alertmanager", Some(TOKEN), &alert("9d1e"));
+    assert_eq!(code, 200, "{first}");
+    m.wait_for("the heal", Duration::from_secs(30), |m| {
+        m.incidents()
+            .first()
+            .is_some_and(|i| i.state == IncidentState::Healed)
+    });
+    // The problem comes back while Alertmanager keeps the same alert
+    // firing (same fingerprint, same startsAt).
+    m.set("app", "fail");
+    m.wait_for("the check to fail again", Duration::from_secs(30), |m| {
+        m.check("app")["status"] == "fail"
+    });
+    let (code, again) = m.post("/api/v1/alertmanager", Some(TOKEN), &alert("9d1e"));
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(again["rechecked"], 1, "{again}");
+    assert_eq!(again["duplicates"], 0, "{again}");
+    m.wait_for("a second incident, healed", Duration::from_secs(30), |m| {
+        m.incidents()
+            .get(1)
+            .is_some_and(|i| i.state == IncidentState::Healed)
+    });
+    let second = &m.incidents()[1];
+    let repeat = second
+        .events
+        .iter()
+        .find(|e| e.kind.as_str() == "alert-repeat")
+        .unwrap_or_else(|| panic!("no alert-repeat event: {second:?}"));
+    assert_eq!(repeat.detail["after_incident"], m.incidents()[0].id);
+
+    // A repeat of a healthy target re-checks and finds nothing to heal.
+    let (_, third) = m.post("/api/v1/alertmanager", Some(TOKEN), &alert("9d1e"));
+    assert_eq!(third["rechecked"], 1, "{third}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(m.incidents().len(), 2);
+    assert_eq!(m.actions(), 2);
+
+    // Resolved: recorded on the incidents it opened.
+    let mut resolved = alert("9d1e");
+    resolved["alerts"][0]["status"] = json!("resolved");
+    let (code, v) = m.post("/api/v1/alertmanager", Some(TOKEN), &resolved);
+    assert_eq!((code, v["resolved"].clone()), (200, json!(1)), "{v}");
+    let incs = m.incidents();
+    for inc in &incs {
+        assert!(
+            inc.events
+                .iter()
+                .any(|e| e.kind.as_str() == "alert-resolved"),
+            "{inc:?}"
+        );
+    }
+    let (_, view) = m.get(&format!("/api/v1/incidents/{}", incs[1].id)).unwrap();
+    assert!(
+        view["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "alert-resolved" && e["by"] == "alertmanager"),
+        "{view}"
+    );
+    m.stop();
 }

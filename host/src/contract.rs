@@ -112,7 +112,9 @@ impl Manifest {
 }
 
 /// How much an incident matters (a check's `severity`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Critical,
@@ -172,6 +174,10 @@ pub struct RemedyContext {
     pub attempt: u32,
     pub severity: Severity,
     pub dry_run: bool,
+    /// For the escalation: how the incident got here, oldest first.
+    pub trail: Vec<String>,
+    /// For the escalation: the incident in the dashboard.
+    pub link: Option<String>,
 }
 
 impl RemedyContext {
@@ -185,6 +191,8 @@ impl RemedyContext {
             attempt: 1,
             severity: Severity::default(),
             dry_run,
+            trail: Vec::new(),
+            link: None,
         }
     }
 }

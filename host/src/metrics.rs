@@ -66,10 +66,20 @@ pub const ATTEMPT_OUTCOMES: &[&str] = &[
 ];
 
 /// Every incident state (`IncidentState::as_str`).
-pub const INCIDENT_STATES: &[&str] = &["open", "healed", "escalated", "recovered", "planned"];
+pub const INCIDENT_STATES: &[&str] = &[
+    "open",
+    "remediating",
+    "held",
+    "healed",
+    "escalated",
+    "acknowledged",
+    "resolved",
+    "recovered",
+    "planned",
+];
 
 const BREAKER_STATES: &[&str] = &["closed", "half-open", "open"];
-const ALERT_OUTCOMES: &[&str] = &["heal", "duplicate", "unmatched", "resolved"];
+const ALERT_OUTCOMES: &[&str] = &["heal", "recheck", "duplicate", "unmatched", "resolved"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabel {
@@ -98,6 +108,13 @@ struct StepLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabel {
     policy: String,
+}
+
+/// A policy and its check's `severity`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicySeverity {
+    policy: String,
+    severity: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -169,11 +186,11 @@ pub struct Metrics {
     action_seconds: Hist<StepLabels>,
     open_incidents: Gauge,
     incidents: Family<StateLabel, Gauge>,
-    opened: Family<PolicyLabel, Counter>,
+    opened: Family<PolicySeverity, Counter>,
     mttd: Hist<PolicyLabel>,
     mttr: Hist<RecoverLabels>,
     breaker: Family<BreakerLabels, Gauge>,
-    escalations: Family<PolicyLabel, Counter>,
+    escalations: Family<PolicySeverity, Counter>,
     reloads: Family<KindResult, Counter>,
     paused: Gauge,
     alerts: Family<OutcomeLabel, Counter>,
@@ -269,7 +286,7 @@ impl Metrics {
         );
         r.register(
             "incidents_opened",
-            "Incidents opened, by policy",
+            "Incidents opened, by policy and severity",
             m.opened.clone(),
         );
         r.register(
@@ -289,7 +306,7 @@ impl Metrics {
         );
         r.register(
             "escalations",
-            "Incidents escalated to a human, by policy",
+            "Incidents escalated to a human, by policy and severity",
             m.escalations.clone(),
         );
         r.register(
@@ -359,12 +376,20 @@ impl Metrics {
             .map(|c| c.plugin.get_ref().as_str())
             .collect();
         for p in &config.policies {
-            let policy = PolicyLabel {
+            let severity = config
+                .check(p.check.get_ref())
+                .map(|c| c.severity)
+                .unwrap_or_default();
+            let policy = PolicySeverity {
                 policy: label(p.name()),
+                severity: label(severity.as_str()),
             };
             let _ = self.opened.get_or_create(&policy);
             let _ = self.escalations.get_or_create(&policy);
-            let steps = p.steps.iter().chain(p.escalate.as_ref());
+            let steps = p
+                .steps
+                .iter()
+                .chain(config.escalation_of(p).map(|(_, s)| s));
             for s in steps {
                 plugins.push(s.action.get_ref());
                 let _ = self.action_seconds.get_or_create(&StepLabels {
@@ -474,11 +499,16 @@ impl Metrics {
     }
 
     /// An incident opened, `detect_ms` after the check first went bad.
-    pub fn opened(&self, policy: &str, detect_ms: Option<u64>) {
+    pub fn opened(&self, policy: &str, severity: &str, detect_ms: Option<u64>) {
+        self.opened
+            .get_or_create(&PolicySeverity {
+                policy: label(policy),
+                severity: label(severity),
+            })
+            .inc();
         let label = PolicyLabel {
             policy: label(policy),
         };
-        self.opened.get_or_create(&label).inc();
         if let Some(ms) = detect_ms {
             self.mttd.get_or_create(&label).observe(ms as f64 / 1000.0);
         }
@@ -511,10 +541,11 @@ impl Metrics {
         }
     }
 
-    pub fn escalated(&self, policy: &str) {
+    pub fn escalated(&self, policy: &str, severity: &str) {
         self.escalations
-            .get_or_create(&PolicyLabel {
+            .get_or_create(&PolicySeverity {
                 policy: label(policy),
+                severity: label(severity),
             })
             .inc();
     }
@@ -548,7 +579,8 @@ impl Metrics {
         self.paused.set(paused as i64);
     }
 
-    /// `outcome`: `heal`, `duplicate`, `unmatched` or `resolved`.
+    /// `outcome`: `heal`, `recheck`, `duplicate`, `unmatched` or
+    /// `resolved`.
     pub fn alert(&self, outcome: &str) {
         self.alerts
             .get_or_create(&OutcomeLabel {
@@ -574,7 +606,7 @@ mod tests {
         let m = Metrics::new();
         m.check("disk", Status::Fail, Health::Degraded);
         m.attempt("p", "clean", "healed");
-        m.opened("p", Some(1500));
+        m.opened("p", "warning", Some(1500));
         m.closed("p", "healed", 2500);
         m.plugin_error("disk-cleanup", "out-of-fuel");
         m.action_duration("p", "clean", Duration::from_millis(250));

@@ -139,6 +139,11 @@ pub struct Remedy {
     pub attempt: u32,
     pub severity: Severity,
     pub dry_run: bool,
+    /// For the escalation step: how the incident got here, oldest first
+    /// (the diagnosis, each attempt, each decision).
+    pub trail: Vec<String>,
+    /// For the escalation step: the incident in mend's dashboard.
+    pub link: Option<String>,
 }
 
 /// Facts about the current call.
@@ -351,6 +356,8 @@ pub mod __private {
                     wit::Severity::Info => Severity::Info,
                 },
                 dry_run: c.dry_run,
+                trail: c.trail,
+                link: c.link,
             }),
         };
         let findings: Vec<Finding> = request.findings.into_iter().map(Finding::from).collect();

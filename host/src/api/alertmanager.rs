@@ -4,11 +4,16 @@
 //! detector before acting. Alertmanager delivers at least once (it
 //! retries, and HA pairs both send), so each alert occurrence (its
 //! fingerprint and `startsAt`) is acted on once; repeats are counted and
-//! dropped. The record is kept in memory for a day: after a restart a
+//! dropped while the incident it started is open. A repeat after that
+//! incident closed (the alert still fires: the problem came back, or the
+//! heal did not hold) checks the target again, and a still-bad target
+//! opens a new incident. A `resolved` notification is recorded on the
+//! incident. The record is kept in memory for a day: after a restart a
 //! re-delivery is still harmless, because a heal never opens a second
 //! incident beside an open one and a healed check has nothing to heal.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -21,7 +26,8 @@ use utoipa::ToSchema;
 use super::auth::Write;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use crate::engine::ControlError;
+use crate::engine::{ControlError, HealRequest};
+use crate::store::EventKind;
 
 /// How long an alert occurrence is remembered.
 const REMEMBER: Duration = Duration::from_secs(24 * 3600);
@@ -64,6 +70,10 @@ pub(super) struct Healing {
 pub(super) struct AlertsView {
     received: usize,
     healing: Vec<Healing>,
+    /// Repeats of a firing alert whose incident had closed: the target
+    /// is checked again (a still-bad one opens a new incident; they are
+    /// also in `healing`).
+    rechecked: usize,
     duplicates: usize,
     unmatched: usize,
     resolved: usize,
@@ -84,16 +94,24 @@ impl Alert {
     }
 }
 
-/// Alert occurrences already acted on.
+/// Alert occurrences already acted on, with the incidents they opened.
 #[derive(Default)]
 pub(super) struct Dedup {
-    seen: HashMap<String, Instant>,
+    seen: HashMap<String, Vec<i64>>,
     order: VecDeque<(Instant, String)>,
 }
 
+/// What an occurrence is to [`Dedup`].
+#[derive(Debug, PartialEq, Eq)]
+enum Occurrence {
+    First,
+    /// Seen before; these incidents were opened for it.
+    Repeat(Vec<i64>),
+}
+
 impl Dedup {
-    /// Records `key`; false if it was already there.
-    fn first(&mut self, key: &str, now: Instant) -> bool {
+    /// Records `key`, or says it was there and what it opened.
+    fn first(&mut self, key: &str, now: Instant) -> Occurrence {
         while let Some((at, k)) = self.order.front() {
             if now.duration_since(*at) < REMEMBER && self.order.len() < MAX_REMEMBERED {
                 break;
@@ -101,17 +119,35 @@ impl Dedup {
             self.seen.remove(k);
             self.order.pop_front();
         }
-        if self.seen.contains_key(key) {
-            return false;
+        if let Some(ids) = self.seen.get(key) {
+            return Occurrence::Repeat(ids.clone());
         }
-        self.seen.insert(key.to_string(), now);
+        self.seen.insert(key.to_string(), Vec::new());
         self.order.push_back((now, key.to_string()));
-        true
+        Occurrence::First
+    }
+
+    /// Incident `id` was opened (or taken up) for occurrence `key`.
+    fn opened(&mut self, key: &str, id: i64) {
+        if let Some(ids) = self.seen.get_mut(key)
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+        }
+    }
+
+    /// The incidents opened for `key`.
+    fn incidents(&self, key: &str) -> Vec<i64> {
+        self.seen.get(key).cloned().unwrap_or_default()
     }
 
     fn forget(&mut self, key: &str) {
         self.seen.remove(key);
     }
+}
+
+fn dedup(s: &super::ApiState) -> std::sync::MutexGuard<'_, Dedup> {
+    s.alerts.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The body as a [`Webhook`]: an object whose `alerts` are objects (serde
@@ -156,36 +192,55 @@ pub(super) async fn receive(
     let metrics = engine.metrics();
     let rules = &engine.config().api.alerts;
     let mut healing = Vec::new();
-    let (mut duplicates, mut unmatched, mut resolved) = (0, 0, 0);
+    let (mut duplicates, mut unmatched, mut resolved, mut rechecked) = (0, 0, 0, 0);
     let mut retry = Vec::new();
     for alert in &hook.alerts {
         let name = alert.labels.get("alertname").cloned().unwrap_or_default();
+        let matched: Vec<_> = rules.iter().filter(|r| r.matches(&alert.labels)).collect();
+        let key = alert.key();
         if alert.status != AlertStatus::Firing {
             resolved += 1;
             metrics.alert("resolved");
+            record_resolved(&s, &engine, &key, &name, &matched);
             continue;
         }
-        let matched: Vec<_> = rules.iter().filter(|r| r.matches(&alert.labels)).collect();
         if matched.is_empty() {
             unmatched += 1;
             metrics.alert("unmatched");
             continue;
         }
-        let key = alert.key();
-        let first = s
-            .alerts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .first(&key, Instant::now());
-        if !first {
-            duplicates += 1;
-            metrics.alert("duplicate");
-            continue;
+        let occurrence = dedup(&s).first(&key, Instant::now());
+        // A repeat while its incident is open (or before it opened one) is
+        // a duplicate; after the incident closed, the target is checked
+        // again.
+        let mut after = None;
+        if let Occurrence::Repeat(ids) = occurrence {
+            let closed = |id: &i64| {
+                s.reader()
+                    .incident_phase(*id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(_, closed)| closed)
+            };
+            match ids.iter().max() {
+                Some(&last) if ids.iter().all(closed) => after = Some(last),
+                _ => {
+                    duplicates += 1;
+                    metrics.alert("duplicate");
+                    continue;
+                }
+            }
         }
-        let mut source = format!(
-            "alertmanager (alert {name}, fingerprint {})",
-            alert.fingerprint
-        );
+        let mut source = match after {
+            None => format!(
+                "alertmanager (alert {name}, fingerprint {})",
+                alert.fingerprint
+            ),
+            Some(last) => format!(
+                "alertmanager (alert {name}, fingerprint {}, still firing after incident {last} closed)",
+                alert.fingerprint
+            ),
+        };
         // In fleet mode, one agent of the fleet takes each alert
         // occurrence; to the others it is a duplicate.
         if let Some(fleet) = engine.fleet() {
@@ -194,7 +249,12 @@ pub(super) async fn receive(
             } else {
                 alert.fingerprint.as_str()
             };
-            match fleet.claim_alert(id, &alert.starts_at).await {
+            // A re-check is its own occurrence: one agent takes it.
+            let starts_at = match after {
+                None => alert.starts_at.clone(),
+                Some(last) => format!("{}#after-incident-{last}", alert.starts_at),
+            };
+            match fleet.claim_alert(id, &starts_at).await {
                 Ok(crate::fleet::AlertClaim::Won) => {
                     source.push_str(&format!(", taken by fleet agent {}", fleet.agent()));
                 }
@@ -205,18 +265,27 @@ pub(super) async fn receive(
                     continue;
                 }
                 Err(e) => {
-                    s.alerts
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .forget(&key);
+                    if after.is_none() {
+                        dedup(&s).forget(&key);
+                    }
                     retry.push(format!("{name}: the fleet store: {e}"));
                     continue;
                 }
             }
         }
+        if after.is_some() {
+            rechecked += 1;
+            metrics.alert("recheck");
+        }
         for rule in matched {
             let check = rule.check.get_ref();
-            match engine.request_heal(check, rule.dry_run, &source) {
+            let how = HealRequest {
+                dry_run: rule.dry_run,
+                source: source.clone(),
+                by: Some("alertmanager".into()),
+                ..HealRequest::default()
+            };
+            match engine.request_heal_as(check, how) {
                 Ok(rx) => {
                     metrics.alert("heal");
                     healing.push(Healing {
@@ -224,12 +293,36 @@ pub(super) async fn receive(
                         check: check.clone(),
                     });
                     let check = check.clone();
+                    let (state, engine, key, name) =
+                        (s.clone(), engine.clone(), key.clone(), name.clone());
                     tokio::spawn(async move {
-                        if let Ok(outcome) = rx.await
-                            && !outcome.started()
-                        {
-                            for p in &outcome.policies {
+                        let Ok(outcome) = rx.await else { return };
+                        for p in &outcome.policies {
+                            if !p.started {
                                 tracing::info!(check, policy = %p.policy, "alert: no heal: {}", p.reason);
+                                continue;
+                            }
+                            let Some(id) = p.incident else { continue };
+                            dedup(&state).opened(&key, id);
+                            if let Some(last) = after {
+                                let reason = format!(
+                                    "alert {name} still fires after incident {last} closed, and the check confirms it: a new incident"
+                                );
+                                let at = engine.clock().now();
+                                let detail = serde_json::json!({"after_incident": last});
+                                if let Err(e) = engine.store().add_event(
+                                    id,
+                                    at,
+                                    EventKind::AlertRepeat,
+                                    "alertmanager",
+                                    &reason,
+                                    &detail,
+                                ) {
+                                    tracing::error!(
+                                        incident = id,
+                                        "recording the alert's repeat: {e:#}"
+                                    );
+                                }
                             }
                         }
                     });
@@ -239,10 +332,9 @@ pub(super) async fn receive(
                 }
                 Err(e) => {
                     // Not taken: let Alertmanager deliver it again.
-                    s.alerts
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .forget(&key);
+                    if after.is_none() {
+                        dedup(&s).forget(&key);
+                    }
                     retry.push(format!("{name} → {check}: {e}"));
                 }
             }
@@ -257,12 +349,46 @@ pub(super) async fn receive(
     let body = AlertsView {
         received: hook.alerts.len(),
         healing,
+        rechecked,
         duplicates,
         unmatched,
         resolved,
         retry,
     };
     Ok((code, Json(body)).into_response())
+}
+
+/// A `resolved` notification, on the incidents its occurrence opened (or,
+/// after a restart, the open incident of each check its rules name).
+fn record_resolved(
+    s: &Arc<super::ApiState>,
+    engine: &crate::engine::Engine,
+    key: &str,
+    name: &str,
+    rules: &[&crate::config::api::AlertRule],
+) {
+    let mut ids = dedup(s).incidents(key);
+    if ids.is_empty() {
+        for r in rules {
+            if let Ok(Some(inc)) = engine.store().open_incident_for_check(r.check.get_ref()) {
+                ids.push(inc);
+            }
+        }
+    }
+    let at = engine.clock().now();
+    for id in ids {
+        let reason = format!("Alertmanager says alert {name} resolved");
+        if let Err(e) = engine.store().add_event(
+            id,
+            at,
+            EventKind::AlertResolved,
+            "alertmanager",
+            &reason,
+            &serde_json::json!({}),
+        ) {
+            tracing::error!(incident = id, "recording the alert's resolution: {e:#}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -273,12 +399,21 @@ mod tests {
     fn an_occurrence_is_acted_on_once_and_forgotten_after_a_day() {
         let mut d = Dedup::default();
         let t0 = Instant::now();
-        assert!(d.first("abc@2026-11-22T10:00:00Z", t0));
-        assert!(!d.first("abc@2026-11-22T10:00:00Z", t0 + Duration::from_secs(60)));
-        assert!(d.first("abc@2026-11-22T12:00:00Z", t0), "a new firing");
-        assert!(d.first(
-            "abc@2026-11-22T10:00:00Z",
-            t0 + REMEMBER + Duration::from_secs(1)
-        ));
+        let key = "abc@2026-11-22T10:00:00Z";
+        assert_eq!(d.first(key, t0), Occurrence::First);
+        d.opened(key, 7);
+        assert_eq!(
+            d.first(key, t0 + Duration::from_secs(60)),
+            Occurrence::Repeat(vec![7])
+        );
+        assert_eq!(
+            d.first("abc@2026-11-22T12:00:00Z", t0),
+            Occurrence::First,
+            "a new firing"
+        );
+        assert_eq!(
+            d.first(key, t0 + REMEMBER + Duration::from_secs(1)),
+            Occurrence::First
+        );
     }
 }

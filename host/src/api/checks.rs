@@ -118,10 +118,20 @@ pub(super) struct HealQuery {
     /// Plan only: actions say what they would do, nothing changes.
     #[serde(default)]
     dry_run: bool,
+    /// Past the automatic attempt cap and cooldown (an operator knows);
+    /// on a check whose incident is open, walks its ladder again now.
+    #[serde(default)]
+    force: bool,
+    /// Who asks (recorded on the incident); at most 200 characters.
+    #[serde(default)]
+    #[param(max_length = 200)]
+    by: Option<String>,
 }
 
 /// A manual heal through the policy ladder: 202 when a ladder started,
-/// 409 when none did (each policy says why).
+/// 409 when none did (each policy says why). On a check whose incident
+/// is escalated, the ladder runs again on that incident. It never makes
+/// mend exit (`exit_on_exhausted`).
 #[utoipa::path(post, path = "/api/v1/checks/{name}/heal", tag = "checks",
     params(("name" = String, Path, description = "The check's name"), HealQuery),
     security(("bearer" = [])),
@@ -142,7 +152,23 @@ pub(super) async fn heal(
     Path(name): Path<String>,
     Query(q): Query<HealQuery>,
 ) -> Result<Response, ApiError> {
-    let rx = s.current.get().request_heal(&name, q.dry_run, "api")?;
+    if let Some(by) = &q.by
+        && by.chars().count() > 200
+    {
+        return Err(ApiError::bad_request(
+            "by: more than the 200 characters allowed",
+        ));
+    }
+    let how = crate::engine::HealRequest {
+        dry_run: q.dry_run,
+        force: q.force,
+        source: match &q.by {
+            Some(by) => format!("api (by {by})"),
+            None => "api".into(),
+        },
+        by: q.by.clone().filter(|b| !b.trim().is_empty()),
+    };
+    let rx = s.current.get().request_heal_as(&name, how)?;
     match tokio::time::timeout(WAIT, rx).await {
         Ok(Ok(outcome)) => {
             let code = if outcome.started() {

@@ -49,6 +49,14 @@ impl IntoResponse for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
+        use crate::store::LifecycleError;
+        match e.downcast_ref::<LifecycleError>() {
+            Some(le @ LifecycleError::NotFound(_)) => return ApiError::not_found(le.to_string()),
+            Some(le @ LifecycleError::Conflict { .. }) => {
+                return ApiError(StatusCode::CONFLICT, le.to_string());
+            }
+            None => {}
+        }
         tracing::error!("api: {e:#}");
         ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
     }

@@ -117,6 +117,8 @@ pub fn router(current: Arc<Current>, reader: Store, opts: Options) -> Router {
         .route("/api/v1/checks/{name}/resume", post(control::resume_check))
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::one))
+        .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/stats", get(incidents::stats))
         .route("/api/v1/plugins", get(plugins::list))
         .route("/api/v1/fleet", get(fleet::status))

@@ -45,6 +45,8 @@ impl Modify for Bearer {
         control::resume_check,
         incidents::list,
         incidents::one,
+        incidents::ack,
+        incidents::resolve,
         incidents::stats,
         plugins::list,
         super::fleet::status,

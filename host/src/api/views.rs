@@ -263,8 +263,12 @@ pub struct CheckDetail {
 #[serde(rename_all = "kebab-case")]
 pub enum IncidentStateName {
     Open,
+    Remediating,
+    Held,
     Healed,
     Escalated,
+    Acknowledged,
+    Resolved,
     Recovered,
     Planned,
 }
@@ -274,8 +278,12 @@ impl From<store::IncidentState> for IncidentStateName {
         use store::IncidentState as S;
         match s {
             S::Open => IncidentStateName::Open,
+            S::Remediating => IncidentStateName::Remediating,
+            S::Held => IncidentStateName::Held,
             S::Healed => IncidentStateName::Healed,
             S::Escalated => IncidentStateName::Escalated,
+            S::Acknowledged => IncidentStateName::Acknowledged,
+            S::Resolved => IncidentStateName::Resolved,
             S::Recovered => IncidentStateName::Recovered,
             S::Planned => IncidentStateName::Planned,
         }
@@ -356,6 +364,83 @@ impl From<store::Attempt> for AttemptView {
     }
 }
 
+/// What happened to an incident.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKindName {
+    Escalated,
+    Acknowledged,
+    Resolved,
+    Retry,
+    OperatorHeal,
+    Held,
+    Released,
+    AlertResolved,
+    AlertRepeat,
+}
+
+impl From<store::EventKind> for EventKindName {
+    fn from(k: store::EventKind) -> Self {
+        use store::EventKind as K;
+        match k {
+            K::Escalated => EventKindName::Escalated,
+            K::Acknowledged => EventKindName::Acknowledged,
+            K::Resolved => EventKindName::Resolved,
+            K::Retry => EventKindName::Retry,
+            K::OperatorHeal => EventKindName::OperatorHeal,
+            K::Held => EventKindName::Held,
+            K::Released => EventKindName::Released,
+            K::AlertResolved => EventKindName::AlertResolved,
+            K::AlertRepeat => EventKindName::AlertRepeat,
+        }
+    }
+}
+
+/// One entry of an incident's timeline: who decided what, and why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentEventView {
+    pub at: u64,
+    pub kind: EventKindName,
+    /// A person (`--by`), `mend`, or where the request came from.
+    pub by: String,
+    pub reason: String,
+    /// e.g. `{"route", "severity"}` for `escalated`, `{"root_cause"}` for
+    /// `held`, `{"force"}` for `operator-heal`.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+impl From<store::Event> for IncidentEventView {
+    fn from(e: store::Event) -> Self {
+        IncidentEventView {
+            at: e.at,
+            kind: e.kind.into(),
+            by: e.by,
+            reason: e.reason,
+            detail: e.detail,
+        }
+    }
+}
+
+/// How much an incident matters (its check's `severity`).
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SeverityName {
+    Critical,
+    Warning,
+    Info,
+}
+
+impl From<contract::Severity> for SeverityName {
+    fn from(s: contract::Severity) -> Self {
+        match s {
+            contract::Severity::Critical => SeverityName::Critical,
+            contract::Severity::Warning => SeverityName::Warning,
+            contract::Severity::Info => SeverityName::Info,
+        }
+    }
+}
+
 /// An incident with its diagnosis and every attempt.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IncidentView {
@@ -372,7 +457,14 @@ pub struct IncidentView {
     pub dry_run: bool,
     pub escalated_at: Option<u64>,
     pub note: String,
+    pub severity: SeverityName,
+    /// When a person acknowledged it, and who.
+    pub acked_at: Option<u64>,
+    pub acked_by: Option<String>,
     pub attempts: Vec<AttemptView>,
+    /// Its timeline, oldest first: escalations, acknowledgements,
+    /// retries and why, holds, operators' heals, alerts.
+    pub events: Vec<IncidentEventView>,
 }
 
 impl From<store::Incident> for IncidentView {
@@ -389,15 +481,24 @@ impl From<store::Incident> for IncidentView {
             dry_run: i.dry_run,
             escalated_at: i.escalated_at,
             note: i.note,
+            severity: i.severity.into(),
+            acked_at: i.acked_at,
+            acked_by: i.acked_by,
             attempts: i.attempts.into_iter().map(Into::into).collect(),
+            events: i.events.into_iter().map(Into::into).collect(),
         }
     }
 }
 
-/// What mend has learnt about one action against one finding code.
+/// What mend has learnt about one step against one finding code on one
+/// check (or the checks sharing a `stats_key`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatsView {
+    /// The check, or the `stats_key` checks of one kind share; `*`: every
+    /// check, learnt before stats were kept per check.
+    pub key: String,
     pub code: String,
+    /// The step's name.
     pub action: String,
     pub attempts: u32,
     pub healed: u32,
@@ -408,6 +509,7 @@ pub struct StatsView {
 impl From<store::ActionStats> for StatsView {
     fn from(s: store::ActionStats) -> Self {
         StatsView {
+            key: s.key,
             code: s.code,
             action: s.action,
             attempts: s.attempts,

@@ -63,18 +63,22 @@ pub enum AdminCommand {
         #[command(flatten)]
         opts: ApiOpts,
     },
-    /// One incident: its diagnosis, and every attempt with its outcome
-    /// message, whether it changed anything, and its plan.
-    // `incident ack ID` (issue 11) goes beside this as a subcommand.
+    /// One incident: its diagnosis, every attempt with its outcome
+    /// message, whether it changed anything, and its plan, and its
+    /// timeline; or `ack` / `resolve` it.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Incident {
+        #[command(subcommand)]
+        action: Option<IncidentCommand>,
         /// The incident's number (see `mend incidents`).
-        #[arg(value_name = "ID")]
-        id: i64,
+        #[arg(value_name = "ID", required = true)]
+        id: Option<i64>,
         #[command(flatten)]
         opts: ApiOpts,
     },
-    /// Heal a check now, through its policies' ladders; exits 4 if no
-    /// ladder started (with why).
+    /// Heal a check now, through its policies' ladders (on a check whose
+    /// incident is escalated, its ladder runs again); exits 4 if no
+    /// ladder started (with why). Never makes mend exit.
     Heal {
         /// The check to heal.
         #[arg(value_name = "CHECK")]
@@ -82,6 +86,13 @@ pub enum AdminCommand {
         /// Plan only: actions say what they would do, nothing changes.
         #[arg(long)]
         dry_run: bool,
+        /// Past the automatic attempt cap and cooldown; on an incident
+        /// mend is still working on, walks its ladder again now.
+        #[arg(long)]
+        force: bool,
+        /// Who asks, recorded on the incident [default: $USER].
+        #[arg(long, value_name = "WHO")]
+        by: Option<String>,
         #[command(flatten)]
         opts: ApiOpts,
     },
@@ -119,6 +130,51 @@ pub enum AdminCommand {
         #[command(flatten)]
         opts: ApiOpts,
     },
+}
+
+#[derive(Subcommand)]
+pub enum IncidentCommand {
+    /// Acknowledge an escalated incident: you have it (no second page;
+    /// mend keeps evaluating it).
+    Ack {
+        /// The incident's number.
+        #[arg(value_name = "ID")]
+        id: i64,
+        #[command(flatten)]
+        who: Who,
+        #[command(flatten)]
+        opts: ApiOpts,
+    },
+    /// Close an open incident by hand as resolved (the policy's cooldown
+    /// starts).
+    Resolve {
+        /// The incident's number.
+        #[arg(value_name = "ID")]
+        id: i64,
+        #[command(flatten)]
+        who: Who,
+        #[command(flatten)]
+        opts: ApiOpts,
+    },
+}
+
+/// Who does it, and why (recorded on the incident).
+#[derive(Args, Clone)]
+pub struct Who {
+    /// Who, recorded on the incident [default: $USER].
+    #[arg(long, value_name = "WHO")]
+    by: Option<String>,
+    /// Why (at most 1000 characters).
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+}
+
+/// `--by`, else the login name.
+fn by_or_user(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "cli".into())
 }
 
 #[derive(Subcommand)]
@@ -160,17 +216,48 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             let v = client(&opts)?.get(&format!("/api/v1/incidents?open={open}&limit={limit}"))?;
             print(&opts, &v, incidents_table)
         }
-        AdminCommand::Incident { id, opts } => {
+        AdminCommand::Incident {
+            action: None,
+            id,
+            opts,
+        } => {
+            let id = id.unwrap_or_default();
             let v = client(&opts)?.get(&format!("/api/v1/incidents/{id}"))?;
             print(&opts, &v, incident_detail)
+        }
+        AdminCommand::Incident {
+            action: Some(cmd), ..
+        } => {
+            let (verb, id, who, opts) = match cmd {
+                IncidentCommand::Ack { id, who, opts } => ("ack", id, who, opts),
+                IncidentCommand::Resolve { id, who, opts } => ("resolve", id, who, opts),
+            };
+            let body = json!({"by": by_or_user(who.by), "reason": who.reason});
+            let a =
+                client(&opts)?.post(&format!("/api/v1/incidents/{id}/{verb}"), Some(&body), &[])?;
+            print(&opts, &a.body, |v| {
+                format!(
+                    "incident {} is {} (by {})\n",
+                    s(&v["id"]),
+                    s(&v["state"]),
+                    body["by"].as_str().unwrap_or("")
+                )
+            })
         }
         AdminCommand::Heal {
             check,
             dry_run,
+            force,
+            by,
             opts,
         } => {
+            let by = by_or_user(by);
             let a = client(&opts)?.post(
-                &format!("/api/v1/checks/{}/heal?dry_run={dry_run}", segment(&check)),
+                &format!(
+                    "/api/v1/checks/{}/heal?dry_run={dry_run}&force={force}&by={}",
+                    segment(&check),
+                    segment(&by)
+                ),
                 None,
                 &[409],
             )?;
@@ -239,16 +326,7 @@ pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
 /// The API's URL for a config's `[api]`: its listen address, as a client
 /// reaches it.
 fn url_of(api: &config::ApiConfig) -> Option<String> {
-    let mut addr = api.listen_addr()?;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    let scheme = if api.tls() { "https" } else { "http" };
-    Some(format!("{scheme}://{addr}"))
+    api.base_url()
 }
 
 fn from_config(path: &Path) -> anyhow::Result<config::ApiConfig> {
@@ -534,6 +612,16 @@ fn incident_detail(i: &Value) -> String {
     if let Some(at) = i["escalated_at"].as_u64() {
         out.push_str(&format!("escalated {}\n", when(Some(at))));
     }
+    if let Some(at) = i["acked_at"].as_u64() {
+        out.push_str(&format!(
+            "acked    {} by {}\n",
+            when(Some(at)),
+            s(&i["acked_by"])
+        ));
+    }
+    if let Some(sev) = i["severity"].as_str() {
+        out.push_str(&format!("severity {sev}\n"));
+    }
     out.push_str(&format!(
         "cause    {}\ndecision {}: {}\n",
         s(&i["root_cause"]),
@@ -555,6 +643,21 @@ fn incident_detail(i: &Value) -> String {
                 s(&f["status"]),
                 s(&f["code"]),
                 s(&f["summary"])
+            ));
+        }
+    }
+    if let Some(events) = i["events"].as_array().filter(|e| !e.is_empty()) {
+        out.push_str("\ntimeline\n");
+        for e in events {
+            let by = match e["by"].as_str() {
+                Some("") | Some("mend") | None => String::new(),
+                Some(b) => format!(" by {b}"),
+            };
+            out.push_str(&format!(
+                "  {} {}{by}: {}\n",
+                when(e["at"].as_u64()),
+                s(&e["kind"]),
+                s(&e["reason"])
             ));
         }
     }

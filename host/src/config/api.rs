@@ -50,6 +50,10 @@ pub struct ApiConfig {
     /// Alertmanager alerts that ask for a heal.
     #[serde(default, rename = "alert")]
     pub alerts: Vec<AlertRule>,
+    /// The dashboard's address as people reach it (e.g. behind a proxy),
+    /// for the incident links in escalations. Default: from `listen`.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -64,6 +68,7 @@ impl Default for ApiConfig {
             insecure: false,
             public_reads: false,
             alerts: Vec::new(),
+            url: None,
         }
     }
 }
@@ -110,6 +115,24 @@ impl ApiConfig {
     /// an address that is not loopback).
     pub fn is_exposed(&self) -> bool {
         self.listen_addr().is_some_and(|a| !a.ip().is_loopback())
+    }
+
+    /// Where people reach the API and dashboard: `url`, else the listen
+    /// address (an unspecified one as loopback); `None` when it is off.
+    pub fn base_url(&self) -> Option<String> {
+        if let Some(u) = &self.url {
+            return Some(u.trim_end_matches('/').to_string());
+        }
+        let mut addr = self.listen_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let scheme = if self.tls() { "https" } else { "http" };
+        Some(format!("{scheme}://{addr}"))
     }
 
     /// Whether HTTPS is configured.

@@ -61,6 +61,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[fleet]`: off (None) unless configured.
     pub fleet: Option<fleet::FleetConfig>,
+    /// `[escalate.SEVERITY]`: how incidents of checks of that severity
+    /// are escalated, for policies without their own `[policy.escalate]`.
+    pub escalate: BTreeMap<Severity, StepConfig>,
     /// The text it was read from, for positions in later errors.
     pub source: Arc<Source>,
 }
@@ -75,6 +78,7 @@ const SECTIONS: &[&str] = &[
     "check",
     "policy",
     "fleet",
+    "escalate",
 ];
 
 /// `[plugins.NAME]`: pins a plugin name to one file's content, so no other
@@ -301,6 +305,11 @@ pub struct CheckConfig {
     /// Flap detection thresholds (percent state change over 21 results).
     #[serde(default)]
     pub flap: FlapConfig,
+    /// What mend learns (success per finding code and step, for
+    /// `adaptive` ladders and `/api/v1/stats`) is kept per check; checks
+    /// of one kind (e.g. every disk) may share it under one key.
+    #[serde(default)]
+    pub stats_key: Option<String>,
 }
 
 fn default_failure_threshold() -> u32 {
@@ -530,9 +539,13 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub escalate: Option<StepConfig>,
     /// After escalating, exit so the supervisor (systemd) restarts mend:
-    /// the "heavy heal".
+    /// the "heavy heal". An operator's heal never does.
     #[serde(default)]
     pub exit_on_exhausted: bool,
+    /// Escalate an incident still open this long after it opened (the
+    /// ladder goes on). Default: only when the ladder is exhausted.
+    #[serde(default)]
+    pub escalate_after: Option<Dur>,
 }
 
 fn default_codes() -> Vec<String> {
@@ -597,6 +610,9 @@ impl Config {
                 anchor(&mut s.grants);
             }
         }
+        for s in self.escalate.values_mut() {
+            anchor(&mut s.grants);
+        }
     }
 
     fn relative(&self, p: &Path) -> PathBuf {
@@ -609,6 +625,19 @@ impl Config {
 
     pub fn check(&self, name: &str) -> Option<&CheckConfig> {
         self.checks.iter().find(|c| c.name() == name)
+    }
+
+    /// Policy `p`'s escalation: its own `[policy.escalate]`, else the
+    /// `[escalate.SEVERITY]` of its check's severity; with the key it is
+    /// written under.
+    pub fn escalation_of<'a>(&'a self, p: &'a PolicyConfig) -> Option<(String, &'a StepConfig)> {
+        if let Some(s) = &p.escalate {
+            return Some(("policy.escalate".into(), s));
+        }
+        let severity = self.check(p.check.get_ref())?.severity;
+        self.escalate
+            .get(&severity)
+            .map(|s| (format!("escalate.{}", severity.as_str()), s))
     }
 
     /// Default limits for plugin calls.
@@ -736,6 +765,7 @@ pub fn parse_partial(text: &str, file: &Path, env: impl Fn(&str) -> Option<Strin
         plugins,
         checks,
         policies,
+        escalate,
         unparsed,
     } = sections;
     let source = Arc::new(source);
@@ -749,6 +779,7 @@ pub fn parse_partial(text: &str, file: &Path, env: impl Fn(&str) -> Option<Strin
         policies,
         api: api.unwrap_or_default(),
         fleet,
+        escalate,
         source: source.clone(),
     };
     config.anchor_grants();
@@ -784,6 +815,7 @@ struct Sections {
     plugins: BTreeMap<String, PluginPin>,
     checks: Vec<CheckConfig>,
     policies: Vec<PolicyConfig>,
+    escalate: BTreeMap<Severity, StepConfig>,
     unparsed: Unparsed,
 }
 
@@ -804,6 +836,26 @@ impl Sections {
                 for (name, v) in self.entries(source, key, value) {
                     if let Some(d) = self.one(source, &format!("commands.{name}"), v) {
                         self.commands.insert(name, d);
+                    }
+                }
+            }
+            "escalate" => {
+                for (name, v) in self.entries(source, key, value) {
+                    let severity = [Severity::Critical, Severity::Warning, Severity::Info]
+                        .into_iter()
+                        .find(|s| s.as_str() == name);
+                    let Some(severity) = severity else {
+                        self.errors.push(source.error(
+                            format!("escalate.{name}"),
+                            format!(
+                                "`{name}` is not a severity: write [escalate.critical], [escalate.warning] or [escalate.info]{}",
+                                suggest::hint(&name, ["critical", "warning", "info"].into_iter())
+                            ),
+                        ));
+                        continue;
+                    };
+                    if let Some(d) = self.one(source, &format!("escalate.{name}"), v) {
+                        self.escalate.insert(severity, d);
                     }
                 }
             }

@@ -248,3 +248,20 @@ fn an_unknown_connection_kind_names_the_key() {
 fn errors_text(errs: &[String]) -> String {
     errs.join("\n")
 }
+
+#[test]
+fn escalation_routes_are_keyed_by_severity() {
+    let c = parse_str(&format!(
+        "{GOOD}\n[escalate.critical]\nname = \"page\"\naction = \"webhook-notify\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.escalate[&Severity::Critical].name(), "page");
+    let e = errors(&format!(
+        "{GOOD}\n[escalate.critcal]\naction = \"webhook-notify\"\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|m| m.contains("escalate.critcal") && m.contains("did you mean `critical`")),
+        "{e:?}"
+    );
+}

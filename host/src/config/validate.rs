@@ -204,6 +204,12 @@ pub(super) fn validate(c: &Config, unparsed: &Unparsed, r: &mut Reporter<'_>) {
         if let Some(s) = &p.escalate {
             step(c, r, s, &key("escalate"));
         }
+        if p.escalate_after.is_some_and(|d| d.0.is_zero()) {
+            r.at(None, key("escalate_after"), "must be more than 0s");
+        }
+    }
+    for (severity, s) in &c.escalate {
+        step(c, r, s, &format!("escalate.{}", severity.as_str()));
     }
 }
 

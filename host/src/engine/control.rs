@@ -30,10 +30,22 @@ fn check_pause_flag(name: &str) -> String {
 pub(super) enum Command {
     Run(oneshot::Sender<Detection>),
     Heal {
-        dry_run: bool,
-        source: String,
+        how: HealRequest,
         reply: oneshot::Sender<HealOutcome>,
     },
+}
+
+/// A manual heal, as asked for.
+#[derive(Debug, Clone, Default)]
+pub struct HealRequest {
+    /// Plan only.
+    pub dry_run: bool,
+    /// Past the automatic attempt cap and cooldown (an operator knows).
+    pub force: bool,
+    /// Who asked (recorded on the incident); `source` when not given.
+    pub by: Option<String>,
+    /// Where it came from, e.g. `api`, `alertmanager (...)`.
+    pub source: String,
 }
 
 /// What a manual heal did.
@@ -115,15 +127,25 @@ impl Engine {
         dry_run: bool,
         source: &str,
     ) -> Result<oneshot::Receiver<HealOutcome>, ControlError> {
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(
+        self.request_heal_as(
             check,
-            Command::Heal {
+            HealRequest {
                 dry_run,
                 source: source.to_string(),
-                reply: tx,
+                ..HealRequest::default()
             },
-        )?;
+        )
+    }
+
+    /// [`Engine::request_heal`] with who asked and `force`. On a check
+    /// whose incident is escalated, the ladder runs again on that incident.
+    pub fn request_heal_as(
+        &self,
+        check: &str,
+        how: HealRequest,
+    ) -> Result<oneshot::Receiver<HealOutcome>, ControlError> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(check, Command::Heal { how, reply: tx })?;
         Ok(rx)
     }
 
@@ -284,12 +306,8 @@ impl Engine {
                     Box::pin(self.evaluate(idx, &result, shutdown)).await;
                 }
             }
-            Command::Heal {
-                dry_run,
-                source,
-                reply,
-            } => {
-                Box::pin(self.heal_now(idx, &result, dry_run, &source, reply, shutdown)).await;
+            Command::Heal { how, reply } => {
+                Box::pin(self.heal_now(idx, &result, &how, reply, shutdown)).await;
             }
         }
         lock(&slot.state).remediating = false;

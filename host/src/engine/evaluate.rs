@@ -8,15 +8,16 @@ use std::collections::BTreeSet;
 
 use tokio::sync::oneshot;
 
-use super::control::{HealOutcome, PolicyHeal};
+use super::control::{HealOutcome, HealRequest, PolicyHeal};
 use super::diagnose::{Cause, Decision, DiagnoseInput, Diagnosis, diagnose};
 use super::incident::IncidentRun;
+use super::lifecycle::Operator;
 use super::shutdown::Shutdown;
 use super::state::Detection;
 use super::{Engine, lock};
 use crate::contract::Finding;
 use crate::policy::health::Health;
-use crate::store::IncidentState;
+use crate::store::{EventKind, IncidentState};
 
 impl Engine {
     /// After a detect: every policy of check `idx` looks at the result.
@@ -52,22 +53,30 @@ impl Engine {
             .record(bad, &policy.trigger);
         let health = lock(&self.checks[policy.check].state).health.state();
 
-        // An incident already open: escalated ones wait for the check to
-        // recover; others (left open by a restart or a pause) resume.
+        // An incident already open: it closes when the check is healthy;
+        // an escalated one is reconsidered (`lifecycle.rs`); others (left
+        // open by a restart, a pause, a dependency hold) resume.
         if let Some(inc) = self.store.open_incident_for(&policy.name)? {
-            if inc.state == IncidentState::Escalated || !bad {
+            let escalated = matches!(
+                inc.state,
+                IncidentState::Escalated | IncidentState::Acknowledged
+            );
+            if !bad || (escalated && health == Health::Healthy) {
                 if health == Health::Healthy {
-                    self.close_incident(
-                        pi,
-                        inc.id,
-                        inc.opened_at,
-                        IncidentState::Recovered,
-                        "the check is healthy again",
-                    )?;
+                    let note = if inc.state == IncidentState::Held {
+                        "the check is healthy again: its root cause's remedy fixed it"
+                    } else {
+                        "the check is healthy again"
+                    };
+                    self.close_incident(pi, inc.id, inc.opened_at, IncidentState::Recovered, note)?;
                 }
                 return Ok(());
             }
+            if escalated {
+                return self.reconsider(pi, &inc, evidence, shutdown).await;
+            }
             let diagnosis = self.diagnosis(pi, evidence.clone(), Cause::Resuming);
+            self.note_hold(policy.check, &inc, &diagnosis)?;
             let run = IncidentRun::resume(self, pi, &inc, evidence);
             return match diagnosis.decision {
                 Decision::Remediate => {
@@ -91,8 +100,19 @@ impl Engine {
             _ => Vec::new(),
         };
         match diagnosis.decision {
-            Decision::Suppress | Decision::Hold => {
+            Decision::Suppress => {
                 tracing::info!(policy = %policy.name, decision = ?diagnosis.decision, "{}", diagnosis.reason);
+                Ok(())
+            }
+            // The hold is recorded: an incident of this check, held while
+            // the root is remediated; it resumes or recovers afterwards.
+            Decision::Hold => {
+                tracing::info!(policy = %policy.name, decision = ?diagnosis.decision, "{}", diagnosis.reason);
+                let run = IncidentRun::open(self, pi, &diagnosis, policy.dry_run)?;
+                let inc = self.store.incident(run.id())?;
+                if let Some(inc) = inc {
+                    self.note_hold(policy.check, &inc, &diagnosis)?;
+                }
                 Ok(())
             }
             Decision::Escalate => {
@@ -107,8 +127,52 @@ impl Engine {
         }
     }
 
+    /// Records a dependency hold on the incident (and its end), once per
+    /// change: the incident says `held` while the root is remediated.
+    fn note_hold(
+        &self,
+        check: usize,
+        inc: &crate::store::Incident,
+        diagnosis: &Diagnosis,
+    ) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let held = diagnosis.decision == Decision::Hold;
+        lock(&self.checks[check].state).held_by = if held {
+            vec![diagnosis.root_cause.clone()]
+        } else {
+            Vec::new()
+        };
+        if held && inc.state != IncidentState::Held {
+            self.store.set_incident_state(inc.id, IncidentState::Held)?;
+            self.store.add_event(
+                inc.id,
+                now,
+                EventKind::Held,
+                "mend",
+                &diagnosis.reason,
+                &serde_json::json!({"root_cause": diagnosis.root_cause}),
+            )?;
+        } else if !held && inc.state == IncidentState::Held {
+            self.store.set_incident_state(inc.id, IncidentState::Open)?;
+            self.store.add_event(
+                inc.id,
+                now,
+                EventKind::Released,
+                "mend",
+                "the dependency is no longer failing: this check's own ladder may run",
+                &serde_json::json!({}),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Diagnoses policy `pi` from a snapshot of what it depends on.
-    fn diagnosis(&self, pi: usize, evidence: Vec<Finding>, cause: Cause<'_>) -> Diagnosis {
+    pub(super) fn diagnosis(
+        &self,
+        pi: usize,
+        evidence: Vec<Finding>,
+        cause: Cause<'_>,
+    ) -> Diagnosis {
         let policy = &self.plan.policies[pi];
         let check = &self.plan.checks[policy.check];
         let flapping = {
@@ -165,25 +229,27 @@ impl Engine {
     }
 
     /// A manual heal of check `idx` on `result` (a fresh detect): each of
-    /// its policies opens an incident and walks its ladder now. The trigger
-    /// and cooldown are skipped (an operator asked); pause, maintenance,
-    /// flapping, root cause, breakers and attempt caps are not. `reply`
-    /// learns the decisions before any action runs.
+    /// its policies opens an incident (or takes up its escalated one) and
+    /// walks its ladder now. The trigger and cooldown are skipped (an
+    /// operator asked); pause, maintenance, flapping, root cause and
+    /// breakers are not; the attempt cap is not either, unless `force`.
+    /// It never triggers `exit_on_exhausted`. `reply` learns the decisions
+    /// before any action runs.
     pub(super) async fn heal_now(
         &self,
         idx: usize,
         result: &Detection,
-        dry_run: bool,
-        source: &str,
+        how: &HealRequest,
         reply: oneshot::Sender<HealOutcome>,
         shutdown: &Shutdown,
     ) {
+        let source = how.source.as_str();
         let check = &self.plan.checks[idx];
         let mut decisions = Vec::new();
         let mut runs = Vec::new();
         for &pi in &check.policies {
             let policy = &self.plan.policies[pi];
-            let dry_run = dry_run || policy.dry_run;
+            let dry_run = how.dry_run || policy.dry_run;
             let mut heal = PolicyHeal {
                 policy: policy.name.clone(),
                 started: false,
@@ -191,7 +257,7 @@ impl Engine {
                 dry_run,
                 reason: String::new(),
             };
-            match self.start_manual(pi, result, dry_run, source) {
+            match self.start_manual(pi, result, dry_run, how) {
                 Ok(ManualHeal::Started(run, reason)) => {
                     heal.started = true;
                     heal.incident = Some(run.id());
@@ -222,26 +288,99 @@ impl Engine {
         }
     }
 
-    /// Opens the incident of a manual heal, or says why not.
+    /// Opens the incident of a manual heal (or takes up the escalated one),
+    /// or says why not.
     fn start_manual(
         &self,
         pi: usize,
         result: &Detection,
         dry_run: bool,
-        source: &str,
+        how: &HealRequest,
     ) -> anyhow::Result<ManualHeal<'_>> {
         let policy = &self.plan.policies[pi];
-        if let Some(inc) = self.store.open_incident_for(&policy.name)? {
-            return Ok(ManualHeal::Refused {
-                incident: Some(inc.id),
-                reason: format!(
-                    "incident {} is already open ({})",
-                    inc.id,
-                    inc.state.as_str()
-                ),
-            });
-        }
+        let source = how.source.as_str();
+        let operator = Operator {
+            by: how.by.clone().unwrap_or_else(|| source.to_string()),
+            force: how.force,
+        };
         let evidence = self.evidence(pi, &result.findings);
+        let now = self.clock.now();
+        let capped = !dry_run
+            && !how.force
+            && !lock(&self.policies[pi].state).attempts.allows(
+                now,
+                policy.max_attempts,
+                policy.window,
+            );
+        let cap_note = || {
+            format!(
+                "the attempt cap is reached ({} attempts in {}); `mend heal {} --force` runs the ladder anyway",
+                policy.max_attempts,
+                humantime::format_duration(policy.window),
+                self.plan.checks[policy.check].name
+            )
+        };
+        if let Some(inc) = self.store.open_incident_for(&policy.name)? {
+            let escalated = matches!(
+                inc.state,
+                IncidentState::Escalated | IncidentState::Acknowledged
+            );
+            if !escalated && !how.force {
+                return Ok(ManualHeal::Refused {
+                    incident: Some(inc.id),
+                    reason: format!(
+                        "incident {} is already open ({}): mend is working on it (`--force` walks its ladder again now)",
+                        inc.id,
+                        inc.state.as_str()
+                    ),
+                });
+            }
+            if evidence.is_empty() {
+                return Ok(ManualHeal::Refused {
+                    incident: Some(inc.id),
+                    reason: format!(
+                        "nothing to heal: no finding matches the policy (the check says {:?})",
+                        result.status
+                    )
+                    .to_lowercase(),
+                });
+            }
+            if capped {
+                return Ok(ManualHeal::Refused {
+                    incident: Some(inc.id),
+                    reason: format!(
+                        "incident {} is {}: {}",
+                        inc.id,
+                        inc.state.as_str(),
+                        cap_note()
+                    ),
+                });
+            }
+            let d = self.diagnosis(pi, evidence.clone(), Cause::Manual(source));
+            if d.decision != Decision::Remediate {
+                return Ok(ManualHeal::Refused {
+                    incident: Some(inc.id),
+                    reason: d.reason,
+                });
+            }
+            let reason = format!(
+                "walking the ladder again on incident {} ({}), asked by {}{}",
+                inc.id,
+                inc.state.as_str(),
+                operator.by,
+                if how.force { ", forced" } else { "" }
+            );
+            self.store.add_event(
+                inc.id,
+                now,
+                EventKind::OperatorHeal,
+                &operator.by,
+                &reason,
+                &serde_json::json!({"force": how.force, "source": source}),
+            )?;
+            let run = IncidentRun::again(self, pi, &inc, evidence).by_operator(operator);
+            return Ok(ManualHeal::Started(run, reason));
+        }
         if evidence.is_empty() {
             return Ok(ManualHeal::Refused {
                 incident: None,
@@ -252,6 +391,12 @@ impl Engine {
                 .to_lowercase(),
             });
         }
+        if capped {
+            return Ok(ManualHeal::Refused {
+                incident: None,
+                reason: cap_note(),
+            });
+        }
         let d = self.diagnosis(pi, evidence, Cause::Manual(source));
         if d.decision != Decision::Remediate {
             return Ok(ManualHeal::Refused {
@@ -260,7 +405,15 @@ impl Engine {
             });
         }
         let run = IncidentRun::open(self, pi, &d, dry_run)?;
-        Ok(ManualHeal::Started(run, d.reason))
+        self.store.add_event(
+            run.id(),
+            now,
+            EventKind::OperatorHeal,
+            &operator.by,
+            &d.reason,
+            &serde_json::json!({"force": how.force, "source": source}),
+        )?;
+        Ok(ManualHeal::Started(run.by_operator(operator), d.reason))
     }
 }
 

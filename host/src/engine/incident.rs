@@ -20,7 +20,7 @@ use crate::contract::{Finding, RemedyContext, Status, StepRef};
 use crate::plan::{PolicyPlan, StepPlan};
 use crate::policy::adaptive;
 use crate::runtime::Request;
-use crate::store::{AttemptOutcome, Incident, IncidentState, NewIncident};
+use crate::store::{AttemptOutcome, EventKind, Incident, IncidentState, NewIncident};
 use crate::values::Millis;
 
 /// Exit code for the "heavy heal": EX_TEMPFAIL, so systemd's
@@ -40,6 +40,9 @@ pub(super) struct IncidentRun<'e> {
     done: BTreeSet<usize>,
     /// How many times each step ran for this incident.
     tries: BTreeMap<usize, u32>,
+    /// Set for an operator's heal: never triggers `exit_on_exhausted`;
+    /// with `force`, not held by the attempt cap.
+    operator: Option<super::lifecycle::Operator>,
 }
 
 /// How one step ended.
@@ -66,6 +69,8 @@ enum Stop {
     HeldOff(String),
     /// The attempt cap is reached: escalate.
     Capped(String),
+    /// A person resolved the incident meanwhile.
+    Closed,
 }
 
 impl<'e> IncidentRun<'e> {
@@ -85,11 +90,14 @@ impl<'e> IncidentRun<'e> {
             root_cause: &diagnosis.root_cause,
             diagnosis: &serde_json::to_value(diagnosis)?,
             dry_run,
+            severity: engine.plan.checks[policy.check].severity,
         })?;
         let bad_since = lock(&engine.checks[policy.check].state).bad_since;
-        engine
-            .metrics
-            .opened(&policy.name, bad_since.map(|b| now.saturating_sub(b)));
+        engine.metrics.opened(
+            &policy.name,
+            engine.plan.checks[policy.check].severity.as_str(),
+            bad_since.map(|b| now.saturating_sub(b)),
+        );
         tracing::warn!(
             incident = id,
             check = %diagnosis.check,
@@ -107,6 +115,7 @@ impl<'e> IncidentRun<'e> {
             evidence: diagnosis.evidence.clone(),
             done: BTreeSet::new(),
             tries: BTreeMap::new(),
+            operator: None,
         })
     }
 
@@ -132,7 +141,28 @@ impl<'e> IncidentRun<'e> {
             evidence,
             done: tries.keys().copied().collect(),
             tries,
+            operator: None,
         }
+    }
+
+    /// Walks the whole ladder again for an incident already worked on
+    /// (after escalation, when the evidence changed, or an operator's
+    /// heal); attempt numbers go on from the earlier walks.
+    pub(super) fn again(
+        engine: &'e Engine,
+        pi: usize,
+        inc: &Incident,
+        evidence: Vec<Finding>,
+    ) -> IncidentRun<'e> {
+        let mut run = Self::resume(engine, pi, inc, evidence);
+        run.done.clear();
+        run
+    }
+
+    /// Marks this walk as an operator's.
+    pub(super) fn by_operator(mut self, operator: super::lifecycle::Operator) -> Self {
+        self.operator = Some(operator);
+        self
     }
 
     pub(super) fn id(&self) -> i64 {
@@ -153,7 +183,7 @@ impl<'e> IncidentRun<'e> {
                 continue;
             }
             match self.step(si, &shutdown).await? {
-                Err(Stop::Shutdown | Stop::Fleet) => return Ok(()),
+                Err(Stop::Shutdown | Stop::Fleet | Stop::Closed) => return Ok(()),
                 Err(Stop::HeldOff(why)) => {
                     tracing::info!(incident = self.incident, "pausing the ladder: {why}");
                     return Ok(());
@@ -167,7 +197,7 @@ impl<'e> IncidentRun<'e> {
                 Ok(StepOutcome::Skipped) => skipped.push(self.policy().steps[si].name.clone()),
                 Ok(StepOutcome::Failed | StepOutcome::Verified { healed: false }) => {
                     tried += 1;
-                    if pos + 1 < order.len() && !self.backoff(tried, &mut shutdown).await {
+                    if pos + 1 < order.len() && !self.backoff(tried, &mut shutdown).await? {
                         return Ok(());
                     }
                 }
@@ -206,6 +236,14 @@ impl<'e> IncidentRun<'e> {
         if shutdown.is_fired() {
             return Ok(Err(Stop::Shutdown));
         }
+        // A person may have resolved it meanwhile.
+        if engine
+            .store
+            .incident_phase(self.incident)?
+            .is_none_or(|(_, closed)| closed)
+        {
+            return Ok(Err(Stop::Closed));
+        }
         // A maintenance window (or a pause) that began mid-ladder stops it
         // here; the incident stays open and resumes afterwards.
         let now = engine.clock.now();
@@ -220,9 +258,13 @@ impl<'e> IncidentRun<'e> {
         ) {
             return Ok(Err(Stop::HeldOff(why)));
         }
+        // Open too long (`escalate_after`): call a human; the ladder goes
+        // on. Not while paused: the operator knows.
+        self.page_if_overdue().await?;
         // A dry run changes nothing, so it spends no attempt and asks no
-        // breaker.
-        if !self.dry_run {
+        // breaker; an operator's forced heal is not held by the cap.
+        let forced = self.operator.as_ref().is_some_and(|o| o.force);
+        if !self.dry_run && !forced {
             let allowed = lock(&engine.policies[self.pi].state).attempts.allows(
                 now,
                 policy.max_attempts,
@@ -291,6 +333,9 @@ impl<'e> IncidentRun<'e> {
             engine
                 .store
                 .start_attempt(self.incident, step_ref, &step.name, self.dry_run, now)?;
+        engine
+            .store
+            .set_incident_state(self.incident, IncidentState::Remediating)?;
         if !self.dry_run {
             lock(&engine.policies[self.pi].state)
                 .attempts
@@ -306,6 +351,8 @@ impl<'e> IncidentRun<'e> {
             attempt: *n,
             severity: engine.plan.checks[policy.check].severity,
             dry_run: self.dry_run,
+            trail: Vec::new(),
+            link: None,
         };
         tracing::warn!(incident = self.incident, step = %step.name, action = %step.action, dry_run = self.dry_run, "running action");
         // `on_lease_lost = "abort"` cancels the action when its lease runs
@@ -441,15 +488,59 @@ impl<'e> IncidentRun<'e> {
         Ok(())
     }
 
-    /// Waits the backoff before the next step. Returns false if shutdown
+    /// Waits the backoff before the next step (paging on the way if
+    /// `escalate_after` passes meanwhile). Returns false if shutdown
     /// fired.
-    async fn backoff(&self, tried: u32, shutdown: &mut Shutdown) -> bool {
+    async fn backoff(&self, tried: u32, shutdown: &mut Shutdown) -> anyhow::Result<bool> {
         let policy = self.policy();
         let delay = policy
             .backoff
             .delay(tried.saturating_sub(1), fastrand::f64());
         tracing::info!(policy = %policy.name, delay = ?delay, "backing off before the next step");
-        shutdown.sleep(delay).await
+        if let Some(left) = self.until_overdue()
+            && left < delay
+        {
+            if !shutdown.sleep(left).await {
+                return Ok(false);
+            }
+            self.page_if_overdue().await?;
+            return Ok(shutdown.sleep(delay - left).await);
+        }
+        Ok(shutdown.sleep(delay).await)
+    }
+
+    /// How long until `escalate_after` passes for this incident, if it is
+    /// set and has not passed (and nobody was called yet).
+    fn until_overdue(&self) -> Option<std::time::Duration> {
+        let after = self.policy().escalate_after?;
+        if self.dry_run {
+            return None;
+        }
+        let age = self.engine.clock.now().saturating_sub(self.opened_at);
+        let after_ms = after.as_millis() as u64;
+        (age < after_ms).then(|| std::time::Duration::from_millis(after_ms - age))
+    }
+
+    /// Calls a human once the incident has been open `escalate_after`
+    /// without a heal; the ladder goes on.
+    async fn page_if_overdue(&self) -> anyhow::Result<()> {
+        let Some(after) = self.policy().escalate_after else {
+            return Ok(());
+        };
+        if self.dry_run || self.until_overdue().is_some() {
+            return Ok(());
+        }
+        let note = format!(
+            "open for {} without a verified heal (escalate_after); the ladder goes on",
+            humantime::format_duration(after)
+        );
+        if self.page(&note).await? {
+            // Still being worked on.
+            self.engine
+                .store
+                .set_incident_state(self.incident, IncidentState::Remediating)?;
+        }
+        Ok(())
     }
 
     fn close(&self, state: IncidentState, note: &str) -> anyhow::Result<()> {
@@ -457,17 +548,50 @@ impl<'e> IncidentRun<'e> {
             .close_incident(self.pi, self.incident, self.opened_at, state, note)
     }
 
-    /// Escalates the incident exactly once, then stops acting on it until
-    /// the check is healthy again.
+    /// Escalates the incident: a human is called exactly once per
+    /// incident; a later walk that does not heal (a retry after the
+    /// evidence changed) puts it back to escalated (or acknowledged)
+    /// without a second call. mend keeps evaluating it (see
+    /// `lifecycle.rs`).
     pub(super) async fn escalate(&self, note: &str) -> anyhow::Result<()> {
+        if !self.page(note).await? {
+            self.engine.store.back_to_escalated(self.incident, note)?;
+            return Ok(());
+        }
+        let policy = self.policy();
+        // An operator's heal never restarts mend under them.
+        if policy.exit_on_exhausted && self.operator.is_none() {
+            tracing::error!(policy = %policy.name, "exit_on_exhausted: asking the supervisor to restart mend");
+            *lock(&self.engine.exit_code) = Some(EXIT_HEAVY_HEAL);
+            self.engine.exit_requested.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Calls a human about this incident, by its severity's route, unless
+    /// one was called already (then false).
+    async fn page(&self, note: &str) -> anyhow::Result<bool> {
         let engine = self.engine;
         let policy = self.policy();
         let now = engine.clock.now();
         if !engine.store.escalate_incident(self.incident, now, note)? {
-            return Ok(());
+            return Ok(false);
         }
-        engine.metrics.escalated(&policy.name);
-        tracing::error!(incident = self.incident, policy = %policy.name, "escalating: {note}");
+        let severity = engine.plan.checks[policy.check].severity;
+        engine.metrics.escalated(&policy.name, severity.as_str());
+        tracing::error!(incident = self.incident, policy = %policy.name, severity = severity.as_str(), "escalating: {note}");
+        engine.store.add_event(
+            self.incident,
+            now,
+            EventKind::Escalated,
+            "mend",
+            note,
+            &json!({
+                "severity": severity.as_str(),
+                "route": policy.escalate_route,
+                "step": policy.escalate.as_ref().map(|s| s.name.clone()),
+            }),
+        )?;
         if let Some(step) = &policy.escalate {
             // Durable before acting, like every step.
             let attempt = engine.store.start_attempt(
@@ -483,8 +607,10 @@ impl<'e> IncidentRun<'e> {
                 step: step.name.clone(),
                 step_ref: StepRef::Escalation,
                 attempt: 1,
-                severity: engine.plan.checks[policy.check].severity,
+                severity,
                 dry_run: self.dry_run,
+                trail: engine.trail(self.incident)?,
+                link: engine.incident_link(self.incident),
             };
             let detail = match engine
                 .run_action(policy, step, &self.evidence, context)
@@ -507,18 +633,13 @@ impl<'e> IncidentRun<'e> {
                 engine.clock.now(),
             )?;
         }
-        if policy.exit_on_exhausted {
-            tracing::error!(policy = %policy.name, "exit_on_exhausted: asking the supervisor to restart mend");
-            *lock(&engine.exit_code) = Some(EXIT_HEAVY_HEAL);
-            engine.exit_requested.notify_one();
-        }
-        Ok(())
+        Ok(true)
     }
 }
 
 impl Engine {
     /// Runs an action step in the sandbox, within the bulkhead.
-    async fn run_action(
+    pub(super) async fn run_action(
         &self,
         policy: &PolicyPlan,
         step: &StepPlan,
@@ -580,9 +701,10 @@ impl Engine {
             return (0..policy.steps.len()).collect();
         }
         let code = evidence.first().map(|f| f.code.as_str()).unwrap_or("");
+        let key = &self.plan.checks[policy.check].stats_key;
         adaptive::order(policy.steps.len(), |i| {
             self.store
-                .step_stats(code, &policy.steps[i].name)
+                .step_stats(key, code, &policy.steps[i].name)
                 .unwrap_or_default()
         })
     }
@@ -606,7 +728,8 @@ impl Engine {
         };
         self.metrics.breaker(check, step, &breaker.state);
         self.store.save_breaker(check, step, &breaker)?;
+        let key = &self.plan.checks[policy.check].stats_key;
         self.store
-            .record_step_result(code, step, healed, now.saturating_sub(opened_at))
+            .record_step_result(key, code, step, healed, now.saturating_sub(opened_at))
     }
 }

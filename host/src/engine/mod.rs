@@ -25,6 +25,7 @@ mod detect;
 mod diagnose;
 mod evaluate;
 mod incident;
+mod lifecycle;
 mod plugins;
 pub mod shutdown;
 mod state;
@@ -36,7 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio::sync::Semaphore;
 
-pub use self::control::{ControlError, HealOutcome, Pause, PolicyHeal};
+pub use self::control::{ControlError, HealOutcome, HealRequest, Pause, PolicyHeal};
 pub use self::diagnose::{Cause, Decision, DiagnoseInput, Diagnosis, diagnose, held_off};
 pub use self::incident::EXIT_HEAVY_HEAL;
 pub use self::plugins::PluginReload;

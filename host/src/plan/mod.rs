@@ -66,6 +66,9 @@ pub struct CheckPlan {
     pub severity: Severity,
     pub health: HealthConfig,
     pub flap: FlapConfig,
+    /// What its steps learn is kept under this key: its `stats_key`, else
+    /// its name.
+    pub stats_key: String,
     /// Indices of the policies that watch it.
     pub policies: Vec<usize>,
 }
@@ -91,6 +94,11 @@ pub struct PolicyPlan {
     pub maintenance: Vec<MaintenanceWindow>,
     pub paused: bool,
     pub exit_on_exhausted: bool,
+    /// Escalate an incident open this long (the ladder goes on).
+    pub escalate_after: Option<Duration>,
+    /// Where `escalate` comes from: `policy.escalate`, or
+    /// `escalate.SEVERITY` (the route of its check's severity).
+    pub escalate_route: Option<String>,
 }
 
 /// A ladder step (or the escalation), resolved.
@@ -187,13 +195,15 @@ pub async fn load_plugins(config: &Config, runtime: &Runtime) -> PluginSet {
     }
 }
 
-/// Every plugin name the config refers to.
+/// Every plugin name the config refers to (checks, ladder steps, a
+/// policy's or a severity's escalation, pins).
 fn referenced_plugins(config: &Config) -> BTreeSet<String> {
     let checks = config.checks.iter().map(|c| c.plugin.get_ref());
     let steps = config
         .policies
         .iter()
         .flat_map(|p| p.steps.iter().chain(p.escalate.as_ref()))
+        .chain(config.escalate.values())
         .map(|s| s.action.get_ref());
     checks
         .chain(steps)
@@ -252,6 +262,10 @@ impl Plan {
                 severity: check.severity,
                 health: check.health(),
                 flap: check.flap,
+                stats_key: check
+                    .stats_key
+                    .clone()
+                    .unwrap_or_else(|| check.name().to_string()),
                 policies: Vec::new(),
             });
         }
@@ -274,11 +288,17 @@ impl Plan {
                     .await;
                 steps.push(step);
             }
-            let escalate = match &p.escalate {
-                Some(s) => Some(
-                    c.step(&format!("{key}.escalate"), s, base, &backends, &own_dirs)
-                        .await,
-                ),
+            // Its own escalation, else its check's severity's route.
+            let route = config.escalation_of(p);
+            let escalate = match &route {
+                Some((route, s)) => {
+                    let at = if p.escalate.is_some() {
+                        format!("{key}.escalate")
+                    } else {
+                        route.clone()
+                    };
+                    Some(c.step(&at, s, base, &backends, &own_dirs).await)
+                }
                 None => None,
             };
             let trigger = p.trigger.trigger().unwrap_or(Trigger::Consecutive(3));
@@ -300,6 +320,8 @@ impl Plan {
                 maintenance: p.maintenance.clone(),
                 paused: p.paused,
                 exit_on_exhausted: p.exit_on_exhausted,
+                escalate_after: p.escalate_after.map(|d| d.0),
+                escalate_route: route.map(|(r, _)| r),
             });
         }
         c.pins(&config);
@@ -626,6 +648,12 @@ impl Compiler<'_> {
                     .chain(p.escalate.iter())
                     .map(|s| s.action.get_ref().as_str())
             }))
+            .chain(
+                config
+                    .escalate
+                    .values()
+                    .map(|s| s.action.get_ref().as_str()),
+            )
             .collect();
         let unused: Vec<String> = self
             .plugins

@@ -286,6 +286,7 @@ mod tests {
             root_cause: "c",
             diagnosis: &serde_json::json!({}),
             dry_run: false,
+            severity: crate::contract::Severity::Warning,
         };
         s.open_incident(&new).unwrap();
         assert_eq!(s.fleet_outbox_pending_count().unwrap(), 0);

@@ -3,20 +3,32 @@
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::{Millis, Store};
-use crate::contract::StepRef;
+use super::{Event, Millis, Store};
+use crate::contract::{Severity, StepRef};
 
-/// Where an incident stands.
+/// Where an incident stands: open → remediating → (healed | escalated →
+/// acknowledged → resolved | healed); also held (a dependency is the
+/// root cause), recovered (it went away) and planned (dry run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IncidentState {
-    /// Being worked on.
+    /// Opened; no step has started yet (or one is waiting: a pause, a
+    /// fleet slot).
     Open,
+    /// A step of the ladder is running (or verifying).
+    Remediating,
+    /// A dependency is failing: it holds while the root is remediated.
+    Held,
     /// An action fixed it and verification confirmed.
     Healed,
-    /// The ladder was exhausted (or the check flapped): a human was called,
-    /// and mend stopped acting on it.
+    /// The ladder was exhausted (or the check flapped, or `escalate_after`
+    /// passed): a human was called. mend keeps evaluating and may run the
+    /// ladder again when the evidence changes.
     Escalated,
+    /// A person took the escalated incident (`mend incident ack`).
+    Acknowledged,
+    /// A person closed it (`mend incident resolve`).
+    Resolved,
     /// It went away on its own (or after escalation).
     Recovered,
     /// Dry-run: the plan was recorded, nothing was changed.
@@ -27,16 +39,24 @@ impl IncidentState {
     pub fn as_str(self) -> &'static str {
         match self {
             IncidentState::Open => "open",
+            IncidentState::Remediating => "remediating",
+            IncidentState::Held => "held",
             IncidentState::Healed => "healed",
             IncidentState::Escalated => "escalated",
+            IncidentState::Acknowledged => "acknowledged",
+            IncidentState::Resolved => "resolved",
             IncidentState::Recovered => "recovered",
             IncidentState::Planned => "planned",
         }
     }
-    fn parse(s: &str) -> Self {
+    pub(super) fn parse(s: &str) -> Self {
         match s {
+            "remediating" => IncidentState::Remediating,
+            "held" => IncidentState::Held,
             "healed" => IncidentState::Healed,
             "escalated" => IncidentState::Escalated,
+            "acknowledged" => IncidentState::Acknowledged,
+            "resolved" => IncidentState::Resolved,
             "recovered" => IncidentState::Recovered,
             "planned" => IncidentState::Planned,
             _ => IncidentState::Open,
@@ -109,6 +129,8 @@ pub struct NewIncident<'a> {
     pub root_cause: &'a str,
     pub diagnosis: &'a serde_json::Value,
     pub dry_run: bool,
+    /// The check's `severity`.
+    pub severity: Severity,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -124,7 +146,13 @@ pub struct Incident {
     pub dry_run: bool,
     pub escalated_at: Option<Millis>,
     pub note: String,
+    pub severity: Severity,
+    /// When a person acknowledged it, and who.
+    pub acked_at: Option<Millis>,
+    pub acked_by: Option<String>,
     pub attempts: Vec<Attempt>,
+    /// Its timeline: acknowledged, resolved, retries and why, holds...
+    pub events: Vec<Event>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -143,7 +171,7 @@ pub struct Attempt {
     pub fuel_used: Option<u64>,
 }
 
-const INCIDENT_COLS: &str = "id, policy, check_name, opened_at, closed_at, state, root_cause, diagnosis, dry_run, escalated_at, note";
+const INCIDENT_COLS: &str = "id, policy, check_name, opened_at, closed_at, state, root_cause, diagnosis, dry_run, escalated_at, note, severity, acked_at, acked_by";
 const ATTEMPT_COLS: &str = "id, incident_id, step, action, started_at, finished_at, outcome, dry_run, detail, duration_ms, fuel_used, escalation";
 
 /// A step as its two columns.
@@ -169,7 +197,15 @@ fn incident_row(r: &Row<'_>) -> rusqlite::Result<Incident> {
         dry_run: r.get(8)?,
         escalated_at: r.get::<_, Option<i64>>(9)?.map(|v| v as Millis),
         note: r.get(10)?,
+        severity: match r.get::<_, String>(11)?.as_str() {
+            "critical" => Severity::Critical,
+            "info" => Severity::Info,
+            _ => Severity::Warning,
+        },
+        acked_at: r.get::<_, Option<i64>>(12)?.map(|v| v as Millis),
+        acked_by: r.get(13)?,
         attempts: Vec::new(),
+        events: Vec::new(),
     })
 }
 
@@ -199,15 +235,16 @@ impl Store {
     pub fn open_incident(&self, new: &NewIncident<'_>) -> anyhow::Result<i64> {
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO incidents (policy, check_name, opened_at, state, root_cause, diagnosis, dry_run)
-             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6)",
+            "INSERT INTO incidents (policy, check_name, opened_at, state, root_cause, diagnosis, dry_run, severity)
+             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7)",
             params![
                 new.policy,
                 new.check,
                 new.opened_at as i64,
                 new.root_cause,
                 new.diagnosis.to_string(),
-                new.dry_run
+                new.dry_run,
+                new.severity.as_str()
             ],
         )?;
         Ok(conn.last_insert_rowid())
@@ -372,6 +409,9 @@ impl Store {
         inc.attempts = stmt
             .query_map([id], attempt_row)?
             .collect::<rusqlite::Result<_>>()?;
+        drop(stmt);
+        drop(conn);
+        inc.events = self.events(id)?;
         Ok(Some(inc))
     }
 
@@ -470,6 +510,7 @@ mod tests {
                 root_cause: "c",
                 diagnosis: &diag,
                 dry_run: false,
+                severity: Severity::Warning,
             })
             .unwrap();
         let a = s
@@ -508,6 +549,7 @@ mod tests {
                     root_cause: check,
                     diagnosis: &diag,
                     dry_run: false,
+                    severity: Severity::Warning,
                 })
                 .unwrap();
             s.close_incident(id, IncidentState::Healed, at + 1, "")
@@ -543,6 +585,7 @@ mod tests {
                 root_cause: "c",
                 diagnosis: &diag,
                 dry_run: false,
+                severity: Severity::Warning,
             })
             .unwrap();
         s.start_attempt(id, StepRef::Ladder(0), "fix", false, 2)

@@ -9,6 +9,7 @@
 //!
 //! The store knows nothing of the engine: it records and answers.
 
+mod events;
 mod flags;
 mod fleet;
 mod history;
@@ -22,6 +23,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use rusqlite::Connection;
 
+pub use self::events::{Event, EventKind, IncidentInfo, LifecycleError};
 pub use self::fleet::{OutboxEvent, SlotRecord};
 pub use self::history::{CheckResult, WatchdogEvent};
 pub use self::incidents::{Attempt, AttemptOutcome, Incident, IncidentState, NewIncident};

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     "CREATE TABLE incidents (
         id           INTEGER PRIMARY KEY,
@@ -138,6 +138,41 @@ const MIGRATIONS: &[&str] = &[
             'dry_run', NEW.dry_run));
     END;
 ",
+    // 5: the incident lifecycle (issue 11): severity on every incident,
+    // who acknowledged it, and its timeline of events (acknowledged,
+    // resolved, a retry and why, a dependency hold, an operator's heal,
+    // an alert's resolution). Old rows keep their state; their severity is
+    // the default.
+    "ALTER TABLE incidents ADD COLUMN severity TEXT NOT NULL DEFAULT 'warning';
+    ALTER TABLE incidents ADD COLUMN acked_at INTEGER;
+    ALTER TABLE incidents ADD COLUMN acked_by TEXT;
+    CREATE TABLE incident_events (
+        id          INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        at          INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        by_whom     TEXT NOT NULL DEFAULT '',
+        reason      TEXT NOT NULL DEFAULT '',
+        detail      TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX incident_events_incident ON incident_events (incident_id);",
+    // 6: what mend learns is keyed by (check, code, step), or by a
+    // `stats_key` checks of one kind share; a step's name no longer
+    // counts across unrelated checks. Earlier rows are kept under the key
+    // `*` (every check), which adaptive ordering falls back to.
+    "CREATE TABLE action_stats_keyed (
+        stats_key   TEXT NOT NULL,
+        code        TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        healed      INTEGER NOT NULL DEFAULT 0,
+        heal_ms_sum INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (stats_key, code, action)
+    );
+    INSERT INTO action_stats_keyed (stats_key, code, action, attempts, healed, heal_ms_sum)
+        SELECT '*', code, action, attempts, healed, heal_ms_sum FROM action_stats;
+    DROP TABLE action_stats;
+    ALTER TABLE action_stats_keyed RENAME TO action_stats;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

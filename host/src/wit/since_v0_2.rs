@@ -598,6 +598,8 @@ impl From<c::RemedyRequest> for types::RemedyRequest {
                     c::Severity::Info => types::Severity::Info,
                 },
                 dry_run: cx.dry_run,
+                trail: cx.trail,
+                link: cx.link,
             },
             findings: r.findings.into_iter().map(Into::into).collect(),
         }

@@ -83,6 +83,34 @@ pub struct Payload {
     pub findings: Vec<FindingJson>,
     /// When mend sent it, milliseconds since the Unix epoch.
     pub sent_at_ms: u64,
+    /// The incident (`mend incident ID`); absent outside the engine.
+    pub incident: Option<u64>,
+    pub policy: Option<String>,
+    /// The check's `severity`: `critical`, `warning` or `info`.
+    pub severity: Option<&'static str>,
+    /// The check's `labels`.
+    pub labels: BTreeMap<String, String>,
+    /// How the incident got here, oldest first: the diagnosis, each
+    /// attempt, each decision.
+    pub trail: Vec<String>,
+    /// The incident in mend's dashboard.
+    pub link: Option<String>,
+}
+
+/// What the call is about: the check, its labels, and (from the engine)
+/// the incident.
+pub struct About<'a> {
+    pub check: &'a str,
+    pub labels: &'a [(String, String)],
+    pub remedy: Option<&'a mend_sdk::Remedy>,
+}
+
+fn severity_name(s: mend_sdk::Severity) -> &'static str {
+    match s {
+        mend_sdk::Severity::Critical => "critical",
+        mend_sdk::Severity::Warning => "warning",
+        mend_sdk::Severity::Info => "info",
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -114,16 +142,29 @@ fn severity(s: Status) -> u8 {
 }
 
 /// The payload for an incident: a pure function of its inputs.
-pub fn payload(title: &str, check: &str, findings: &[Finding], now_ms: u64) -> Payload {
+pub fn payload(title: &str, about: &About<'_>, findings: &[Finding], now_ms: u64) -> Payload {
+    let check = about.check;
+    // Outside the engine (`mend plugin call`) there is no incident, and
+    // the context's severity is only a default.
+    let remedy = about.remedy.filter(|r| r.incident != 0);
     let worst = findings
         .iter()
         .map(|f| f.status)
         .max_by_key(|s| severity(*s))
         .unwrap_or(Status::Unknown);
+    let sev = remedy
+        .map(|r| format!("[{}] ", severity_name(r.severity).to_uppercase()))
+        .unwrap_or_default();
     let mut text = format!(
-        "*{title}*: check `{check}` needs a human ({}): mend could not heal it",
+        "*{title}*: {sev}check `{check}` needs a human ({}): mend could not heal it",
         status_name(worst)
     );
+    if let Some(r) = remedy {
+        text.push_str(&format!(
+            " (incident {}, policy `{}`)",
+            r.incident, r.policy
+        ));
+    }
     if findings.is_empty() {
         text.push_str("\n• no findings were passed on");
     }
@@ -140,6 +181,9 @@ pub fn payload(title: &str, check: &str, findings: &[Finding], now_ms: u64) -> P
             "\n• ... and {} more",
             findings.len() - TEXT_FINDINGS
         ));
+    }
+    if let Some((r, link)) = remedy.and_then(|r| r.link.as_ref().map(|l| (r, l))) {
+        text.push_str(&format!("\n<{link}|incident {} in mend>", r.incident));
     }
     Payload {
         text,
@@ -162,6 +206,12 @@ pub fn payload(title: &str, check: &str, findings: &[Finding], now_ms: u64) -> P
             })
             .collect(),
         sent_at_ms: now_ms,
+        incident: remedy.map(|r| r.incident),
+        policy: remedy.map(|r| r.policy.clone()).filter(|p| !p.is_empty()),
+        severity: remedy.map(|r| severity_name(r.severity)),
+        labels: about.labels.iter().cloned().collect(),
+        trail: remedy.map(|r| r.trail.clone()).unwrap_or_default(),
+        link: remedy.and_then(|r| r.link.clone()),
     }
 }
 
@@ -234,7 +284,12 @@ impl Action for WebhookNotify {
 
     fn remedy(cx: &Context, c: Config, findings: &[Finding], dry_run: bool) -> Result<Outcome> {
         c.validate()?;
-        let body = payload(&c.title, cx.check(), findings, clock::now_ms());
+        let about = About {
+            check: cx.check(),
+            labels: cx.labels(),
+            remedy: cx.remedy(),
+        };
+        let body = payload(&c.title, &about, findings, clock::now_ms());
         let json = serde_json::to_string(&body)
             .map_err(|e| Error::failed(format!("encoding the payload: {e}")))?;
         let shown = redact(&c.url);
@@ -371,9 +426,40 @@ mod tests {
         let f = Finding::fail("http.status", "GET /health answered 503")
             .metric("status", 503.0)
             .label("url", "http://x/health");
-        let p = payload("mend on web-1", "web", &[f, Finding::warn("x", "y")], 7);
+        let labels = vec![("team".to_string(), "web".to_string())];
+        let remedy = mend_sdk::Remedy {
+            incident: 4,
+            policy: "web-down".into(),
+            step: "page".into(),
+            step_ref: mend_sdk::StepRef::Escalation,
+            attempt: 1,
+            severity: mend_sdk::Severity::Critical,
+            dry_run: false,
+            trail: vec!["opened: 3 failures in a row".into()],
+            link: Some("http://mend:9770/#incident/4".into()),
+        };
+        let about = About {
+            check: "web",
+            labels: &labels,
+            remedy: Some(&remedy),
+        };
+        let p = payload("mend on web-1", &about, &[f, Finding::warn("x", "y")], 7);
         assert_eq!(p.status, "fail");
-        assert!(p.text.starts_with("*mend on web-1*: check `web`"));
+        assert!(
+            p.text
+                .starts_with("*mend on web-1*: [CRITICAL] check `web`"),
+            "{}",
+            p.text
+        );
+        assert!(p.text.contains("(incident 4, policy `web-down`)"));
+        assert!(
+            p.text
+                .ends_with("<http://mend:9770/#incident/4|incident 4 in mend>")
+        );
+        assert_eq!(p.incident, Some(4));
+        assert_eq!(p.severity, Some("critical"));
+        assert_eq!(p.labels["team"], "web");
+        assert_eq!(p.trail.len(), 1);
         assert!(
             p.text
                 .contains("[fail] `http.status`: GET /health answered 503")

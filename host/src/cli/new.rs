@@ -422,3 +422,20 @@ config = { path = "/data/app.log", max_bytes = "100MiB" }
     s.push_str("\nThe SDK's guide is `vendor/mend-sdk/README.md` (or mend's `sdk/README.md`).\n");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vendored_sdk_has_every_file_of_the_sdk() {
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/src");
+        for entry in std::fs::read_dir(&sdk).unwrap() {
+            let name = format!("src/{}", entry.unwrap().file_name().to_string_lossy());
+            assert!(
+                SDK_FILES.iter().any(|(f, _)| *f == name),
+                "{name} is not in SDK_FILES: `mend plugin new` projects would not build"
+            );
+        }
+    }
+}

@@ -98,16 +98,25 @@ impl World {
         let (stop, shutdown) = shutdown::channel();
         let e = engine.clone();
         let task = tokio::spawn(async move { e.run(shutdown).await });
-        // Let the check tasks start.
+        // Let the check tasks start; each check's first run is at start.
         tokio::time::sleep(Duration::from_millis(10)).await;
-        Ok(World {
+        let w = World {
             ctl,
             state,
             plugins,
             engine,
             trigger: Some(stop),
             task: Some(task),
-        })
+        };
+        // Deterministically past those first runs (a stuck one is not
+        // waited for beyond a second).
+        for _ in 0..100 {
+            if w.engine.snapshot().iter().all(|c| c.last.is_some()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(w)
     }
 
     pub fn set(&self, file: &str, content: &str) {

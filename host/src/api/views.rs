@@ -288,6 +288,7 @@ impl From<store::IncidentState> for IncidentStateName {
 pub enum AttemptOutcomeName {
     Running,
     Healed,
+    Relapsed,
     NotHealed,
     Failed,
     Interrupted,
@@ -302,6 +303,7 @@ impl From<store::AttemptOutcome> for AttemptOutcomeName {
         match o {
             O::Running => AttemptOutcomeName::Running,
             O::Healed => AttemptOutcomeName::Healed,
+            O::Relapsed => AttemptOutcomeName::Relapsed,
             O::NotHealed => AttemptOutcomeName::NotHealed,
             O::Failed => AttemptOutcomeName::Failed,
             O::Interrupted => AttemptOutcomeName::Interrupted,
@@ -372,6 +374,8 @@ pub struct IncidentView {
     pub dry_run: bool,
     pub escalated_at: Option<u64>,
     pub note: String,
+    /// How often a heal of this incident relapsed and reopened it.
+    pub relapses: u32,
     pub attempts: Vec<AttemptView>,
 }
 
@@ -389,6 +393,7 @@ impl From<store::Incident> for IncidentView {
             dry_run: i.dry_run,
             escalated_at: i.escalated_at,
             note: i.note,
+            relapses: i.relapses,
             attempts: i.attempts.into_iter().map(Into::into).collect(),
         }
     }

@@ -34,6 +34,7 @@ use crate::policy::flap::FlapConfig;
 use crate::policy::health::HealthConfig;
 use crate::policy::maintenance::MaintenanceWindow;
 use crate::policy::trigger::Trigger;
+use crate::policy::verify::Verify;
 use crate::runtime::{Limits, Runtime};
 
 /// A config ready to run.
@@ -91,6 +92,8 @@ pub struct PolicyPlan {
     pub maintenance: Vec<MaintenanceWindow>,
     pub paused: bool,
     pub exit_on_exhausted: bool,
+    /// When a step counts as healed, and a heal as relapsed.
+    pub verify: Verify,
 }
 
 /// A ladder step (or the escalation), resolved.
@@ -282,6 +285,7 @@ impl Plan {
                 maintenance: p.maintenance.clone(),
                 paused: p.paused,
                 exit_on_exhausted: p.exit_on_exhausted,
+                verify: p.verify(checks[check].interval),
             });
         }
         c.pins(&config);

@@ -42,6 +42,23 @@ impl Store {
         Ok(())
     }
 
+    /// Takes back one heal of `action` against `code` that relapsed (the
+    /// attempt stays counted): a fix that does not hold is no success.
+    pub fn withdraw_step_success(
+        &self,
+        code: &str,
+        action: &str,
+        heal_ms: u64,
+    ) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE action_stats SET healed = MAX(healed - 1, 0),
+                 heal_ms_sum = MAX(heal_ms_sum - ?3, 0)
+             WHERE code = ?1 AND action = ?2 AND healed > 0",
+            params![code, action, heal_ms as i64],
+        )?;
+        Ok(())
+    }
+
     pub fn step_stats(&self, code: &str, action: &str) -> anyhow::Result<StepStats> {
         let row: Option<(u32, u32)> = self
             .conn()
@@ -127,6 +144,11 @@ mod tests {
         );
         let a = &s.action_stats().unwrap()[0];
         assert_eq!(a.mttr_ms, Some(2000));
+        // The heal that took 3 s relapsed: withdrawn, the attempt stays.
+        s.withdraw_step_success("disk.full", "cleanup", 3000)
+            .unwrap();
+        let a = &s.action_stats().unwrap()[0];
+        assert_eq!((a.attempts, a.healed, a.mttr_ms), (3, 1, Some(1000)));
 
         let mut b = Breaker::new();
         let cfg = BreakerConfig::default();

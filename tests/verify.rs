@@ -307,3 +307,53 @@ async fn the_first_run_is_prompt_and_an_operators_heal_refreshes_health() {
     );
     w.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn verification_looks_soon_after_the_action_and_backs_off_up_to_the_settle() {
+    let conf = Conf::new()
+        .check(scripted("app").set("interval", "1h"))
+        .policy(
+            Policy::new("fix-app", "app")
+                .with(toml! {
+                    trigger = { consecutive = 1 }
+                    relapse_window = "0s"
+                    cooldown = "0s"
+                })
+                // A slow target: the step says it may take up to a minute.
+                .step(fixer("app", "restart", "fail").set("settle", "60s")),
+        );
+    let w = World::start(&conf, &[("app", "fail")]).await;
+    until("the restart", Duration::from_secs(5), || {
+        !w.calls("actions.log").is_empty()
+    })
+    .await;
+    // It comes back 10 s in: seen at the look 15 s in (1, 3, 7, 15 s),
+    // not after the whole minute.
+    wait(Duration::from_secs(10)).await;
+    w.set("app", "ok");
+    until("the heal", Duration::from_secs(60), || {
+        w.incidents()[0].state == IncidentState::Healed
+    })
+    .await;
+    let a = &w.incidents()[0].attempts[0];
+    let took = a.finished_at.unwrap() - a.started_at;
+    assert!((15_000..16_000).contains(&took), "verified after {took} ms");
+    // One that never comes back is given the whole settle, then not healed.
+    w.engine.request_heal("app", false, "test").unwrap();
+    w.set("app", "fail");
+    until(
+        "the second incident to escalate",
+        Duration::from_secs(120),
+        || {
+            w.incidents()
+                .get(1)
+                .is_some_and(|i| i.state == IncidentState::Escalated)
+        },
+    )
+    .await;
+    let a = &w.incidents()[1].attempts[0];
+    assert_eq!(a.outcome, AttemptOutcome::NotHealed);
+    let took = a.finished_at.unwrap() - a.started_at;
+    assert!((60_000..61_000).contains(&took), "gave up after {took} ms");
+    w.stop().await;
+}

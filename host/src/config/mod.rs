@@ -554,6 +554,10 @@ pub struct VerifyConfig {
     /// Default: 3 × the check's interval, at most 30 s.
     #[serde(default)]
     pub window: Option<Dur>,
+    /// The first look after an action; looks back off up to the step's
+    /// `settle`, which so is a limit. `"0s"`: wait the whole settle.
+    #[serde(default)]
+    pub poll: Option<Dur>,
 }
 
 fn default_relapse_window() -> Dur {
@@ -591,6 +595,10 @@ impl PolicyConfig {
                 .map(|w| w.0)
                 .unwrap_or_else(|| Verify::default_window(interval)),
             relapse_window: self.relapse_window.0,
+            poll: self
+                .verify
+                .poll
+                .map_or(crate::policy::verify::DEFAULT_POLL, |p| p.0),
         }
     }
 }

@@ -260,10 +260,7 @@ impl<'e> IncidentRun<'e> {
                 return Ok(None);
             }
         }
-        if !shutdown.sleep(settle).await {
-            return Ok(None);
-        }
-        let Some(verified) = self.verify_holds(&mut shutdown).await else {
+        let Some(verified) = self.verify_after(settle, &mut shutdown).await else {
             return Ok(None);
         };
         let now = engine.clock.now();
@@ -556,13 +553,10 @@ impl<'e> IncidentRun<'e> {
             return Ok(Ok(StepOutcome::Planned));
         }
 
-        // Verify after the settle delay, over the verification window.
+        // Verify soon after the action, looking again (backing off) up to
+        // the settle; then over the verification window.
         let mut shutdown = shutdown.clone();
-        let verified = if shutdown.sleep(step.settle).await {
-            self.verify_holds(&mut shutdown).await
-        } else {
-            None
-        };
+        let verified = self.verify_after(step.settle, &mut shutdown).await;
         let Some(verified) = verified else {
             finish(
                 AttemptOutcome::Interrupted,
@@ -599,17 +593,53 @@ impl<'e> IncidentRun<'e> {
         Ok(Ok(StepOutcome::Verified { healed }))
     }
 
-    /// Probes the check until `verify.probes` pass, spread over
-    /// `verify.window`; the first failing probe ends it. None: shutting
-    /// down.
-    async fn verify_holds(&self, shutdown: &mut Shutdown) -> Option<Verified> {
+    /// Verifies a step that just acted: looks at `verify.poll`, then
+    /// backing off up to `settle`, for a first passing probe; from it,
+    /// [`Self::verify_holds`]. Not passing by `settle`: not healed. None:
+    /// shutting down.
+    async fn verify_after(&self, settle: Duration, shutdown: &mut Shutdown) -> Option<Verified> {
+        let mut waited = Duration::ZERO;
+        let polls = self.policy().verify.settle_polls(settle);
+        let last_poll = polls.len() - 1;
+        for (i, at) in polls.into_iter().enumerate() {
+            if !shutdown.sleep(at.saturating_sub(waited)).await {
+                return None;
+            }
+            waited = at;
+            let first = self.verify().await;
+            if self.heals(&first) {
+                return self.verify_holds(first, shutdown).await;
+            }
+            if i == last_poll {
+                return Some(Verified {
+                    held: false,
+                    passed: 0,
+                    last: first,
+                });
+            }
+        }
+        None
+    }
+
+    /// From a first passing probe, probes the check until `verify.probes`
+    /// pass, spread over `verify.window`; the first failing probe ends it.
+    /// None: shutting down.
+    async fn verify_holds(&self, first: Detection, shutdown: &mut Shutdown) -> Option<Verified> {
         let v = self.policy().verify;
-        let mut passed = 0;
+        let mut passed = 1;
+        let mut last = first;
         loop {
+            if passed >= v.probes.max(1) {
+                return Some(Verified {
+                    held: true,
+                    passed,
+                    last,
+                });
+            }
             if !shutdown.sleep(v.gap_before(passed)).await {
                 return None;
             }
-            let last = self.verify().await;
+            last = self.verify().await;
             if !self.heals(&last) {
                 return Some(Verified {
                     held: false,
@@ -618,13 +648,6 @@ impl<'e> IncidentRun<'e> {
                 });
             }
             passed += 1;
-            if passed >= v.probes.max(1) {
-                return Some(Verified {
-                    held: true,
-                    passed,
-                    last,
-                });
-            }
         }
     }
 

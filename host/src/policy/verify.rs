@@ -17,6 +17,8 @@ use super::Millis;
 pub const DEFAULT_WINDOW_CAP: Duration = Duration::from_secs(30);
 /// Default `probes`.
 pub const DEFAULT_PROBES: u32 = 3;
+/// Default `verify.poll`: the first look after an action.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 /// Default `relapse_window`.
 pub const DEFAULT_RELAPSE_WINDOW: Duration = Duration::from_secs(600);
 
@@ -29,6 +31,9 @@ pub struct Verify {
     pub window: Duration,
     /// A relapse this soon after a heal reopens its incident.
     pub relapse_window: Duration,
+    /// The first look after the action; the looks back off (doubling)
+    /// up to the step's settle. Zero: wait the whole settle.
+    pub poll: Duration,
 }
 
 impl Verify {
@@ -49,6 +54,23 @@ impl Verify {
         self.window / (self.probes - 1)
     }
 
+    /// When to look for the first passing probe, as offsets from the end
+    /// of the action: `poll`, then doubling gaps, the last at `settle`
+    /// (which is so a limit, not a fixed wait). Probe 0 is the first that
+    /// passes.
+    pub fn settle_polls(&self, settle: Duration) -> Vec<Duration> {
+        let mut at = Vec::new();
+        let mut gap = self.poll;
+        let mut t = Duration::ZERO;
+        while !gap.is_zero() && t + gap < settle {
+            t += gap;
+            at.push(t);
+            gap *= 2;
+        }
+        at.push(settle);
+        at
+    }
+
     /// Whether a check that went bad at `now` relapsed from a heal at
     /// `healed_at`.
     pub fn is_relapse(&self, healed_at: Millis, now: Millis) -> bool {
@@ -65,7 +87,25 @@ mod tests {
             probes,
             window: Duration::from_secs(window),
             relapse_window: DEFAULT_RELAPSE_WINDOW,
+            poll: DEFAULT_POLL,
         }
+    }
+
+    #[test]
+    fn looks_back_off_from_poll_up_to_the_settle() {
+        let secs = |v: Vec<Duration>| v.iter().map(|d| d.as_secs()).collect::<Vec<_>>();
+        let v = v(3, 30);
+        assert_eq!(
+            secs(v.settle_polls(Duration::from_secs(10))),
+            vec![1, 3, 7, 10]
+        );
+        assert_eq!(secs(v.settle_polls(Duration::from_secs(1))), vec![1]);
+        assert_eq!(secs(v.settle_polls(Duration::ZERO)), vec![0]);
+        let fixed = Verify {
+            poll: Duration::ZERO,
+            ..v
+        };
+        assert_eq!(secs(fixed.settle_polls(Duration::from_secs(10))), vec![10]);
     }
 
     #[test]

@@ -458,6 +458,78 @@ sleep 60"#
     }
 
     #[tokio::test]
+    async fn a_started_process_is_told_and_found_again_by_pid_and_start_time() {
+        let seen: Arc<std::sync::Mutex<Vec<Spawned>>> = Arc::default();
+        let hook: SpawnHook = {
+            let seen = seen.clone();
+            Arc::new(move |p: &Spawned| seen.lock().unwrap().push(p.clone()))
+        };
+        let c = cmd(
+            &["/bin/sh", "-c", "sleep 1 & sleep 1"],
+            Duration::from_secs(10),
+        );
+        let run = c.run_observed(false, Some(&hook));
+        let check = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let p = seen.lock().unwrap()[0].clone();
+            assert!(p.start_ticks.is_some());
+            assert!(p.alive(), "running: {p:?}");
+            let reused = Spawned {
+                start_ticks: p.start_ticks.map(|t| t + 1),
+                ..p.clone()
+            };
+            // Another process under the same pid is not it; its group is.
+            assert!(reused.alive(), "its group still runs");
+            p
+        };
+        let (out, p) = tokio::join!(run, check);
+        assert_eq!(out.unwrap().0.exit_code, Some(0));
+        assert_eq!(p.timeout_ms, 10_000);
+        let start = Instant::now();
+        while p.alive() && start.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!p.alive(), "gone once it and its children ended");
+    }
+
+    #[tokio::test]
+    async fn an_orphan_past_its_timeout_is_killed_with_its_group() {
+        // A process group left running (setsid: its own group, as a
+        // command orphaned by a killed mend is), killed by its record.
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!(
+            "setsid sh -c 'echo $$ > {}; sleep 30 & exec sleep 30' &",
+            pidfile.display()
+        );
+        let c = cmd(&["/bin/sh", "-c", &script], Duration::from_secs(5));
+        c.run().await.unwrap();
+        let start = Instant::now();
+        while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pid: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let orphan = Spawned {
+            command: "t".into(),
+            pid,
+            start_ticks: start_ticks(pid),
+            timeout_ms: 0,
+        };
+        assert!(orphan.alive());
+        orphan.kill_group();
+        let start = Instant::now();
+        while orphan.alive() && start.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!orphan.alive(), "the whole group is gone");
+    }
+
+    #[tokio::test]
     async fn output_is_bounded() {
         let c = cmd(
             &["/bin/sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' x"],

@@ -323,7 +323,7 @@ timeout = "20s"
         assert_eq!(a.outcome, AttemptOutcome::Healed, "credited: {a:#?}");
         assert_eq!(a.detail["after_restart"]["waited_for"], 1, "{a:#?}");
         assert!(
-            inc.note.contains("a restart interrupted it"),
+            inc.note.contains("interrupted, then verified"),
             "{}",
             inc.note
         );

@@ -234,7 +234,7 @@ impl<'e> IncidentRun<'e> {
             incident = self.incident,
             step = %attempt.action,
             processes = processes.len(),
-            "a restart interrupted this step: waiting for what it started, then verifying"
+            "this step was interrupted: waiting for what it started, then verifying"
         );
         let mut shutdown = shutdown.clone();
         let mut killed = Vec::new();
@@ -298,7 +298,7 @@ impl<'e> IncidentRun<'e> {
             self.close(
                 IncidentState::Healed,
                 &format!(
-                    "healed by {} (a restart interrupted it; verified after)",
+                    "healed by {} (interrupted, then verified: credited to it)",
                     attempt.action
                 ),
             )?;

@@ -357,3 +357,47 @@ async fn verification_looks_soon_after_the_action_and_backs_off_up_to_the_settle
     assert!((60_000..61_000).contains(&took), "gave up after {took} ms");
     w.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_mid_verification_is_verified_after_the_restart_and_credited() {
+    let conf = Conf::new().check(scripted("app")).policy(
+        Policy::new("fix-app", "app")
+            .with(toml! {
+                trigger = { consecutive = 1 }
+                verify = { probes = 3, window = "30s" }
+            })
+            .step(fixer("app", "restart", "ok"))
+            .escalate(escalation()),
+    );
+    let w = World::start(&conf, &[("app", "fail")]).await;
+    until("the restart", Duration::from_secs(5), || {
+        !w.calls("actions.log").is_empty()
+    })
+    .await;
+    wait(Duration::from_secs(5)).await; // the first probe passed
+    assert_eq!(w.incidents()[0].state, IncidentState::Open);
+    let w = w.restart().await;
+    until("the heal", Duration::from_secs(60), || {
+        w.incidents()[0].state != IncidentState::Open
+    })
+    .await;
+    let inc = &w.incidents()[0];
+    assert_eq!(
+        inc.state,
+        IncidentState::Healed,
+        "not 'recovered': {inc:#?}"
+    );
+    assert_eq!(inc.attempts.len(), 1, "{inc:#?}");
+    let a = &inc.attempts[0];
+    assert_eq!(a.outcome, AttemptOutcome::Healed, "credited: {a:#?}");
+    assert_eq!(a.detail["after_restart"]["probes"], 3);
+    assert!(
+        inc.note.contains("interrupted, then verified"),
+        "{}",
+        inc.note
+    );
+    assert_eq!(w.calls("actions.log").len(), 1, "not run again");
+    assert!(w.calls("escalations.log").is_empty());
+    assert_eq!(stats(&w, "restart").healed, 1);
+    w.stop().await;
+}

@@ -526,6 +526,11 @@ fn incident_detail(i: &Value) -> String {
     if let Some(at) = i["escalated_at"].as_u64() {
         out.push_str(&format!("escalated {}\n", when(Some(at))));
     }
+    if let Some(n) = i["relapses"].as_u64().filter(|n| *n > 0) {
+        out.push_str(&format!(
+            "relapses {n} (a heal that did not hold reopened it)\n"
+        ));
+    }
     out.push_str(&format!(
         "cause    {}\ndecision {}: {}\n",
         s(&i["root_cause"]),
@@ -728,5 +733,12 @@ mod tests {
         assert!(text.contains("message  would restore the file"), "{text}");
         assert!(text.contains("plan     write /ctl/app"), "{text}");
         assert!(text.contains("would"), "{text}");
+        assert!(!text.contains("relapses"), "none, none shown: {text}");
+        let mut i = i;
+        i["relapses"] = json!(2);
+        assert!(
+            incident_detail(&i).contains("relapses 2 (a heal that did not hold reopened it)"),
+            "{text}"
+        );
     }
 }

@@ -182,6 +182,8 @@ fn context(dry_run: bool) -> RemedyContext {
         attempt: 2,
         severity: Severity::Critical,
         dry_run,
+        trail: Vec::new(),
+        link: None,
     }
 }
 

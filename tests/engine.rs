@@ -22,7 +22,7 @@ async fn consecutive_failures_trigger_and_a_verified_heal_closes_the_incident() 
             .step(fixer("app", "fix", "ok")),
     );
     let w = World::start(&conf, &[("app", "fail")]).await;
-    w.runs("app", 2).await;
+    w.runs("app", 1).await; // the first run was at start
     assert!(
         w.calls("actions.log").is_empty(),
         "two failures do not trigger"
@@ -59,8 +59,7 @@ async fn n_of_m_trigger_counts_failures_that_are_not_consecutive() {
             })
             .step(fixer("app", "fix", "ok")),
     );
-    let w = World::start(&conf, &[("app", "fail")]).await;
-    w.next_run("app").await;
+    let w = World::start(&conf, &[("app", "fail")]).await; // fail, at start
     w.set("app", "ok");
     w.next_run("app").await;
     assert!(w.calls("actions.log").is_empty(), "1 of 2 is not enough");
@@ -122,6 +121,8 @@ async fn cooldown_holds_off_the_next_incident() {
             .with(toml! {
                 trigger = { consecutive = 1 }
                 cooldown = "2m"
+                // Breaking again is a new problem here, not a relapse.
+                relapse_window = "0s"
             })
             .step(fixer("app", "fix", "ok")),
     );
@@ -371,6 +372,7 @@ async fn adaptive_ladders_try_what_healed_before_first() {
             .with(toml! {
                 trigger = { consecutive = 1 }
                 cooldown = "1s"
+                relapse_window = "0s"
                 adaptive = true
                 backoff = { base = "1s", jitter = 0.0 }
             })
@@ -412,8 +414,7 @@ async fn dry_run_records_the_plan_and_changes_nothing() {
             .step(fixer("app", "fix", "ok"))
             .step(fixer("app", "harder", "really")),
     );
-    let w = World::start(&conf, &[("app", "fail")]).await;
-    w.next_run("app").await;
+    let w = World::start(&conf, &[("app", "fail")]).await; // planned at start
     wait(Duration::from_secs(8)).await;
     assert_eq!(w.read("app"), "fail", "nothing changed");
     assert!(

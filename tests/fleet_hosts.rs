@@ -172,6 +172,8 @@ name = "fix-app{c}"
 check = "app{c}"
 trigger = {{ consecutive = {trigger} }}
 cooldown = "1s"
+# Each round is a new problem, not a relapse of the last heal.
+relapse_window = "0s"
 backoff = {{ base = "100ms", jitter = 0.0 }}
 
 [[policy.step]]

@@ -1,6 +1,7 @@
 //! `mend run` as a user runs it: the real binary, real plugins, real time.
-//! A kill -9 in the middle of an action loses nothing; Ctrl-C stops
-//! cleanly; a policy can ask for a restart ("heavy heal").
+//! A kill -9 in the middle of an action loses nothing, and many of them
+//! page no one for a fix that completed; Ctrl-C stops cleanly; a policy can
+//! ask for a restart ("heavy heal").
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -23,7 +24,11 @@ fn setup(policy_extra: &str, steps: &str) -> Setup {
     let state = tempfile::tempdir().unwrap();
     let plugins = state.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    for p in [artifacts::SCRIPTED, artifacts::FIXER] {
+    for p in [
+        artifacts::SCRIPTED,
+        artifacts::FIXER,
+        artifacts::SERVICE_RESTART,
+    ] {
         std::fs::copy(p, plugins.join(Path::new(p).file_name().unwrap())).unwrap();
     }
     let config = state.path().join("mend.toml");
@@ -237,5 +242,94 @@ fn a_broken_config_is_refused_with_its_position() {
     assert!(
         err.contains("policy[0].check: unknown check `ap`; did you mean `app`?"),
         "every problem at once: {err}"
+    );
+}
+
+/// The issue-11 crash: a 2 s restart command, mend killed (-9) at a random
+/// point while it runs, again and again. The command goes on as an orphan
+/// and fixes the target; each restart must wait for it, verify, and credit
+/// the interrupted attempt, never escalating a fix that completed.
+#[test]
+fn kill_9_mid_command_at_random_offsets_never_pages_for_a_fix_that_completed() {
+    const CYCLES: usize = 12;
+    let extra = r#"cooldown = "0s"
+relapse_window = "0s"
+max_attempts = 1000
+verify = { probes = 2, window = "1s" }"#;
+    let step = r#"
+[[policy.step]]
+name = "restart"
+action = "service-restart"
+settle = "200ms"
+grants = { commands = ["restart-app"], state = true }
+config = { command = "restart-app", start_limit_burst = 0 }
+
+[policy.escalate]
+action = "fixture-fixer"
+grants = { dirs = [{ host = "{ctl}", guest = "/ctl", mode = "rw" }] }
+config = { file = "/ctl/escalated", write = "yes", log = "/ctl/escalations.log" }
+
+[commands.restart-app]
+argv = ["/bin/sh", "-c", "sleep 2; echo ok > {ctl}/app"]
+timeout = "20s"
+"#;
+    let s = setup(extra, step);
+    let mut offsets = Vec::new();
+    for cycle in 0..CYCLES {
+        std::fs::write(s.ctl.path().join("app"), "fail").unwrap();
+        let mut mend = start(&s);
+        wait_for(
+            "the restart command to be recorded",
+            Duration::from_secs(60),
+            || {
+                let incs = incidents(&s);
+                incs.len() == cycle + 1
+                    && incs[0].attempts.first().is_some_and(|a| {
+                        a.outcome == AttemptOutcome::Running
+                            && a.detail["processes"][0]["pid"].is_u64()
+                    })
+            },
+        );
+        // Somewhere in the command's 2 s (it was recorded up to 100 ms ago).
+        let offset = Duration::from_millis(fastrand::u64(0..1700));
+        offsets.push(offset.as_millis());
+        std::thread::sleep(offset);
+        mend.kill().unwrap();
+        mend.wait().unwrap();
+        assert_eq!(
+            incidents(&s)[0].attempts[0].outcome,
+            AttemptOutcome::Running,
+            "cycle {cycle}: killed mid-command (offset {offset:?})"
+        );
+        let mut mend = start(&s);
+        wait_for(
+            "the interrupted incident to close",
+            Duration::from_secs(60),
+            || incidents(&s)[0].closed_at.is_some(),
+        );
+        signal(&mend, "-TERM");
+        assert!(wait_exit(&mut mend, Duration::from_secs(20)).success());
+    }
+    let incs = incidents(&s);
+    assert_eq!(incs.len(), CYCLES, "offsets {offsets:?}");
+    for inc in &incs {
+        assert_eq!(
+            (inc.state, inc.escalated_at),
+            (IncidentState::Healed, None),
+            "offsets {offsets:?}: {inc:#?}"
+        );
+        assert_eq!(inc.attempts.len(), 1, "{inc:#?}");
+        let a = &inc.attempts[0];
+        assert_eq!(a.outcome, AttemptOutcome::Healed, "credited: {a:#?}");
+        assert_eq!(a.detail["after_restart"]["waited_for"], 1, "{a:#?}");
+        assert!(
+            inc.note.contains("interrupted, then verified"),
+            "{}",
+            inc.note
+        );
+    }
+    assert!(
+        !s.ctl.path().join("escalations.log").exists(),
+        "no one was paged (offsets {offsets:?})"
     );
 }

@@ -57,6 +57,7 @@ pub const PLUGIN_ERROR_KINDS: &[&str] = &[
 /// Every attempt outcome (`AttemptOutcome::as_str`) but `running`.
 pub const ATTEMPT_OUTCOMES: &[&str] = &[
     "healed",
+    "relapsed",
     "not-healed",
     "failed",
     "interrupted",

@@ -84,8 +84,35 @@ impl World {
             ("state", state.path()),
         ]);
         std::fs::write(&file, text).unwrap();
+        Self::boot(ctl, state, plugins, START).await
+    }
+
+    /// Stops this engine (as SIGTERM does) and starts a new one on the
+    /// same config, store and directories, its clock going on from here.
+    pub async fn restart(mut self) -> World {
+        let now = self.engine.clock().now();
+        self.trigger.take().unwrap().fire();
+        self.task.take().unwrap().await.unwrap();
+        let (ctl, state, plugins) = (
+            std::mem::replace(&mut self.ctl, tempfile::tempdir().unwrap()),
+            std::mem::replace(&mut self.state, tempfile::tempdir().unwrap()),
+            std::mem::replace(&mut self.plugins, tempfile::tempdir().unwrap()),
+        );
+        match Self::boot(ctl, state, plugins, now).await {
+            Ok(w) => w,
+            Err(p) => panic!("the test config does not compile:\n{p}"),
+        }
+    }
+
+    async fn boot(
+        ctl: tempfile::TempDir,
+        state: tempfile::TempDir,
+        plugins: tempfile::TempDir,
+        start: u64,
+    ) -> Result<World, Problems> {
+        let file = state.path().join("mend.toml");
         let plan = plan::load(&file, &paused_runtime()).await?;
-        let clock = Clock::starting_at(START);
+        let clock = Clock::starting_at(start);
         let (store, _) = Store::open(&state.path().join("mend.db"), clock.now()).unwrap();
         let engine = Engine::new(
             plan,
@@ -98,16 +125,25 @@ impl World {
         let (stop, shutdown) = shutdown::channel();
         let e = engine.clone();
         let task = tokio::spawn(async move { e.run(shutdown).await });
-        // Let the check tasks start.
+        // Let the check tasks start; each check's first run is at start.
         tokio::time::sleep(Duration::from_millis(10)).await;
-        Ok(World {
+        let w = World {
             ctl,
             state,
             plugins,
             engine,
             trigger: Some(stop),
             task: Some(task),
-        })
+        };
+        // Deterministically past those first runs (a stuck one is not
+        // waited for beyond a second).
+        for _ in 0..100 {
+            if w.engine.snapshot().iter().all(|c| c.last.is_some()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(w)
     }
 
     pub fn set(&self, file: &str, content: &str) {

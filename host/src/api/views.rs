@@ -296,6 +296,7 @@ impl From<store::IncidentState> for IncidentStateName {
 pub enum AttemptOutcomeName {
     Running,
     Healed,
+    Relapsed,
     NotHealed,
     Failed,
     Interrupted,
@@ -310,6 +311,7 @@ impl From<store::AttemptOutcome> for AttemptOutcomeName {
         match o {
             O::Running => AttemptOutcomeName::Running,
             O::Healed => AttemptOutcomeName::Healed,
+            O::Relapsed => AttemptOutcomeName::Relapsed,
             O::NotHealed => AttemptOutcomeName::NotHealed,
             O::Failed => AttemptOutcomeName::Failed,
             O::Interrupted => AttemptOutcomeName::Interrupted,
@@ -461,6 +463,8 @@ pub struct IncidentView {
     /// When a person acknowledged it, and who.
     pub acked_at: Option<u64>,
     pub acked_by: Option<String>,
+    /// How often a heal of this incident relapsed and reopened it.
+    pub relapses: u32,
     pub attempts: Vec<AttemptView>,
     /// Its timeline, oldest first: escalations, acknowledgements,
     /// retries and why, holds, operators' heals, alerts.
@@ -484,6 +488,7 @@ impl From<store::Incident> for IncidentView {
             severity: i.severity.into(),
             acked_at: i.acked_at,
             acked_by: i.acked_by,
+            relapses: i.relapses,
             attempts: i.attempts.into_iter().map(Into::into).collect(),
             events: i.events.into_iter().map(Into::into).collect(),
         }

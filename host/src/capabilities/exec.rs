@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use rustix::process::Pid;
+
 use self::tree::Tree;
 pub use self::tree::{Hold, cgroup_parent};
 use super::output::BoundedOutput;
@@ -88,6 +90,17 @@ impl Command {
     /// [`Command::run`], saying how the command's processes were held;
     /// `allow_cgroup: false` forces the `/proc` fallback (for tests).
     pub async fn run_held(&self, allow_cgroup: bool) -> Result<(CommandOutput, Hold), String> {
+        self.run_observed(allow_cgroup, None).await
+    }
+
+    /// [`Command::run_held`], telling `on_spawn` the process it started
+    /// (before waiting for it), so that a mend killed meanwhile can find
+    /// the orphan again.
+    pub async fn run_observed(
+        &self,
+        allow_cgroup: bool,
+        on_spawn: Option<&SpawnHook>,
+    ) -> Result<(CommandOutput, Hold), String> {
         let def = &self.def;
         let mut cmd = tokio::process::Command::new(&def.argv[0]);
         cmd.args(&def.argv[1..])
@@ -115,6 +128,14 @@ impl Command {
         let mut tree = tree;
         if let Some(pid) = child.id() {
             tree.started(pid);
+            if let Some(hook) = on_spawn {
+                hook(&Spawned {
+                    command: self.name.clone(),
+                    pid,
+                    start_ticks: start_ticks(pid),
+                    timeout_ms: def.timeout.0.as_millis() as u64,
+                });
+            }
         }
         let hold = tree.hold();
         let stdout = BoundedOutput::new(OUTPUT_LIMIT);
@@ -195,12 +216,89 @@ pub struct CommandOutput {
     pub duration_ms: u64,
 }
 
+/// A process a command started: enough to tell, after a restart, whether
+/// that very process (not a reuse of its pid) still runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Spawned {
+    pub command: String,
+    /// Also its process group (each command leads its own).
+    pub pid: u32,
+    /// Its start time in clock ticks since boot (`/proc/PID/stat`).
+    pub start_ticks: Option<u64>,
+    /// The command's timeout: how long it may go on.
+    pub timeout_ms: u64,
+}
+
+/// Told of every process an action's commands start.
+pub type SpawnHook = Arc<dyn Fn(&Spawned) + Send + Sync>;
+
+/// Field 22 of `/proc/PID/stat`: when the process started.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Spawned {
+    /// Whether this process, or another of its process group, still runs
+    /// (a zombie does not count).
+    pub fn alive(&self) -> bool {
+        let leader = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_string();
+                let state = rest.split_whitespace().next()?.to_string();
+                Some((state, start_ticks(self.pid)))
+            })
+            .is_some_and(|(state, start)| {
+                !state.starts_with('Z')
+                    && !state.starts_with('X')
+                    && (self.start_ticks.is_none() || start == self.start_ticks)
+            });
+        leader || self.group_alive()
+    }
+
+    /// Whether a live (not zombie) process is in its process group.
+    fn group_alive(&self) -> bool {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        dir.flatten().any(|e| {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                return false;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut f = rest.split_whitespace();
+            let state = f.next().unwrap_or("Z");
+            // Fields 3 (state), 4 (ppid), 5 (pgrp).
+            let pgrp = f.nth(1).and_then(|p| p.parse::<u32>().ok());
+            pgrp == Some(self.pid) && !state.starts_with('Z') && !state.starts_with('X')
+        })
+    }
+
+    /// Kills its whole process group (SIGKILL): an orphan past its
+    /// timeout, which the mend that started it would have killed.
+    pub fn kill_group(&self) {
+        if let Some(pid) = Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 /// Per-call state: the commands granted to this call.
 pub struct ExecCap {
     pub(crate) plugin: Arc<str>,
     pub(crate) commands: Vec<Arc<Command>>,
     /// A dry-run remedy call: nothing runs.
     pub(crate) dry_run: bool,
+    /// Told of each process started, when the caller records them.
+    pub(crate) on_spawn: Option<SpawnHook>,
 }
 
 impl ExecCap {
@@ -229,7 +327,10 @@ impl ExecCap {
             )));
         }
         tracing::info!(plugin = %self.plugin, command = %name, argv = ?cmd.def.argv, "running command");
-        let out = cmd.run().await.map_err(HostError::Failed)?;
+        let (out, _) = cmd
+            .run_observed(true, self.on_spawn.as_ref())
+            .await
+            .map_err(HostError::Failed)?;
         tracing::info!(
             plugin = %self.plugin,
             command = %name,
@@ -369,6 +470,78 @@ sleep 60"#
     }
 
     #[tokio::test]
+    async fn a_started_process_is_told_and_found_again_by_pid_and_start_time() {
+        let seen: Arc<std::sync::Mutex<Vec<Spawned>>> = Arc::default();
+        let hook: SpawnHook = {
+            let seen = seen.clone();
+            Arc::new(move |p: &Spawned| seen.lock().unwrap().push(p.clone()))
+        };
+        let c = cmd(
+            &["/bin/sh", "-c", "sleep 1 & sleep 1"],
+            Duration::from_secs(10),
+        );
+        let run = c.run_observed(false, Some(&hook));
+        let check = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let p = seen.lock().unwrap()[0].clone();
+            assert!(p.start_ticks.is_some());
+            assert!(p.alive(), "running: {p:?}");
+            let reused = Spawned {
+                start_ticks: p.start_ticks.map(|t| t + 1),
+                ..p.clone()
+            };
+            // Another process under the same pid is not it; its group is.
+            assert!(reused.alive(), "its group still runs");
+            p
+        };
+        let (out, p) = tokio::join!(run, check);
+        assert_eq!(out.unwrap().0.exit_code, Some(0));
+        assert_eq!(p.timeout_ms, 10_000);
+        let start = Instant::now();
+        while p.alive() && start.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!p.alive(), "gone once it and its children ended");
+    }
+
+    #[tokio::test]
+    async fn an_orphan_past_its_timeout_is_killed_with_its_group() {
+        // A process group left running (setsid: its own group, as a
+        // command orphaned by a killed mend is), killed by its record.
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!(
+            "setsid sh -c 'echo $$ > {}; sleep 30 & exec sleep 30' &",
+            pidfile.display()
+        );
+        let c = cmd(&["/bin/sh", "-c", &script], Duration::from_secs(5));
+        c.run().await.unwrap();
+        let start = Instant::now();
+        while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let pid: u32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let orphan = Spawned {
+            command: "t".into(),
+            pid,
+            start_ticks: start_ticks(pid),
+            timeout_ms: 0,
+        };
+        assert!(orphan.alive());
+        orphan.kill_group();
+        let start = Instant::now();
+        while orphan.alive() && start.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!orphan.alive(), "the whole group is gone");
+    }
+
+    #[tokio::test]
     async fn output_is_bounded() {
         let c = cmd(
             &["/bin/sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' x"],
@@ -398,6 +571,7 @@ sleep 60"#
             plugin: "p".into(),
             commands: vec![c],
             dry_run: false,
+            on_spawn: None,
         };
         assert!(matches!(cap.run("other").await, Err(HostError::Denied(_))));
         assert_eq!(cap.run("t").await.unwrap().exit_code, Some(0));

@@ -295,6 +295,8 @@ pub struct CallSetup<'a> {
     pub clock: Clock,
     /// The plugin state database, if the host has one.
     pub state: Option<&'a state::StateStore>,
+    /// Told of each process the call's commands start.
+    pub on_spawn: Option<exec::SpawnHook>,
 }
 
 /// Per-call state of the host imports.
@@ -324,6 +326,7 @@ impl HostCaps {
             dry_run,
             clock,
             state,
+            on_spawn,
         } = call;
         fs::preopen(wasi, &grants.dirs, dry_run)?;
         net::configure(wasi, &grants.addresses);
@@ -343,6 +346,7 @@ impl HostCaps {
                 plugin: plugin.clone(),
                 commands: grants.commands.clone(),
                 dry_run,
+                on_spawn,
             },
             sql: sql::SqlCap {
                 connections: grants.postgres(),

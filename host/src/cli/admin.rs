@@ -622,6 +622,11 @@ fn incident_detail(i: &Value) -> String {
     if let Some(sev) = i["severity"].as_str() {
         out.push_str(&format!("severity {sev}\n"));
     }
+    if let Some(n) = i["relapses"].as_u64().filter(|n| *n > 0) {
+        out.push_str(&format!(
+            "relapses {n} (a heal that did not hold reopened it)\n"
+        ));
+    }
     out.push_str(&format!(
         "cause    {}\ndecision {}: {}\n",
         s(&i["root_cause"]),
@@ -861,5 +866,12 @@ mod tests {
         assert!(text.contains("message  would restore the file"), "{text}");
         assert!(text.contains("plan     write /ctl/app"), "{text}");
         assert!(text.contains("would"), "{text}");
+        assert!(!text.contains("relapses"), "none, none shown: {text}");
+        let mut i = i;
+        i["relapses"] = json!(2);
+        assert!(
+            incident_detail(&i).contains("relapses 2 (a heal that did not hold reopened it)"),
+            "{text}"
+        );
     }
 }

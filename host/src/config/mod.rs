@@ -546,6 +546,35 @@ pub struct PolicyConfig {
     /// ladder goes on). Default: only when the ladder is exhausted.
     #[serde(default)]
     pub escalate_after: Option<Dur>,
+    /// `[policy.verify]`: how many passing probes, over how long, make a
+    /// step healed.
+    #[serde(default)]
+    pub verify: VerifyConfig,
+    /// A check that goes bad again this soon after a heal reopens the same
+    /// incident (a relapse), and the heal is not counted as a success.
+    #[serde(default = "default_relapse_window")]
+    pub relapse_window: Dur,
+}
+
+/// `[policy.verify]`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// Passing probes in a row. Default: 3.
+    #[serde(default)]
+    pub probes: Option<u32>,
+    /// From the first probe (right after the settle) to the last.
+    /// Default: 3 × the check's interval, at most 30 s.
+    #[serde(default)]
+    pub window: Option<Dur>,
+    /// The first look after an action; looks back off up to the step's
+    /// `settle`, which so is a limit. `"0s"`: wait the whole settle.
+    #[serde(default)]
+    pub poll: Option<Dur>,
+}
+
+fn default_relapse_window() -> Dur {
+    Dur(crate::policy::verify::DEFAULT_RELAPSE_WINDOW)
 }
 
 fn default_codes() -> Vec<String> {
@@ -567,6 +596,23 @@ fn default_window() -> Dur {
 impl PolicyConfig {
     pub fn name(&self) -> &str {
         self.name.get_ref()
+    }
+    /// The verification, for a check run every `interval`.
+    pub fn verify(&self, interval: Duration) -> crate::policy::verify::Verify {
+        use crate::policy::verify::{DEFAULT_PROBES, Verify};
+        Verify {
+            probes: self.verify.probes.unwrap_or(DEFAULT_PROBES),
+            window: self
+                .verify
+                .window
+                .map(|w| w.0)
+                .unwrap_or_else(|| Verify::default_window(interval)),
+            relapse_window: self.relapse_window.0,
+            poll: self
+                .verify
+                .poll
+                .map_or(crate::policy::verify::DEFAULT_POLL, |p| p.0),
+        }
     }
 }
 

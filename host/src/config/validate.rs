@@ -162,6 +162,9 @@ pub(super) fn validate(c: &Config, unparsed: &Unparsed, r: &mut Reporter<'_>) {
                 "a policy needs at least one [[policy.step]]",
             );
         }
+        if p.verify.probes == Some(0) {
+            r.at(None, key("verify.probes"), "must be at least 1");
+        }
         if p.max_attempts == 0 {
             r.at(None, key("max_attempts"), "must be at least 1");
         }

@@ -56,6 +56,9 @@ pub enum Cause<'a> {
     Triggered(Trigger),
     /// An incident left open (by a restart, a pause) is being resumed.
     Resuming,
+    /// A healed incident's check went bad again within the relapse
+    /// window: the same incident is reopened.
+    Relapsed,
     /// An operator's heal, from `source` (e.g. `api`).
     Manual(&'a str),
 }
@@ -176,6 +179,7 @@ pub fn diagnose(input: &DiagnoseInput<'_>) -> Diagnosis {
             format!("{n} bad results among the last {m}: {codes}")
         }
         Cause::Resuming => format!("resuming the incident left open: {codes}"),
+        Cause::Relapsed => format!("the heal did not hold; reopened: {codes}"),
         Cause::Manual(source) => format!("manual heal requested by {source}: {codes}"),
     };
     d

@@ -17,7 +17,7 @@ use super::state::Detection;
 use super::{Engine, lock};
 use crate::contract::Finding;
 use crate::policy::health::Health;
-use crate::store::{EventKind, IncidentState};
+use crate::store::{Attempt, EventKind, Incident, IncidentState};
 
 impl Engine {
     /// After a detect: every policy of check `idx` looks at the result.
@@ -51,18 +51,28 @@ impl Engine {
         let fires = lock(&self.policies[pi].state)
             .trigger
             .record(bad, &policy.trigger);
-        let health = lock(&self.checks[policy.check].state).health.state();
+        let (health, flapping) = {
+            let st = lock(&self.checks[policy.check].state);
+            (st.health.state(), st.flap.episode())
+        };
 
         // An incident already open: it closes when the check is healthy;
         // an escalated one is reconsidered (`lifecycle.rs`); others (left
         // open by a restart, a pause, a dependency hold) resume.
         if let Some(inc) = self.store.open_incident_for(&policy.name)? {
+            // A restart cut a step short: it may have done its work.
+            if let Some(attempt) = IncidentRun::interrupted(&inc).cloned() {
+                return self
+                    .after_interruption(pi, &inc, &attempt, evidence, shutdown)
+                    .await;
+            }
             let escalated = matches!(
                 inc.state,
                 IncidentState::Escalated | IncidentState::Acknowledged
             );
             if !bad || (escalated && health == Health::Healthy) {
-                if health == Health::Healthy {
+                // Not while flapping: healthy for a moment is not over.
+                if health == Health::Healthy && flapping.is_none() {
                     let note = if inc.state == IncidentState::Held {
                         "the check is healthy again: its root cause's remedy fixed it"
                     } else {
@@ -93,6 +103,18 @@ impl Engine {
         if !fires {
             return Ok(());
         }
+        // Bad again soon after a heal: a relapse of the same incident, not
+        // a new one (and the heal is no success).
+        if let Some(heal) = self.store.last_heal(&policy.name)?
+            && heal
+                .closed_at
+                .is_some_and(|at| policy.verify.is_relapse(at, self.clock.now()))
+            && let Some(inc) = IncidentRun::relapse(self, pi, &heal)?
+        {
+            return self
+                .go_on(pi, &inc, evidence, Cause::Relapsed, shutdown)
+                .await;
+        }
 
         let diagnosis = self.diagnosis(pi, evidence, Cause::Triggered(policy.trigger));
         lock(&self.checks[policy.check].state).held_by = match diagnosis.decision {
@@ -116,6 +138,25 @@ impl Engine {
                 Ok(())
             }
             Decision::Escalate => {
+                // Once per flapping episode, not per evaluation: the
+                // detector's episode, and any escalation of this policy
+                // within `relapse_window` (extended while it goes on).
+                let now = self.clock.now();
+                let last = self.store.last_escalated(&policy.name)?;
+                {
+                    let mut st = lock(&self.policies[pi].state);
+                    let quiet_until = st
+                        .flap_quiet_until
+                        .max(last.map(|at| crate::policy::add(at, policy.verify.relapse_window)));
+                    st.flap_quiet_until =
+                        Some(crate::policy::add(now, policy.verify.relapse_window));
+                    let same_episode = flapping.is_some() && st.flap_escalated == flapping;
+                    if same_episode || quiet_until.is_some_and(|t| now <= t) {
+                        tracing::info!(policy = %policy.name, "still flapping; this episode was escalated already");
+                        return Ok(());
+                    }
+                    st.flap_escalated = flapping;
+                }
                 let run = IncidentRun::open(self, pi, &diagnosis, policy.dry_run)?;
                 run.escalate(&diagnosis.reason).await
             }
@@ -164,6 +205,59 @@ impl Engine {
             )?;
         }
         Ok(())
+    }
+
+    /// Goes on with an open incident (reopened, or past an interrupted
+    /// step) as its diagnosis says.
+    async fn go_on(
+        &self,
+        pi: usize,
+        inc: &Incident,
+        evidence: Vec<Finding>,
+        cause: Cause<'_>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
+        let diagnosis = self.diagnosis(pi, evidence.clone(), cause);
+        self.note_hold(self.plan.policies[pi].check, inc, &diagnosis)?;
+        let run = IncidentRun::resume(self, pi, inc, evidence);
+        match diagnosis.decision {
+            Decision::Remediate => run.run(shutdown).await,
+            Decision::Escalate => run.escalate(&diagnosis.reason).await,
+            // Left open: it resumes once it may.
+            Decision::Hold | Decision::Suppress => Ok(()),
+        }
+    }
+
+    /// An open incident whose last step a restart interrupted: verified
+    /// first (after its orphans and settle), credited if it healed, else
+    /// the ladder goes on from the last probe.
+    async fn after_interruption(
+        &self,
+        pi: usize,
+        inc: &Incident,
+        attempt: &Attempt,
+        evidence: Vec<Finding>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
+        // What opened the incident: the finding code its stats are kept
+        // under, and the bar verification holds the step to.
+        let opened: Vec<Finding> =
+            serde_json::from_value(inc.diagnosis["evidence"].clone()).unwrap_or_default();
+        let code = opened.first().map(|f| f.code.clone()).unwrap_or_default();
+        let bar = if opened.is_empty() { evidence } else { opened };
+        let run = IncidentRun::resume(self, pi, inc, bar);
+        let Some((healed, last)) = run.settle_interrupted(attempt, &code, shutdown).await? else {
+            return Ok(());
+        };
+        let evidence = self.evidence(pi, &last.findings);
+        if healed || evidence.is_empty() {
+            return Ok(());
+        }
+        let Some(inc) = self.store.incident(inc.id)? else {
+            return Ok(());
+        };
+        self.go_on(pi, &inc, evidence, Cause::Resuming, shutdown)
+            .await
     }
 
     /// Diagnoses policy `pi` from a snapshot of what it depends on.
@@ -281,10 +375,17 @@ impl Engine {
             result: result.clone(),
             policies: decisions,
         });
+        let ran = !runs.is_empty();
         for run in runs {
             if let Err(e) = run.run(shutdown).await {
                 tracing::error!(check = %check.name, "{e:#}");
             }
+        }
+        // An operator's heal refreshes the check at once: with `interval =
+        // "1h"`, its health must not wait an hour to show the heal.
+        if ran && !how.dry_run && !shutdown.is_fired() {
+            let fresh = self.detect(idx).await;
+            self.observe(idx, &fresh);
         }
     }
 

@@ -9,6 +9,8 @@
 //! backoff with jitter between steps.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -16,11 +18,12 @@ use super::diagnose::{Diagnosis, held_off};
 use super::shutdown::Shutdown;
 use super::state::Detection;
 use super::{Engine, lock};
+use crate::capabilities::exec::{SpawnHook, Spawned};
 use crate::contract::{Finding, RemedyContext, Status, StepRef};
 use crate::plan::{PolicyPlan, StepPlan};
 use crate::policy::adaptive;
 use crate::runtime::Request;
-use crate::store::{AttemptOutcome, EventKind, Incident, IncidentState, NewIncident};
+use crate::store::{Attempt, AttemptOutcome, EventKind, Incident, IncidentState, NewIncident};
 use crate::values::Millis;
 
 /// Exit code for the "heavy heal": EX_TEMPFAIL, so systemd's
@@ -55,6 +58,16 @@ enum StepOutcome {
     Planned,
     /// The action ran; verification said whether it healed.
     Verified { healed: bool },
+}
+
+/// What a step's verification came to.
+struct Verified {
+    /// Every probe passed.
+    held: bool,
+    /// Probes that passed.
+    passed: u32,
+    /// The last probe.
+    last: Detection,
 }
 
 /// Why a walk stopped before its end.
@@ -165,6 +178,165 @@ impl<'e> IncidentRun<'e> {
         self
     }
 
+    /// The check of `inc` went bad again within `relapse_window` of its
+    /// heal: reopens the same incident, marks the healing attempt
+    /// `relapsed`, and takes its success back from the stats and the
+    /// breaker. Returns the reopened incident (None: `inc` had no heal).
+    pub(super) fn relapse(
+        engine: &'e Engine,
+        pi: usize,
+        inc: &Incident,
+    ) -> anyhow::Result<Option<Incident>> {
+        let Some(heal) = inc
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.outcome == AttemptOutcome::Healed)
+        else {
+            return Ok(None);
+        };
+        let now = engine.clock.now();
+        let after = now.saturating_sub(inc.closed_at.unwrap_or(now));
+        let note = format!(
+            "relapsed {} after {} healed it (relapse {})",
+            humantime::format_duration(Duration::from_secs(after / 1000)),
+            heal.action,
+            inc.relapses + 1
+        );
+        if !engine.store.reopen_relapsed(inc.id, heal.id, now, &note)? {
+            return Ok(None);
+        }
+        let code = heal.detail["code"].as_str().unwrap_or_default();
+        let heal_ms = heal.detail["heal_ms"].as_u64().unwrap_or(0);
+        engine.withdraw_step(pi, code, &heal.action, heal_ms)?;
+        tracing::warn!(incident = inc.id, policy = %inc.policy, step = %heal.action, "{note}: incident reopened");
+        engine.store.incident(inc.id)
+    }
+
+    /// The last ladder attempt of `inc`, if a stop interrupted it and no
+    /// verification after the restart has looked at it yet.
+    pub(super) fn interrupted(inc: &Incident) -> Option<&Attempt> {
+        // Open, or `remediating` as the stop left it.
+        if !matches!(inc.state, IncidentState::Open | IncidentState::Remediating) || inc.dry_run {
+            return None;
+        }
+        let last = inc
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| matches!(a.step, StepRef::Ladder(_)))?;
+        (last.outcome == AttemptOutcome::Interrupted && last.detail.get("after_restart").is_none())
+            .then_some(last)
+    }
+
+    /// After a restart, an attempt the stop interrupted may have done its
+    /// work (its command went on as an orphan, or only the verification
+    /// was cut short). So: wait for the processes it recorded to be gone
+    /// (killing them past their command's timeout, as the mend that
+    /// started them would have), give the step its settle, and verify. A
+    /// heal is credited to that attempt and closes the incident. Returns
+    /// the last probe and whether it healed; None if shutting down.
+    pub(super) async fn settle_interrupted(
+        &self,
+        attempt: &Attempt,
+        code: &str,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Option<(bool, Detection)>> {
+        let engine = self.engine;
+        let policy = self.policy();
+        let step = match attempt.step {
+            StepRef::Ladder(i) => policy
+                .steps
+                .get(i as usize)
+                .filter(|s| s.name == attempt.action),
+            StepRef::Escalation => None,
+        };
+        let settle = step.map_or(Duration::ZERO, |s| s.settle);
+        let processes: Vec<(Spawned, Millis)> = attempt.detail["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                let started = p["started_at"].as_u64()?;
+                Some((serde_json::from_value(p.clone()).ok()?, started))
+            })
+            .collect();
+        tracing::warn!(
+            incident = self.incident,
+            step = %attempt.action,
+            processes = processes.len(),
+            "this step was interrupted: waiting for what it started, then verifying"
+        );
+        let mut shutdown = shutdown.clone();
+        let mut killed = Vec::new();
+        loop {
+            let now = engine.clock.now();
+            let mut waiting = false;
+            for (p, started) in &processes {
+                if !p.alive() {
+                    continue;
+                }
+                if now >= started.saturating_add(p.timeout_ms) {
+                    tracing::warn!(incident = self.incident, command = %p.command, pid = p.pid, "an orphaned command outlived its timeout: killing it");
+                    p.kill_group();
+                    killed.push(p.pid);
+                } else {
+                    waiting = true;
+                }
+            }
+            if !waiting {
+                break;
+            }
+            if !shutdown.sleep(Duration::from_millis(200)).await {
+                return Ok(None);
+            }
+        }
+        let Some(verified) = self.verify_after(settle, &mut shutdown).await else {
+            return Ok(None);
+        };
+        let now = engine.clock.now();
+        let heal_ms = now.saturating_sub(self.opened_at);
+        let mut detail = attempt.detail.clone();
+        if !detail.is_object() {
+            detail = json!({});
+        }
+        detail["after_restart"] = json!({
+            "verification": verified.last.findings,
+            "probes": verified.passed,
+            "probes_needed": policy.verify.probes,
+            "waited_for": processes.len(),
+            "killed": killed,
+        });
+        let (outcome, healed) = match step {
+            Some(_) if verified.held => (AttemptOutcome::Healed, true),
+            _ => (AttemptOutcome::Interrupted, false),
+        };
+        if healed {
+            detail["code"] = json!(code);
+            detail["heal_ms"] = json!(heal_ms);
+        }
+        engine.store.finish_attempt(
+            attempt.id,
+            outcome,
+            &detail,
+            attempt.duration_ms.unwrap_or(0),
+            attempt.fuel_used,
+            now,
+        )?;
+        if healed {
+            engine.count(policy, &attempt.action, AttemptOutcome::Healed);
+            engine.record_step(self.pi, code, &attempt.action, true, heal_ms)?;
+            self.close(
+                IncidentState::Healed,
+                &format!(
+                    "healed by {} (interrupted, then verified: credited to it)",
+                    attempt.action
+                ),
+            )?;
+        }
+        Ok(Some((healed, verified.last)))
+    }
+
     pub(super) fn id(&self) -> i64 {
         self.incident
     }
@@ -210,6 +382,8 @@ impl<'e> IncidentRun<'e> {
             );
         }
         let note = match (tried, skipped.is_empty()) {
+            // Resumed (after a relapse) with nothing left to try.
+            (0, true) => "ladder exhausted: every step was already tried for this incident".into(),
             (0, false) => format!(
                 "no step could run: the circuit breaker is open for {}",
                 skipped.join(", ")
@@ -357,7 +531,20 @@ impl<'e> IncidentRun<'e> {
         tracing::warn!(incident = self.incident, step = %step.name, action = %step.action, dry_run = self.dry_run, "running action");
         // `on_lease_lost = "abort"` cancels the action when its lease runs
         // out.
-        let call = engine.run_action(policy, step, &self.evidence, context);
+        // Each process a command starts is recorded before it is waited
+        // for: after a crash, the restart waits for the orphan.
+        let on_spawn: Option<SpawnHook> = (!self.dry_run).then(|| {
+            let store = engine.store.clone();
+            let clock = engine.clock;
+            Arc::new(move |p: &Spawned| {
+                let mut v = serde_json::to_value(p).unwrap_or_default();
+                v["started_at"] = json!(clock.now());
+                if let Err(e) = store.record_process(attempt, &v) {
+                    tracing::error!(attempt, command = %p.command, "recording the process: {e:#}");
+                }
+            }) as SpawnHook
+        });
+        let call = engine.run_action(policy, step, &self.evidence, context, on_spawn);
         let result = match crate::fleet::guarded(slot.as_ref(), call).await {
             Ok(r) => r,
             Err(lost) => {
@@ -392,7 +579,7 @@ impl<'e> IncidentRun<'e> {
                 engine.metrics.plugin_error(&step.action, e.kind());
                 finish(AttemptOutcome::Failed, json!({"error": e}), 0, None)?;
                 if !self.dry_run {
-                    engine.record_step(self.pi, &code, &step.name, false, self.opened_at)?;
+                    engine.record_step(self.pi, &code, &step.name, false, 0)?;
                 }
                 crate::fleet::release(slot).await;
                 return Ok(Ok(StepOutcome::Failed));
@@ -414,35 +601,102 @@ impl<'e> IncidentRun<'e> {
             return Ok(Ok(StepOutcome::Planned));
         }
 
-        // Verify after the settle delay.
+        // Verify soon after the action, looking again (backing off) up to
+        // the settle; then over the verification window.
         let mut shutdown = shutdown.clone();
-        if !shutdown.sleep(step.settle).await {
+        let verified = self.verify_after(step.settle, &mut shutdown).await;
+        let Some(verified) = verified else {
             finish(
                 AttemptOutcome::Interrupted,
-                json!({"outcome": report.value, "note": "shut down before verification"}),
+                json!({"outcome": report.value, "note": "shut down before verification ended"}),
                 ms,
                 Some(report.fuel_used),
             )?;
             crate::fleet::release(slot).await;
             return Ok(Err(Stop::Shutdown));
-        }
-        let verification = self.verify().await;
-        let healed = self.heals(&verification);
+        };
+        let healed = verified.held;
         let outcome = if healed {
             AttemptOutcome::Healed
         } else {
             AttemptOutcome::NotHealed
         };
+        let heal_ms = engine.clock.now().saturating_sub(self.opened_at);
         finish(
             outcome,
-            json!({"outcome": report.value, "verification": verification.findings}),
+            json!({
+                "outcome": report.value,
+                "verification": verified.last.findings,
+                "probes": verified.passed,
+                "probes_needed": policy.verify.probes,
+                "code": code,
+                "heal_ms": heal_ms,
+            }),
             ms,
             Some(report.fuel_used),
         )?;
         // The slot is held through verification, then handed back.
         crate::fleet::release(slot).await;
-        engine.record_step(self.pi, &code, &step.name, healed, self.opened_at)?;
+        engine.record_step(self.pi, &code, &step.name, healed, heal_ms)?;
         Ok(Ok(StepOutcome::Verified { healed }))
+    }
+
+    /// Verifies a step that just acted: looks at `verify.poll`, then
+    /// backing off up to `settle`, for a first passing probe; from it,
+    /// [`Self::verify_holds`]. Not passing by `settle`: not healed. None:
+    /// shutting down.
+    async fn verify_after(&self, settle: Duration, shutdown: &mut Shutdown) -> Option<Verified> {
+        let mut waited = Duration::ZERO;
+        let polls = self.policy().verify.settle_polls(settle);
+        let last_poll = polls.len() - 1;
+        for (i, at) in polls.into_iter().enumerate() {
+            if !shutdown.sleep(at.saturating_sub(waited)).await {
+                return None;
+            }
+            waited = at;
+            let first = self.verify().await;
+            if self.heals(&first) {
+                return self.verify_holds(first, shutdown).await;
+            }
+            if i == last_poll {
+                return Some(Verified {
+                    held: false,
+                    passed: 0,
+                    last: first,
+                });
+            }
+        }
+        None
+    }
+
+    /// From a first passing probe, probes the check until `verify.probes`
+    /// pass, spread over `verify.window`; the first failing probe ends it.
+    /// None: shutting down.
+    async fn verify_holds(&self, first: Detection, shutdown: &mut Shutdown) -> Option<Verified> {
+        let v = self.policy().verify;
+        let mut passed = 1;
+        let mut last = first;
+        loop {
+            if passed >= v.probes.max(1) {
+                return Some(Verified {
+                    held: true,
+                    passed,
+                    last,
+                });
+            }
+            if !shutdown.sleep(v.gap_before(passed)).await {
+                return None;
+            }
+            last = self.verify().await;
+            if !self.heals(&last) {
+                return Some(Verified {
+                    held: false,
+                    passed,
+                    last,
+                });
+            }
+            passed += 1;
+        }
     }
 
     /// A fresh detect of the check, which also feeds its health.
@@ -613,7 +867,7 @@ impl<'e> IncidentRun<'e> {
                 link: engine.incident_link(self.incident),
             };
             let detail = match engine
-                .run_action(policy, step, &self.evidence, context)
+                .run_action(policy, step, &self.evidence, context, None)
                 .await
             {
                 Ok(r) => json!({"outcome": r.value, "note": note}),
@@ -645,6 +899,7 @@ impl Engine {
         step: &StepPlan,
         evidence: &[Finding],
         context: RemedyContext,
+        on_spawn: Option<SpawnHook>,
     ) -> Result<crate::runtime::Report<crate::contract::Outcome>, crate::runtime::PluginError> {
         let check = &self.plan.checks[policy.check];
         let Some(plugin) = self.plugin_set().get(&step.action).cloned() else {
@@ -662,7 +917,9 @@ impl Engine {
             clock: self.clock,
         };
         let _permit = self.bulkhead.acquire().await;
-        self.runtime.remedy(&plugin, &req, evidence, context).await
+        self.runtime
+            .remedy_observed(&plugin, &req, evidence, context, on_spawn)
+            .await
     }
 
     /// Counts an attempt's outcome in the metrics.
@@ -709,13 +966,32 @@ impl Engine {
         })
     }
 
+    /// A heal that relapsed: its success is taken back from the stats
+    /// (the attempt stays counted) and the breaker counts a failure.
+    fn withdraw_step(&self, pi: usize, code: &str, step: &str, heal_ms: u64) -> anyhow::Result<()> {
+        let policy = &self.plan.policies[pi];
+        let now = self.clock.now();
+        let check = &self.plan.checks[policy.check].name;
+        let breaker = {
+            let mut st = lock(&self.policies[pi].state);
+            let b = st.breakers.entry(step.to_string()).or_default();
+            b.record(false, now, &policy.breaker);
+            *b
+        };
+        self.metrics.breaker(check, step, &breaker.state);
+        self.store.save_breaker(check, step, &breaker)?;
+        self.count(policy, step, AttemptOutcome::Relapsed);
+        let key = &self.plan.checks[policy.check].stats_key;
+        self.store.withdraw_step_success(key, code, step, heal_ms)
+    }
+
     fn record_step(
         &self,
         pi: usize,
         code: &str,
         step: &str,
         healed: bool,
-        opened_at: Millis,
+        heal_ms: u64,
     ) -> anyhow::Result<()> {
         let policy = &self.plan.policies[pi];
         let now = self.clock.now();
@@ -730,6 +1006,6 @@ impl Engine {
         self.store.save_breaker(check, step, &breaker)?;
         let key = &self.plan.checks[policy.check].stats_key;
         self.store
-            .record_step_result(key, code, step, healed, now.saturating_sub(opened_at))
+            .record_step_result(key, code, step, healed, heal_ms)
     }
 }

@@ -167,7 +167,7 @@ impl Engine {
                 severity: self.plan.checks[policy.check].severity,
                 ..RemedyContext::manual(&step.name, true)
             };
-            match self.run_action(policy, step, evidence, context).await {
+            match self.run_action(policy, step, evidence, context, None).await {
                 Ok(r) if !r.value.steps.is_empty() => {
                     return Some(format!(
                         "step {} changed nothing before and now would act ({}): running the ladder again",

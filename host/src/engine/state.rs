@@ -92,6 +92,11 @@ pub(super) struct PolicyState {
     pub attempts: AttemptWindow,
     pub breakers: BTreeMap<String, Breaker>,
     pub last_closed: Option<Millis>,
+    /// The check's flapping episode this policy escalated already.
+    pub flap_escalated: Option<u64>,
+    /// Until when a flapping diagnosis belongs to the episode already
+    /// escalated (pushed on by each one).
+    pub flap_quiet_until: Option<Millis>,
 }
 
 /// The worst status among findings (no findings: ok).

@@ -75,8 +75,10 @@ async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
     let interval = engine.plan.checks[idx].interval;
     let jitter = engine.plan.checks[idx].jitter;
     let spread = |j: Duration| j.mul_f64(fastrand::f64());
-    // Spread the first runs over one interval so checks do not start in a herd.
-    let mut due = Instant::now() + spread(interval);
+    // The first run is at once: a check with `interval = "1h"` must not
+    // say "never" for up to an hour. Jitter spreads the later runs (and
+    // the bulkhead bounds a herd at start).
+    let mut due = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}

@@ -34,6 +34,7 @@ use crate::policy::flap::FlapConfig;
 use crate::policy::health::HealthConfig;
 use crate::policy::maintenance::MaintenanceWindow;
 use crate::policy::trigger::Trigger;
+use crate::policy::verify::Verify;
 use crate::runtime::{Limits, Runtime, Wanted};
 
 /// A config ready to run.
@@ -99,6 +100,8 @@ pub struct PolicyPlan {
     /// Where `escalate` comes from: `policy.escalate`, or
     /// `escalate.SEVERITY` (the route of its check's severity).
     pub escalate_route: Option<String>,
+    /// When a step counts as healed, and a heal as relapsed.
+    pub verify: Verify,
 }
 
 /// A ladder step (or the escalation), resolved.
@@ -322,6 +325,7 @@ impl Plan {
                 exit_on_exhausted: p.exit_on_exhausted,
                 escalate_after: p.escalate_after.map(|d| d.0),
                 escalate_route: route.map(|(r, _)| r),
+                verify: p.verify(checks[check].interval),
             });
         }
         c.pins(&config);

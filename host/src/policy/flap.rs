@@ -48,6 +48,9 @@ pub struct FlapDetector {
     /// Oldest first, at most `HISTORY` entries.
     history: VecDeque<Observation>,
     flapping: bool,
+    /// Flapping episodes begun so far (one per start of flapping).
+    #[serde(default)]
+    episodes: u64,
 }
 
 impl FlapDetector {
@@ -63,6 +66,7 @@ impl FlapDetector {
         let percent = self.percent_change();
         if !self.flapping && percent >= cfg.high {
             self.flapping = true;
+            self.episodes += 1;
         } else if self.flapping && percent <= cfg.low {
             self.flapping = false;
         }
@@ -87,6 +91,12 @@ impl FlapDetector {
 
     pub fn is_flapping(&self) -> bool {
         self.flapping
+    }
+
+    /// The current flapping episode, if flapping: one escalation per
+    /// episode, however many evaluations it lasts.
+    pub fn episode(&self) -> Option<u64> {
+        self.flapping.then_some(self.episodes)
     }
 }
 

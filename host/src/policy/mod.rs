@@ -13,6 +13,7 @@ pub mod health;
 pub mod maintenance;
 pub mod root_cause;
 pub mod trigger;
+pub mod verify;
 
 pub use crate::values::Millis;
 

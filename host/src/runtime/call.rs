@@ -75,6 +75,8 @@ pub(crate) struct CallSpec<'a> {
     pub limits: Limits,
     pub clock: Clock,
     pub dry_run: bool,
+    /// Told of each process a command of the call starts.
+    pub on_spawn: Option<crate::capabilities::exec::SpawnHook>,
 }
 
 pub(crate) struct Invoked {
@@ -121,6 +123,7 @@ impl Runtime {
                 dry_run: spec.dry_run,
                 clock: spec.clock,
                 state: self.state.as_ref(),
+                on_spawn: spec.on_spawn,
             },
             &mut wasi,
         )

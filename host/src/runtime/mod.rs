@@ -474,6 +474,7 @@ impl Runtime {
             limits: self.describe_limits,
             clock: Clock::system(),
             dry_run: true,
+            on_spawn: None,
         }
     }
 
@@ -529,6 +530,7 @@ impl Runtime {
             limits: req.limits,
             clock: req.clock,
             dry_run: false,
+            on_spawn: None,
         };
         let invoked = self
             .invoke(plugin.target(Some(req.grants)), Call::Detect(input), spec)
@@ -560,6 +562,21 @@ impl Runtime {
         findings: &[Finding],
         context: RemedyContext,
     ) -> Result<Report<Outcome>, PluginError> {
+        self.remedy_observed(plugin, req, findings, context, None)
+            .await
+    }
+
+    /// [`Runtime::remedy`], telling `on_spawn` of every process the
+    /// action's commands start (the engine records them, so that after a
+    /// crash it waits for an orphaned command before verifying).
+    pub async fn remedy_observed(
+        &self,
+        plugin: &Plugin,
+        req: &Request<'_>,
+        findings: &[Finding],
+        context: RemedyContext,
+        on_spawn: Option<crate::capabilities::exec::SpawnHook>,
+    ) -> Result<Report<Outcome>, PluginError> {
         if !plugin.is_action() {
             return Err(PluginError::WrongRole {
                 plugin: plugin.name().into(),
@@ -572,6 +589,7 @@ impl Runtime {
             limits: req.limits,
             clock: req.clock,
             dry_run: context.dry_run,
+            on_spawn,
         };
         let request = RemedyRequest {
             invocation: invocation(plugin, req)?,

@@ -73,6 +73,9 @@ pub enum AttemptOutcome {
     Running,
     /// Verification showed the check healthy.
     Healed,
+    /// Verification passed, then the check went bad again within the
+    /// policy's `relapse_window`: not a success.
+    Relapsed,
     /// The action ran but verification still failed.
     NotHealed,
     /// The action itself failed (plugin error).
@@ -92,6 +95,7 @@ impl AttemptOutcome {
         match self {
             AttemptOutcome::Running => "running",
             AttemptOutcome::Healed => "healed",
+            AttemptOutcome::Relapsed => "relapsed",
             AttemptOutcome::NotHealed => "not-healed",
             AttemptOutcome::Failed => "failed",
             AttemptOutcome::Interrupted => "interrupted",
@@ -104,6 +108,7 @@ impl AttemptOutcome {
         match s {
             "running" => AttemptOutcome::Running,
             "healed" => AttemptOutcome::Healed,
+            "relapsed" => AttemptOutcome::Relapsed,
             "not-healed" => AttemptOutcome::NotHealed,
             "failed" => AttemptOutcome::Failed,
             "planned" => AttemptOutcome::Planned,
@@ -150,6 +155,8 @@ pub struct Incident {
     /// When a person acknowledged it, and who.
     pub acked_at: Option<Millis>,
     pub acked_by: Option<String>,
+    /// How often a heal of this incident relapsed (it was reopened).
+    pub relapses: u32,
     pub attempts: Vec<Attempt>,
     /// Its timeline: acknowledged, resolved, retries and why, holds...
     pub events: Vec<Event>,
@@ -204,6 +211,7 @@ fn incident_row(r: &Row<'_>) -> rusqlite::Result<Incident> {
         },
         acked_at: r.get::<_, Option<i64>>(12)?.map(|v| v as Millis),
         acked_by: r.get(13)?,
+        relapses: 0,
         attempts: Vec::new(),
         events: Vec::new(),
     })
@@ -313,6 +321,18 @@ impl Store {
         Ok(())
     }
 
+    /// Adds a process the running attempt started to its detail
+    /// (`processes`), durably, so a restart can wait for the orphan.
+    pub fn record_process(&self, attempt: i64, process: &serde_json::Value) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE attempts SET detail = json_set(detail, '$.processes',
+                 json_insert(COALESCE(json_extract(detail, '$.processes'), json_array()), '$[#]', json(?2)))
+             WHERE id = ?1",
+            params![attempt, process.to_string()],
+        )?;
+        Ok(())
+    }
+
     /// Marks the incident escalated (once: a second call changes nothing
     /// and returns false).
     pub fn escalate_incident(
@@ -359,6 +379,65 @@ impl Store {
             Some(id) => self.incident(id),
             None => Ok(None),
         }
+    }
+
+    /// The policy's last closed incident (a dry run's plan aside), if it
+    /// closed healed: the heal a relapse would reopen.
+    pub fn last_heal(&self, policy: &str) -> anyhow::Result<Option<Incident>> {
+        let last: Option<(i64, String)> = self
+            .conn()
+            .query_row(
+                "SELECT id, state FROM incidents WHERE policy = ?1 AND closed_at IS NOT NULL
+                 AND state != 'planned' ORDER BY closed_at DESC, id DESC LIMIT 1",
+                [policy],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match last {
+            Some((id, state)) if IncidentState::parse(&state) == IncidentState::Healed => {
+                self.incident(id)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Reopens a healed incident whose check relapsed: the healing attempt
+    /// becomes `relapsed` (with when), the incident is open again, in one
+    /// transaction. False if it was not closed healed.
+    pub fn reopen_relapsed(
+        &self,
+        incident: i64,
+        attempt: i64,
+        now: Millis,
+        note: &str,
+    ) -> anyhow::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE incidents SET state = 'open', closed_at = NULL, note = ?2
+             WHERE id = ?1 AND state = 'healed' AND closed_at IS NOT NULL",
+            params![incident, note],
+        )?;
+        if n == 1 {
+            tx.execute(
+                "UPDATE attempts SET outcome = 'relapsed',
+                     detail = json_set(detail, '$.relapsed_at', ?3)
+                 WHERE id = ?1 AND incident_id = ?2 AND outcome = 'healed'",
+                params![attempt, incident, now as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    /// When the policy last escalated, if ever.
+    pub fn last_escalated(&self, policy: &str) -> anyhow::Result<Option<Millis>> {
+        let at: Option<i64> = self.conn().query_row(
+            "SELECT MAX(escalated_at) FROM incidents WHERE policy = ?1",
+            [policy],
+            |r| r.get(0),
+        )?;
+        Ok(at.map(|v| v as Millis))
     }
 
     /// When the policy's last incident closed, for its cooldown (a dry
@@ -408,9 +487,14 @@ impl Store {
         ))?;
         inc.attempts = stmt
             .query_map([id], attempt_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         drop(stmt);
         drop(conn);
+        inc.relapses = inc
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::Relapsed)
+            .count() as u32;
         inc.events = self.events(id)?;
         Ok(Some(inc))
     }
@@ -441,7 +525,7 @@ impl Store {
     pub fn interrupt_running(&self, now: Millis) -> anyhow::Result<usize> {
         Ok(self.conn().execute(
             "UPDATE attempts SET outcome = 'interrupted', finished_at = ?1,
-                 detail = json_object('note', 'mend stopped before this attempt finished')
+                 detail = json_set(detail, '$.note', 'mend stopped before this attempt finished')
              WHERE outcome = 'running'",
             [now as i64],
         )?)
@@ -588,8 +672,13 @@ mod tests {
                 severity: Severity::Warning,
             })
             .unwrap();
-        s.start_attempt(id, StepRef::Ladder(0), "fix", false, 2)
+        let a = s
+            .start_attempt(id, StepRef::Ladder(0), "fix", false, 2)
             .unwrap();
+        for pid in [41, 42] {
+            s.record_process(a, &json!({"command": "restart", "pid": pid}))
+                .unwrap();
+        }
         drop(s);
         let (s, rec) = Store::open(&path, 99).unwrap();
         assert_eq!(
@@ -602,5 +691,11 @@ mod tests {
         let inc = s.incident(id).unwrap().unwrap();
         assert_eq!(inc.attempts[0].outcome, AttemptOutcome::Interrupted);
         assert_eq!(inc.attempts[0].finished_at, Some(99));
+        assert_eq!(
+            inc.attempts[0].detail["processes"],
+            json!([{"command": "restart", "pid": 41}, {"command": "restart", "pid": 42}]),
+            "the orphans it started are kept, to wait for them"
+        );
+        assert!(inc.attempts[0].detail["note"].is_string());
     }
 }

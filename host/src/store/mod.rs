@@ -108,7 +108,7 @@ impl Store {
         let conn = self.conn();
         let interrupted = conn.execute(
             "UPDATE attempts SET outcome = 'interrupted', finished_at = ?1,
-                 detail = json_object('note', 'mend stopped while this attempt was running')
+                 detail = json_set(detail, '$.note', 'mend stopped while this attempt was running')
              WHERE outcome = 'running'",
             [now as i64],
         )?;

@@ -49,6 +49,25 @@ impl Store {
         Ok(())
     }
 
+    /// Takes back one heal of `action` against `code` on `key` that
+    /// relapsed (the attempt stays counted): a fix that does not hold is
+    /// no success.
+    pub fn withdraw_step_success(
+        &self,
+        key: &str,
+        code: &str,
+        action: &str,
+        heal_ms: u64,
+    ) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE action_stats SET healed = MAX(healed - 1, 0),
+                 heal_ms_sum = MAX(heal_ms_sum - ?4, 0)
+             WHERE stats_key = ?1 AND code = ?2 AND action = ?3 AND healed > 0",
+            params![key, code, action, heal_ms as i64],
+        )?;
+        Ok(())
+    }
+
     /// What step `action` did against `code` on `key`; with nothing there
     /// yet, what was learnt before stats were kept per check (`*`).
     pub fn step_stats(&self, key: &str, code: &str, action: &str) -> anyhow::Result<StepStats> {
@@ -152,6 +171,15 @@ mod tests {
         let all = s.action_stats().unwrap();
         let a = all.iter().find(|a| a.key == "root").unwrap();
         assert_eq!(a.mttr_ms, Some(2000));
+        // The heal that took 3 s relapsed: withdrawn, the attempt stays.
+        s.withdraw_step_success("root", "disk.full", "cleanup", 3000)
+            .unwrap();
+        let all = s.action_stats().unwrap();
+        let a = all.iter().find(|a| a.key == "root").unwrap();
+        assert_eq!((a.attempts, a.healed, a.mttr_ms), (3, 1, Some(1000)));
+        // Only that check's: the other disk's record is untouched.
+        let d = all.iter().find(|a| a.key == "data").unwrap();
+        assert_eq!((d.attempts, d.healed), (1, 0));
 
         let mut b = Breaker::new();
         let cfg = BreakerConfig::default();

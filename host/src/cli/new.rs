@@ -39,8 +39,10 @@ pub struct NewArgs {
     /// lowercase letters, digits and `-`.
     #[arg(value_name = "NAME")]
     name: String,
+    /// The project's language (Rust; Python and JavaScript to come).
     #[arg(long, value_enum, default_value = "rust")]
     lang: Lang,
+    /// What the plugin does: detect, act, or both.
     #[arg(long, value_enum, default_value = "both")]
     role: Roles,
     /// Where to create the project [default: ./NAME].

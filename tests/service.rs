@@ -784,8 +784,11 @@ fn completions_and_the_man_page_come_from_the_command_line() {
 #[test]
 fn cli_acknowledges_force_heals_and_resolves_incidents() {
     // One attempt an hour: the second incident hits the cap at once and
-    // escalates.
-    let m = Mend::start_with("trigger = { consecutive = 2 }\nmax_attempts = 1", &[]);
+    // escalates (a new incident, not a relapse of the first).
+    let m = Mend::start_with(
+        "trigger = { consecutive = 2 }\nmax_attempts = 1\nrelapse_window = \"0s\"",
+        &[],
+    );
     m.set("app", "fail");
     m.wait_for("the first heal", Duration::from_secs(30), |m| {
         m.incidents()

@@ -27,7 +27,10 @@ async fn until(what: &str, limit: Duration, f: impl Fn() -> bool) {
 }
 
 fn stats(w: &World, step: &str) -> StepStats {
-    w.engine.store().step_stats("app", "scripted.fail", step).unwrap()
+    w.engine
+        .store()
+        .step_stats("app", "scripted.fail", step)
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -50,7 +53,7 @@ async fn a_fix_that_falls_over_4s_after_its_first_good_probe_is_not_healed() {
     wait(Duration::from_secs(5)).await;
     assert_eq!(
         w.incidents()[0].state,
-        IncidentState::Open,
+        IncidentState::Remediating,
         "one good probe is no heal"
     );
     w.set("app", "fail");
@@ -209,7 +212,11 @@ async fn a_fix_that_holds_is_healed_after_the_window_and_a_later_failure_is_a_ne
     .await;
     // Settle 5 s, then 3 probes over the default window (3 × 10 s).
     wait(Duration::from_secs(30)).await;
-    assert_eq!(w.incidents()[0].state, IncidentState::Open, "still probing");
+    assert_eq!(
+        w.incidents()[0].state,
+        IncidentState::Remediating,
+        "still probing"
+    );
     wait(Duration::from_secs(6)).await;
     let inc = &w.incidents()[0];
     assert_eq!(inc.state, IncidentState::Healed, "{inc:#?}");
@@ -375,10 +382,10 @@ async fn a_stop_mid_verification_is_verified_after_the_restart_and_credited() {
     })
     .await;
     wait(Duration::from_secs(5)).await; // the first probe passed
-    assert_eq!(w.incidents()[0].state, IncidentState::Open);
+    assert_eq!(w.incidents()[0].state, IncidentState::Remediating);
     let w = w.restart().await;
     until("the heal", Duration::from_secs(60), || {
-        w.incidents()[0].state != IncidentState::Open
+        w.incidents()[0].closed_at.is_some()
     })
     .await;
     let inc = &w.incidents()[0];

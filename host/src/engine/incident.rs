@@ -970,16 +970,7 @@ impl Engine {
     /// (the attempt stays counted) and the breaker counts a failure.
     fn withdraw_step(&self, pi: usize, code: &str, step: &str, heal_ms: u64) -> anyhow::Result<()> {
         let policy = &self.plan.policies[pi];
-        let now = self.clock.now();
-        let check = &self.plan.checks[policy.check].name;
-        let breaker = {
-            let mut st = lock(&self.policies[pi].state);
-            let b = st.breakers.entry(step.to_string()).or_default();
-            b.record(false, now, &policy.breaker);
-            *b
-        };
-        self.metrics.breaker(check, step, &breaker.state);
-        self.store.save_breaker(check, step, &breaker)?;
+        self.record_breaker(pi, step, false)?;
         self.count(policy, step, AttemptOutcome::Relapsed);
         let key = &self.plan.checks[policy.check].stats_key;
         self.store.withdraw_step_success(key, code, step, heal_ms)
@@ -993,19 +984,23 @@ impl Engine {
         healed: bool,
         heal_ms: u64,
     ) -> anyhow::Result<()> {
+        self.record_breaker(pi, step, healed)?;
+        let key = &self.plan.checks[self.plan.policies[pi].check].stats_key;
+        self.store
+            .record_step_result(key, code, step, healed, heal_ms)
+    }
+
+    /// Feeds one result to the step's breaker, and keeps its state.
+    fn record_breaker(&self, pi: usize, step: &str, healed: bool) -> anyhow::Result<()> {
         let policy = &self.plan.policies[pi];
-        let now = self.clock.now();
         let check = &self.plan.checks[policy.check].name;
         let breaker = {
             let mut st = lock(&self.policies[pi].state);
             let b = st.breakers.entry(step.to_string()).or_default();
-            b.record(healed, now, &policy.breaker);
+            b.record(healed, self.clock.now(), &policy.breaker);
             *b
         };
         self.metrics.breaker(check, step, &breaker.state);
-        self.store.save_breaker(check, step, &breaker)?;
-        let key = &self.plan.checks[policy.check].stats_key;
-        self.store
-            .record_step_result(key, code, step, healed, heal_ms)
+        self.store.save_breaker(check, step, &breaker)
     }
 }

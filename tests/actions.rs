@@ -1,11 +1,13 @@
 //! The generic actions for real: `command` runs commands defined under
-//! `[commands]`, `http-call` sends a request to a local server.
+//! `[commands]`, `http-call` sends a request to a local server, `rollback`
+//! switches a real releases directory.
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use mend::capabilities::fs::Mode;
 use mend::capabilities::{Backends, Grants, ResolvedGrants};
 use mend::contract::{Finding, RemedyContext, Severity, Status, StepRef};
 use mend::runtime::{Limits, PluginError};
@@ -316,4 +318,98 @@ async fn http_call_fails_on_an_unexpected_status_and_stays_in_its_grant() {
             .expect_err(&bad.to_string());
         assert!(e.to_string().contains(want), "{bad}: {e}");
     }
+}
+
+// ---- rollback ----
+
+/// `DIR/releases/{r1,r2,r3}` with `current -> releases/r3`.
+fn deployment() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for r in ["r1", "r2", "r3"] {
+        std::fs::create_dir_all(d.path().join("releases").join(r)).unwrap();
+        std::fs::write(d.path().join("releases").join(r).join("app"), r).unwrap();
+    }
+    std::os::unix::fs::symlink("releases/r3", d.path().join("current")).unwrap();
+    d
+}
+
+fn current(d: &tempfile::TempDir) -> String {
+    std::fs::read_link(d.path().join("current"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// Rolls back one release at a time onto real directories, marks what it
+/// left bad, never goes past the oldest or onto a bad release, and in a dry
+/// run says what it would switch and changes nothing.
+#[tokio::test]
+async fn rollback_switches_current_to_the_previous_good_release_atomically() {
+    let d = deployment();
+    let p = load(artifacts::ROLLBACK).await;
+    let grants = dir(d.path(), "/app", Mode::Rw);
+    let config = json!({"dir": "/app"});
+
+    let plan = remedy(&p, config.clone(), &grants, true).await.unwrap();
+    assert!(!plan.value.changed, "{:?}", plan.value);
+    assert!(
+        plan.value.message.contains("would roll back from r3 to r2"),
+        "{:?}",
+        plan.value
+    );
+    assert_eq!(current(&d), "releases/r3", "a dry run changed nothing");
+
+    let done = remedy(&p, config.clone(), &grants, false).await.unwrap();
+    assert!(done.value.changed, "{:?}", done.value);
+    assert_eq!(done.value.message, "rolled back from r3 to r2");
+    assert_eq!(current(&d), "releases/r2");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("current/app")).unwrap(),
+        "r2"
+    );
+    assert!(d.path().join("releases/r3/.mend-bad").is_file());
+    assert!(!d.path().join(".mend-current.tmp").exists());
+
+    // r1 marked bad by hand: nothing older is good, so it refuses.
+    std::fs::write(d.path().join("releases/r1/.mend-bad"), "broken\n").unwrap();
+    let refused = remedy(&p, config.clone(), &grants, false)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("marked bad"), "{refused}");
+    assert_eq!(current(&d), "releases/r2");
+
+    // Without it, back to r1, and then it is the oldest.
+    std::fs::remove_file(d.path().join("releases/r1/.mend-bad")).unwrap();
+    remedy(&p, config.clone(), &grants, false).await.unwrap();
+    assert_eq!(current(&d), "releases/r1");
+    let oldest = remedy(&p, config.clone(), &grants, false)
+        .await
+        .unwrap_err();
+    assert!(oldest.to_string().contains("oldest release"), "{oldest}");
+    assert_eq!(current(&d), "releases/r1");
+}
+
+/// `current` pointing outside the releases directory is refused, and so is
+/// a `releases` path that climbs out of `dir`.
+#[tokio::test]
+async fn rollback_refuses_a_current_outside_the_releases_and_bad_paths() {
+    let d = deployment();
+    std::fs::remove_file(d.path().join("current")).unwrap();
+    std::fs::create_dir(d.path().join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", d.path().join("current")).unwrap();
+    let p = load(artifacts::ROLLBACK).await;
+    let grants = dir(d.path(), "/app", Mode::Rw);
+    let e = remedy(&p, json!({"dir": "/app"}), &grants, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not at a release"), "{e}");
+    let e = runtime()
+        .validate(
+            &p,
+            mend::contract::Role::Action,
+            &json!({"dir": "/app", "releases": "../x"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("relative path under `dir`"), "{e}");
 }

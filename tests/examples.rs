@@ -36,6 +36,7 @@ fn layout() -> (tempfile::TempDir, PathBuf) {
         "status",
         "webapp/logs",
         "webapp/run",
+        "deploy/releases",
     ] {
         std::fs::create_dir_all(demo.join(d)).unwrap();
     }

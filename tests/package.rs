@@ -102,7 +102,7 @@ fn the_debian_package_holds_everything_an_install_needs() {
         assert!(has(path), "{path} is not in the package:\n{files}");
     }
     let plugins = bundled_plugins();
-    assert_eq!(plugins.len(), 10, "{plugins:?}");
+    assert_eq!(plugins.len(), 11, "{plugins:?}");
     for p in &plugins {
         let path = format!("./usr/lib/mend/plugins/{p}");
         assert!(has(&path), "{path} is not in the package:\n{files}");

@@ -85,20 +85,9 @@ impl Engine {
             if escalated {
                 return self.reconsider(pi, &inc, evidence, shutdown).await;
             }
-            let diagnosis = self.diagnosis(pi, evidence.clone(), Cause::Resuming);
-            self.note_hold(policy.check, &inc, &diagnosis)?;
-            let run = IncidentRun::resume(self, pi, &inc, evidence);
-            return match diagnosis.decision {
-                Decision::Remediate => {
-                    tracing::warn!(policy = %policy.name, incident = inc.id, "resuming an incident left open");
-                    run.run(shutdown).await
-                }
-                Decision::Escalate => run.escalate(&diagnosis.reason).await,
-                Decision::Hold | Decision::Suppress => {
-                    tracing::info!(policy = %policy.name, incident = inc.id, "not resuming yet: {}", diagnosis.reason);
-                    Ok(())
-                }
-            };
+            return self
+                .go_on(pi, &inc, evidence, Cause::Resuming, shutdown)
+                .await;
         }
         if !fires {
             return Ok(());
@@ -207,7 +196,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Goes on with an open incident (reopened, or past an interrupted
+    /// Goes on with an open incident (left open by a restart, a pause or a
+    /// hold; reopened by a relapse; or past an interrupted
     /// step) as its diagnosis says.
     async fn go_on(
         &self,
@@ -217,14 +207,21 @@ impl Engine {
         cause: Cause<'_>,
         shutdown: &Shutdown,
     ) -> anyhow::Result<()> {
+        let policy = &self.plan.policies[pi];
         let diagnosis = self.diagnosis(pi, evidence.clone(), cause);
-        self.note_hold(self.plan.policies[pi].check, inc, &diagnosis)?;
+        self.note_hold(policy.check, inc, &diagnosis)?;
         let run = IncidentRun::resume(self, pi, inc, evidence);
         match diagnosis.decision {
-            Decision::Remediate => run.run(shutdown).await,
+            Decision::Remediate => {
+                tracing::warn!(policy = %policy.name, incident = inc.id, "going on with an open incident");
+                run.run(shutdown).await
+            }
             Decision::Escalate => run.escalate(&diagnosis.reason).await,
             // Left open: it resumes once it may.
-            Decision::Hold | Decision::Suppress => Ok(()),
+            Decision::Hold | Decision::Suppress => {
+                tracing::info!(policy = %policy.name, incident = inc.id, "not going on yet: {}", diagnosis.reason);
+                Ok(())
+            }
         }
     }
 

@@ -170,6 +170,17 @@ ensure_cargo_deny() {
     cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked
 }
 
+# cargo-fuzz, pinned, for scripts/fuzz (libFuzzer targets in host/fuzz;
+# run with RUSTC_BOOTSTRAP=1, as only the stable toolchain is installed).
+CARGO_FUZZ_VERSION=0.13.2
+ensure_cargo_fuzz() {
+    if cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+        return 0
+    fi
+    echo "==> installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+}
+
 # schemathesis, pinned, in its own virtualenv (target/tools/venv), for
 # scripts/api-fuzz. Not fatal for scripts/test.
 ensure_schemathesis() {

@@ -30,6 +30,8 @@ pub mod config;
 pub mod contract;
 pub mod engine;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod plan;
 pub mod policy;

@@ -36,24 +36,24 @@ const MAX_REMEMBERED: usize = 100_000;
 
 /// The webhook body (version 4); fields mend does not use are ignored.
 #[derive(Deserialize, ToSchema)]
-pub(super) struct Webhook {
-    alerts: Vec<Alert>,
+pub(crate) struct Webhook {
+    pub(crate) alerts: Vec<Alert>,
 }
 
 /// One alert of the webhook body.
 #[derive(Deserialize, ToSchema)]
-struct Alert {
-    status: AlertStatus,
-    labels: BTreeMap<String, String>,
+pub(crate) struct Alert {
+    pub(crate) status: AlertStatus,
+    pub(crate) labels: BTreeMap<String, String>,
     #[serde(default, rename = "startsAt")]
-    starts_at: String,
+    pub(crate) starts_at: String,
     #[serde(default)]
-    fingerprint: String,
+    pub(crate) fingerprint: String,
 }
 
 #[derive(Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-enum AlertStatus {
+pub(crate) enum AlertStatus {
     Firing,
     Resolved,
 }
@@ -84,7 +84,7 @@ pub(super) struct AlertsView {
 impl Alert {
     /// One occurrence of one alert: its fingerprint (or, without one, its
     /// labels) and when it started firing.
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         let id = if self.fingerprint.is_empty() {
             serde_json::to_string(&self.labels).unwrap_or_default()
         } else {
@@ -152,7 +152,7 @@ fn dedup(s: &super::ApiState) -> std::sync::MutexGuard<'_, Dedup> {
 
 /// The body as a [`Webhook`]: an object whose `alerts` are objects (serde
 /// alone would also take a struct from an array).
-fn parse(body: &[u8]) -> Result<Webhook, String> {
+pub(crate) fn parse(body: &[u8]) -> Result<Webhook, String> {
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let objects = v.is_object()
         && v["alerts"]

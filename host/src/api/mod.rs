@@ -10,7 +10,7 @@
 //! API is HTTPS (`[api] tls_cert`, `tls_key`) unless `insecure = true`,
 //! and reads need the token unless `public_reads = true`.
 
-mod alertmanager;
+pub(crate) mod alertmanager;
 mod auth;
 mod checks;
 mod control;

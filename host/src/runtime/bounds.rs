@@ -57,8 +57,15 @@ pub(crate) fn findings(findings: &mut [Finding]) -> Result<(), String> {
         if f.metrics.len() > MAX_ENTRIES || f.labels.len() > MAX_ENTRIES {
             return Err(at(&format!("more than {MAX_ENTRIES} metrics or labels")));
         }
-        for k in f.metrics.keys() {
+        for (k, v) in &f.metrics {
             plain(&at("metric name"), k)?;
+            // JSON (the store's evidence, the API) has no NaN or infinity.
+            if !v.is_finite() {
+                return Err(at(&format!(
+                    "metric {:?} is {v}, not a finite number",
+                    escape(k)
+                )));
+            }
         }
         for (k, v) in &f.labels {
             plain(&at("label key"), k)?;
@@ -107,8 +114,12 @@ pub(crate) fn manifest(m: &mut Manifest) -> Result<(), String> {
 
 /// Checks declared needs (from `describe()` or `validate()`).
 pub(crate) fn needs(n: &crate::contract::Needs) -> Result<(), String> {
-    let count =
-        n.dirs.len() + n.addresses.len() + n.urls.len() + n.connections.len() + n.commands.len();
+    let count = n.dirs.len()
+        + n.addresses.len()
+        + n.urls.len()
+        + n.connections.len()
+        + n.commands.len()
+        + n.processes.len();
     if count > MAX_ENTRIES {
         return Err(format!("{count} declared needs (max {MAX_ENTRIES})"));
     }
@@ -121,6 +132,7 @@ pub(crate) fn needs(n: &crate::contract::Needs) -> Result<(), String> {
         .chain(&n.urls)
         .chain(&n.connections)
         .chain(&n.commands)
+        .chain(&n.processes)
     {
         plain("a need", s)?;
     }
@@ -166,6 +178,45 @@ mod tests {
         let mut empty_code = finding(String::new());
         empty_code.code.clear();
         assert!(findings(&mut [empty_code]).is_err());
+    }
+
+    /// Found by the `wit_values` fuzz target: a NaN metric was taken, and
+    /// the evidence it was stored in did not read back.
+    #[test]
+    fn metrics_must_be_finite() {
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut f = finding(String::new());
+            f.metrics.insert("ratio".into(), v);
+            let e = findings(&mut [f]).unwrap_err();
+            assert!(
+                e.contains("\"ratio\"") && e.contains("not a finite number"),
+                "{e}"
+            );
+        }
+        let mut f = finding(String::new());
+        f.metrics.insert("ratio".into(), -0.5e300);
+        assert!(findings(&mut [f]).is_ok());
+    }
+
+    /// Found by the `describe` fuzz target: process names were neither
+    /// counted nor checked for control characters.
+    #[test]
+    fn process_needs_are_bounded_and_plain() {
+        let many = crate::contract::Needs {
+            processes: vec!["nginx".into(); MAX_ENTRIES + 1],
+            ..Default::default()
+        };
+        assert!(needs(&many).unwrap_err().contains("declared needs"));
+        let forged = crate::contract::Needs {
+            processes: vec!["nginx\nERROR forged".into()],
+            ..Default::default()
+        };
+        assert!(needs(&forged).unwrap_err().contains("control characters"));
+        let fine = crate::contract::Needs {
+            processes: vec!["postgres*".into()],
+            ..Default::default()
+        };
+        assert!(needs(&fine).is_ok());
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! plugin, a config, grants and limits. It speaks every contract version
 //! through `crate::wit`, and sees only mend's own types.
 
-mod bounds;
+pub(crate) mod bounds;
 mod cache;
 mod call;
 mod error;
@@ -42,7 +42,7 @@ use crate::capabilities::state::StateStore;
 use crate::capabilities::{self, ResolvedGrants};
 use crate::clock::Clock;
 use crate::contract::{
-    Finding, GuestError, Invocation, Needs, Outcome, RemedyContext, RemedyRequest, Role,
+    Finding, GuestError, Invocation, Manifest, Needs, Outcome, RemedyContext, RemedyRequest, Role,
 };
 use crate::wit::{self, Call, Exports, Returned, VersionError};
 
@@ -431,26 +431,7 @@ impl Runtime {
         let Returned::Manifest(mut manifest) = invoked.returned else {
             unreachable!("describe returns a manifest")
         };
-        bounds::manifest(&mut manifest).map_err(|e| invalid(format!("describe(): {e}")))?;
-        for role in [Role::Detector, Role::Action] {
-            if manifest.has_role(role) && !exports.has(role) {
-                let iface = match role {
-                    Role::Detector => "detection",
-                    Role::Action => "remediation",
-                };
-                return Err(invalid(format!(
-                    "declares the {role:?} role but does not export mend:plugin/{iface}"
-                )));
-            }
-        }
-        let mut roles: Vec<Role> = manifest.roles.iter().map(|r| r.role).collect();
-        roles.dedup();
-        if roles.len() != manifest.roles.len() {
-            return Err(invalid("lists a role twice".into()));
-        }
-        if manifest.roles.is_empty() {
-            return Err(invalid("declares no role (detector or action)".into()));
-        }
+        accept_manifest(&mut manifest, |role| exports.has(role)).map_err(invalid)?;
         if let Some(cache) = &self.cache {
             cache.remember_name(&sha256, &manifest.name);
         }
@@ -669,4 +650,33 @@ fn guest_error(plugin: &str, e: GuestError) -> PluginError {
         GuestError::Denied(message) => PluginError::Denied { plugin, message },
         GuestError::Failed(message) => PluginError::Failed { plugin, message },
     }
+}
+
+/// What `describe()` returned, checked as a load checks it: bounded and
+/// printable, each role at most once and exported (`exported(role)`).
+pub(crate) fn accept_manifest(
+    manifest: &mut Manifest,
+    exported: impl Fn(Role) -> bool,
+) -> Result<(), String> {
+    bounds::manifest(manifest).map_err(|e| format!("describe(): {e}"))?;
+    for role in [Role::Detector, Role::Action] {
+        if manifest.has_role(role) && !exported(role) {
+            let iface = match role {
+                Role::Detector => "detection",
+                Role::Action => "remediation",
+            };
+            return Err(format!(
+                "declares the {role:?} role but does not export mend:plugin/{iface}"
+            ));
+        }
+    }
+    let mut roles: Vec<Role> = manifest.roles.iter().map(|r| r.role).collect();
+    roles.dedup();
+    if roles.len() != manifest.roles.len() {
+        return Err("lists a role twice".into());
+    }
+    if manifest.roles.is_empty() {
+        return Err("declares no role (detector or action)".into());
+    }
+    Ok(())
 }

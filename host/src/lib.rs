@@ -21,6 +21,7 @@
 //! - [`service`]: systemd notify, signals, plugin hot reload.
 //! - [`api`]: the admin HTTP API, metrics endpoint and dashboard.
 //! - [`cli`]: the `mend` command line.
+//! - [`crash`]: crash points the chaos tests set (`MEND_CRASH_AT`), inert otherwise.
 
 pub mod api;
 pub mod capabilities;
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod contract;
+pub mod crash;
 pub mod engine;
 pub mod fleet;
 #[doc(hidden)]

@@ -41,6 +41,12 @@ pub struct Opts<'a> {
     /// Serve HTTPS with this certificate and key (PEM files); the
     /// certificate is also the CA the helper trusts.
     pub tls: Option<(&'a Path, &'a Path)>,
+    /// More `[[check]]` tables (and whatever else goes at the top level).
+    pub checks: &'a str,
+    /// More plugin files for the plugins directory.
+    pub plugins: &'a [&'a str],
+    /// `[engine] state_dir` (default: the config's own temporary directory).
+    pub state_dir: Option<&'a Path>,
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the test binds it next).
@@ -137,7 +143,10 @@ impl Mend {
         let state = tempfile::tempdir().unwrap();
         let plugins = state.path().join("plugins");
         std::fs::create_dir(&plugins).unwrap();
-        for p in [artifacts::SCRIPTED, artifacts::FIXER] {
+        for p in [artifacts::SCRIPTED, artifacts::FIXER]
+            .iter()
+            .chain(o.plugins)
+        {
             std::fs::copy(p, plugins.join(Path::new(p).file_name().unwrap())).unwrap();
         }
         std::fs::write(ctl.path().join("app"), "ok").unwrap();
@@ -161,11 +170,15 @@ impl Mend {
             })
             .unwrap_or_default();
         let api = format!("{token}\n{tls}{}", o.api);
-        std::fs::write(
-            &config,
-            config_with(ctl.path(), &listen, &api, o.check, "", policy),
-        )
-        .unwrap();
+        let mut text = config_with(ctl.path(), &listen, &api, o.check, o.checks, policy);
+        if let Some(dir) = o.state_dir {
+            text = text.replacen(
+                "state_dir = \".\"",
+                &format!("state_dir = {:?}", dir.display().to_string()),
+                1,
+            );
+        }
+        std::fs::write(&config, text).unwrap();
         let scheme = if o.tls.is_some() { "https" } else { "http" };
         let host = if ip == "0.0.0.0" { "127.0.0.1" } else { ip };
         let mut m = Mend {

@@ -187,23 +187,32 @@ pub async fn serve(
 /// The engine's heartbeat is older than this: unhealthy.
 const STALE_HEARTBEAT_MS: u64 = 10_000;
 
-/// 200 while the engine's heartbeat is fresh, else 503. Open to all (a
-/// load balancer's probe has no token); it says nothing but that.
+/// 200 while the engine's heartbeat is fresh and the store writes, else
+/// 503. Open to all (a load balancer's probe has no token); it says
+/// nothing but that (and the store's error, which names its file).
 #[utoipa::path(get, path = "/healthz", tag = "service",
     responses(
-        (status = 200, description = "The engine's heartbeat is fresh", body = HealthzView),
-        (status = 503, description = "The engine is stalled", body = HealthzView),
+        (status = 200, description = "The engine's heartbeat is fresh and the store writes", body = HealthzView),
+        (status = 503, description = "The engine is stalled, or the store cannot write", body = HealthzView),
     ))]
 async fn healthz(State(s): AppState) -> Response {
     let engine = s.current.get();
     let now = engine.clock().now();
     let last = engine.last_heartbeat();
     let age = now.saturating_sub(last);
-    let ok = last != 0 && age < STALE_HEARTBEAT_MS;
+    let beating = last != 0 && age < STALE_HEARTBEAT_MS;
+    let store_error = engine.store().fault();
+    let ok = beating && store_error.is_none();
+    let status = match (beating, &store_error) {
+        (false, _) => "stalled",
+        (true, Some(_)) => "store-error",
+        (true, None) => "ok",
+    };
     let body = HealthzView {
-        status: if ok { "ok" } else { "stalled" }.into(),
+        status: status.into(),
         heartbeat_age_ms: (last != 0).then_some(age),
         paused: engine.paused().is_some(),
+        store_error,
     };
     let code = if ok {
         StatusCode::OK

@@ -637,11 +637,14 @@ pub struct ResumedView {
 /// `GET /healthz`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthzView {
-    /// `ok`, or `stalled` when the engine's heartbeat is old.
+    /// `ok`; `stalled` when the engine's heartbeat is old; `store-error`
+    /// while the incident store cannot write (a full disk).
     pub status: String,
     pub heartbeat_age_ms: Option<u64>,
     /// mend is paused.
     pub paused: bool,
+    /// Why the store cannot write, while it cannot.
+    pub store_error: Option<String>,
 }
 
 /// `POST /api/v1/reload`: the config was reloaded.

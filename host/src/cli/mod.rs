@@ -158,8 +158,16 @@ pub fn main() -> ExitCode {
         Command::Man { dir } => return finish(docs::man(dir.as_deref())),
         other => other,
     };
+    // Named, so `/proc/PID/task/*/comm` tells mend's own threads apart
+    // (wasmtime's are `mend-epoch`); idle blocking threads leave after 2 s
+    // rather than 10, so a burst of plugin file I/O is handed back soon.
+    // The blocking pool stays bounded at tokio's 512: a call stuck in a
+    // syscall past its deadline holds one (see tests/chaos.rs).
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_name("mend-rt")
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,
@@ -190,6 +198,9 @@ pub fn main() -> ExitCode {
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     finish(result)
 }
+
+/// The bound on tokio's blocking pool (its default, made explicit).
+const MAX_BLOCKING_THREADS: usize = 512;
 
 /// Errors are printed on one line: scripts grep them, people read them.
 fn one_line(s: &str) -> String {

@@ -134,6 +134,7 @@ impl Engine {
                 findings: serde_json::to_value(&result.findings).unwrap_or_default(),
             };
             if let Err(e) = self.store.record_result(&row) {
+                self.store.note_fault(&e);
                 tracing::error!(check = %check.name, "recording result: {e:#}");
             }
         }

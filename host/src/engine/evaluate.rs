@@ -24,6 +24,7 @@ impl Engine {
     pub(super) async fn evaluate(&self, idx: usize, result: &Detection, shutdown: &Shutdown) {
         for &pi in &self.plan.checks[idx].policies {
             if let Err(e) = self.evaluate_policy(pi, result, shutdown).await {
+                self.store.note_fault(&e);
                 tracing::error!(policy = %self.plan.policies[pi].name, "{e:#}");
             }
         }
@@ -65,6 +66,11 @@ impl Engine {
                 return self
                     .after_interruption(pi, &inc, &attempt, evidence, shutdown)
                     .await;
+            }
+            // A stop cut its page short: a human is still owed one.
+            let run = IncidentRun::resume(self, pi, &inc, evidence.clone());
+            if run.page_lost(&inc) {
+                run.resend_page(&inc).await?;
             }
             let escalated = matches!(
                 inc.state,

@@ -96,6 +96,7 @@ impl<'e> IncidentRun<'e> {
     ) -> anyhow::Result<IncidentRun<'e>> {
         let policy = &engine.plan.policies[pi];
         let now = engine.clock.now();
+        crate::crash::point("before-incident");
         let id = engine.store.open_incident(&NewIncident {
             policy: &policy.name,
             check: &diagnosis.check,
@@ -105,6 +106,7 @@ impl<'e> IncidentRun<'e> {
             dry_run,
             severity: engine.plan.checks[policy.check].severity,
         })?;
+        crate::crash::point("after-incident");
         let bad_since = lock(&engine.checks[policy.check].state).bad_since;
         engine.metrics.opened(
             &policy.name,
@@ -140,9 +142,13 @@ impl<'e> IncidentRun<'e> {
         evidence: Vec<Finding>,
     ) -> IncidentRun<'e> {
         let mut tries = BTreeMap::new();
+        let mut done = BTreeSet::new();
         for a in &inc.attempts {
             if let StepRef::Ladder(i) = a.step {
                 *tries.entry(i as usize).or_insert(0) += 1;
+                if !cut_short(a) {
+                    done.insert(i as usize);
+                }
             }
         }
         IncidentRun {
@@ -152,7 +158,7 @@ impl<'e> IncidentRun<'e> {
             opened_at: inc.opened_at,
             dry_run: inc.dry_run,
             evidence,
-            done: tries.keys().copied().collect(),
+            done,
             tries,
             operator: None,
         }
@@ -510,6 +516,7 @@ impl<'e> IncidentRun<'e> {
         engine
             .store
             .set_incident_state(self.incident, IncidentState::Remediating)?;
+        crate::crash::point("after-attempt");
         if !self.dry_run {
             lock(&engine.policies[self.pi].state)
                 .attempts
@@ -562,6 +569,7 @@ impl<'e> IncidentRun<'e> {
                 return Ok(Err(Stop::Fleet));
             }
         };
+        crate::crash::point("after-action");
         let code = self
             .evidence
             .first()
@@ -704,6 +712,7 @@ impl<'e> IncidentRun<'e> {
         let idx = self.policy().check;
         let verification = self.engine.detect(idx).await;
         self.engine.observe(idx, &verification);
+        crate::crash::point("mid-verify");
         verification
     }
 
@@ -846,6 +855,63 @@ impl<'e> IncidentRun<'e> {
                 "step": policy.escalate.as_ref().map(|s| s.name.clone()),
             }),
         )?;
+        self.send_page(note, now).await?;
+        Ok(true)
+    }
+
+    /// An escalated incident whose page a stop may have cut short: its
+    /// escalation step was written but never finished (or never written).
+    pub(super) fn page_lost(&self, inc: &Incident) -> bool {
+        if inc.escalated_at.is_none() || inc.dry_run || self.policy().escalate.is_none() {
+            return false;
+        }
+        let last = inc
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.step == StepRef::Escalation);
+        last.is_none_or(|a| a.outcome == AttemptOutcome::Interrupted && cut_short(a))
+    }
+
+    /// Sends the page [`Self::page_lost`] found cut short, again: at least
+    /// once, so perhaps twice when the kill came between sending and
+    /// recording it (the receiver has the incident id to deduplicate).
+    pub(super) async fn resend_page(&self, inc: &Incident) -> anyhow::Result<()> {
+        let engine = self.engine;
+        let now = engine.clock.now();
+        let lost = inc
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.step == StepRef::Escalation);
+        if let Some(a) = lost {
+            let mut detail = a.detail.clone();
+            if !detail.is_object() {
+                detail = json!({});
+            }
+            detail["after_restart"] = json!({"resent": true});
+            engine.store.finish_attempt(
+                a.id,
+                AttemptOutcome::Interrupted,
+                &detail,
+                a.duration_ms.unwrap_or(0),
+                a.fuel_used,
+                now,
+            )?;
+        }
+        tracing::error!(
+            incident = self.incident,
+            "a stop cut this incident's page short: sending it again"
+        );
+        self.send_page(&format!("(sent again after a restart) {}", inc.note), now)
+            .await
+    }
+
+    /// Runs the escalation step, if the policy has one.
+    async fn send_page(&self, note: &str, now: Millis) -> anyhow::Result<()> {
+        let engine = self.engine;
+        let policy = self.policy();
+        let severity = engine.plan.checks[policy.check].severity;
         if let Some(step) = &policy.escalate {
             // Durable before acting, like every step.
             let attempt = engine.store.start_attempt(
@@ -866,10 +932,12 @@ impl<'e> IncidentRun<'e> {
                 trail: engine.trail(self.incident)?,
                 link: engine.incident_link(self.incident),
             };
-            let detail = match engine
+            crate::crash::point("before-page");
+            let result = engine
                 .run_action(policy, step, &self.evidence, context, None)
-                .await
-            {
+                .await;
+            crate::crash::point("after-page");
+            let detail = match result {
                 Ok(r) => json!({"outcome": r.value, "note": note}),
                 Err(e) => {
                     tracing::error!(incident = self.incident, "escalation action failed: {e}");
@@ -887,8 +955,19 @@ impl<'e> IncidentRun<'e> {
                 engine.clock.now(),
             )?;
         }
-        Ok(true)
+        Ok(())
     }
+}
+
+/// An interrupted attempt with no sign its action did anything: no result
+/// and no process recorded (a kill before it acted or before its result
+/// was written). Such a step may run again; one that acted is tried.
+fn cut_short(a: &Attempt) -> bool {
+    a.outcome == AttemptOutcome::Interrupted
+        && a.detail.get("outcome").is_none()
+        && a.detail["processes"]
+            .as_array()
+            .is_none_or(|p| p.is_empty())
 }
 
 impl Engine {

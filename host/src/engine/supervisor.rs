@@ -120,6 +120,8 @@ async fn watchdog(engine: Arc<Engine>, mut shutdown: Shutdown) {
         if !shutdown.sleep(tick).await {
             break;
         }
+        // A store that could not write: is there room again?
+        engine.store.probe_fault();
         let now = engine.clock.now();
         let mut stalled = None;
         for (check, slot) in engine.plan.checks.iter().zip(&engine.checks) {
@@ -148,6 +150,7 @@ async fn watchdog(engine: Arc<Engine>, mut shutdown: Shutdown) {
                     late_ms,
                 };
                 if let Err(e) = engine.store.record_watchdog(&event) {
+                    engine.store.note_fault(&e);
                     tracing::error!("recording watchdog event: {e:#}");
                 }
             }

@@ -38,6 +38,9 @@ pub struct Store {
     /// results does not cost an fsync each. Incidents use `conn` (FULL).
     history: Mutex<Connection>,
     path: PathBuf,
+    /// The last write that failed (a full disk, an I/O error), until a
+    /// write works again: `/healthz` reports it.
+    fault: Mutex<Option<String>>,
 }
 
 /// What [`Store::open`] found left over from a previous run.
@@ -70,6 +73,7 @@ impl Store {
             conn: Mutex::new(conn),
             history: Mutex::new(history),
             path: path.to_path_buf(),
+            fault: Mutex::new(None),
         };
         let recovery = store.recover(now)?;
         Ok((store, recovery))
@@ -87,11 +91,66 @@ impl Store {
             conn: Mutex::new(conn),
             history: Mutex::new(history),
             path: path.to_path_buf(),
+            fault: Mutex::new(None),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records `e` as the store's fault if SQLite raised it (other errors
+    /// are not the store's). Returns whether it did; logs the first.
+    pub fn note_fault(&self, e: &anyhow::Error) -> bool {
+        let Some(sqlite) = e.chain().find_map(|c| c.downcast_ref::<rusqlite::Error>()) else {
+            return false;
+        };
+        let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        if fault.is_none() {
+            tracing::error!(
+                store = %self.path.display(),
+                "the incident store cannot write: {sqlite}; what is committed stays, mend keeps running and retries"
+            );
+        }
+        *fault = Some(format!("{}: {sqlite}", self.path.display()));
+        true
+    }
+
+    /// The store's fault, while writes fail.
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// While a fault is recorded: tries a write that needs room (8 KiB
+    /// written and removed in one commit); if it commits, the fault is
+    /// over. Returns whether the store is writable.
+    pub fn probe_fault(&self) -> bool {
+        if self.fault().is_none() {
+            return true;
+        }
+        let probe = || -> rusqlite::Result<()> {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO flags (name, value) VALUES ('store-probe', hex(zeroblob(4096)))
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                [],
+            )?;
+            tx.execute("DELETE FROM flags WHERE name = 'store-probe'", [])?;
+            tx.commit()
+        };
+        match probe() {
+            Ok(()) => {
+                *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::warn!(store = %self.path.display(), "the incident store writes again");
+                true
+            }
+            Err(e) => {
+                *self.fault.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("{}: {e}", self.path.display()));
+                false
+            }
+        }
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

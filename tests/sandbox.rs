@@ -514,6 +514,260 @@ async fn a_plugin_blocked_on_a_fifo_still_meets_its_deadline() {
     let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
 }
 
+#[tokio::test]
+async fn stuck_calls_are_capped_per_plugin_and_freed_when_their_syscall_returns() {
+    use mend::runtime::{MAX_STUCK_CALLS, Runtime, RuntimeConfig};
+    // A runtime of its own: the cap is per plugin and runtime, and other
+    // tests call the same fixture concurrently.
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let p = rt
+        .load_file(std::path::Path::new(artifacts::HOSTILE))
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("pipe");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let grants = resolved(&dir(tmp.path(), "/data", Mode::Ro));
+    let limits = Limits {
+        deadline: Duration::from_millis(200),
+        ..tight()
+    };
+    let read = json!({"mode": "read", "path": "/data/pipe"});
+    let call =
+        async |config: &serde_json::Value| rt.detect(&p, &request(config, &grants, limits)).await;
+    for _ in 0..MAX_STUCK_CALLS {
+        let err = call(&read).await.unwrap_err();
+        assert!(matches!(err, PluginError::DeadlineExceeded { .. }), "{err}");
+    }
+    // Both threads are still in open(2): the next call is refused at once,
+    // even one that would not block.
+    let fine = json!({"mode": "list", "path": "/data"});
+    let err = call(&fine).await.unwrap_err();
+    assert!(
+        matches!(err, PluginError::Budget { budget: "stuck calls", limit, .. } if limit == MAX_STUCK_CALLS as u64),
+        "{err}"
+    );
+    // A writer comes and goes: the reads see EOF, the epoch deadline ends
+    // both calls, their threads and slots come back.
+    drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
+    let mut freed = false;
+    for _ in 0..100 {
+        if call(&fine).await.is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the stuck calls were never counted out");
+}
+
+/// A data directory for the `mend:plugin/fs` tests: a file, a symlink in
+/// and one out of the grant, a FIFO.
+fn fs_tree() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("a.log"), b"12345").unwrap();
+    std::os::unix::fs::symlink("a.log", tmp.path().join("in")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("out")).unwrap();
+    std::os::unix::fs::symlink("/etc", tmp.path().join("etc")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        tmp.path().join("pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    tmp
+}
+
+#[tokio::test]
+async fn stat_many_stays_beneath_the_grant_and_never_opens_a_fifo() {
+    let tmp = fs_tree();
+    let p = load(artifacts::HOSTILE).await;
+    let g = dir(tmp.path(), "/data", Mode::Ro);
+    let paths = [
+        "/data/a.log",
+        "/data/in",
+        "/data/out",
+        "/data/pipe",
+        "/data/nope",
+        "/data/../etc/passwd",
+        "/etc/passwd",
+        "/data/etc/passwd",
+        "data/a.log",
+    ];
+    let limits = Limits {
+        deadline: Duration::from_millis(2000),
+        ..tight()
+    };
+    for follow in ["", "follow"] {
+        let r = detect_with(
+            &p,
+            json!({"mode": "stat-many", "args": paths, "name": follow}),
+            &g,
+            limits,
+        )
+        .await
+        .unwrap();
+        let lines: Vec<&str> = r.value[0].summary.split(';').collect();
+        assert_eq!(lines.len(), paths.len(), "{lines:?}");
+        assert_eq!(lines[0], "File:5");
+        assert_eq!(
+            lines[1],
+            if follow.is_empty() {
+                "Symlink:5"
+            } else {
+                "File:5"
+            }
+        );
+        if follow.is_empty() {
+            assert_eq!(lines[2], "Symlink:11", "reported, not followed");
+        } else {
+            assert!(lines[2].starts_with("denied:"), "{}", lines[2]);
+        }
+        assert_eq!(lines[3], "Fifo:0", "a FIFO is looked at, never opened");
+        assert_eq!(lines[4], "missing");
+        for (i, line) in lines.iter().enumerate().skip(5) {
+            assert!(
+                line.starts_with("denied:") && !line.contains("root:"),
+                "{}: {line}",
+                paths[i]
+            );
+        }
+    }
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn a_huge_stat_many_list_is_refused_and_the_host_stays_small() {
+    use mend::capabilities::fs::MAX_STAT_PATHS;
+    let tmp = fs_tree();
+    let p = load(artifacts::HOSTILE).await;
+    let g = dir(tmp.path(), "/data", Mode::Ro);
+    let r = detect(
+        &p,
+        json!({"mode": "stat-many", "args": ["/data/a.log"], "count": MAX_STAT_PATHS}),
+        &g,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.value[0].metrics["answers"], MAX_STAT_PATHS as f64);
+    let (err, growth) = common::memory::peak_growth(async || {
+        detect(
+            &p,
+            json!({"mode": "stat-many", "args": ["/data/a.log"], "count": MAX_STAT_PATHS + 1}),
+            &g,
+        )
+        .await
+        .unwrap_err()
+    })
+    .await;
+    assert!(
+        err.to_string()
+            .contains(&format!("at most {MAX_STAT_PATHS}")),
+        "{err}"
+    );
+    assert!(
+        growth < 16 << 20,
+        "host grew {}",
+        common::memory::mib(growth)
+    );
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn walk_reports_symlinks_and_fifos_without_following_and_keeps_its_bounds() {
+    let tmp = fs_tree();
+    let mut deep = tmp.path().join("deep");
+    for _ in 0..70 {
+        deep = deep.join("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("bottom"), b"").unwrap();
+    let p = load(artifacts::HOSTILE).await;
+    let g = dir(tmp.path(), "/data", Mode::Ro);
+    let walk = async |path: &str, depth: &str, count: usize| {
+        detect(
+            &p,
+            json!({"mode": "walk", "path": path, "args": [depth], "count": count}),
+            &g,
+        )
+        .await
+    };
+    // Depth 1: the top entries only, symlinks and the FIFO as themselves.
+    let err = walk("/data", "1", 0).await.unwrap_err();
+    assert!(err.to_string().contains("deeper than max-depth 1"), "{err}");
+    let err = walk("/data", "64", 0).await.unwrap_err();
+    assert!(
+        err.to_string().contains("deeper than max-depth 64"),
+        "{err}"
+    );
+    let err = walk("/data", "65", 0).await.unwrap_err();
+    assert!(err.to_string().contains("host's bound of 64"), "{err}");
+    std::fs::remove_dir_all(tmp.path().join("deep")).unwrap();
+    let r = walk("/data", "8", 0).await.unwrap();
+    let mut got: Vec<&str> = r.value[0].summary.split(';').collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "a.log:File",
+            "etc:Symlink",
+            "in:Symlink",
+            "out:Symlink",
+            "pipe:Fifo"
+        ]
+    );
+    let err = walk("/data", "8", 4).await.unwrap_err();
+    assert!(err.to_string().contains("more than max-entries 4"), "{err}");
+    for outside in ["/data/../etc", "/etc", "/data/etc", "/data/out"] {
+        let err = walk(outside, "8", 0).await.unwrap_err();
+        assert!(
+            !err.to_string().contains("passwd"),
+            "{outside} must not be listed: {err}"
+        );
+    }
+    still_serving().await;
+}
+
+#[tokio::test]
+async fn a_huge_walk_stops_at_the_reply_budget_and_the_host_stays_small() {
+    use mend::capabilities::fs::MAX_WALK_REPLY_BYTES;
+    let tmp = tempfile::tempdir().unwrap();
+    // Long names, so the reply budget is reached before the entry bound.
+    let name = "n".repeat(240);
+    let files = MAX_WALK_REPLY_BYTES / 240 + 100;
+    for i in 0..files {
+        std::fs::File::create(tmp.path().join(format!("{name}{i:06}"))).unwrap();
+    }
+    let p = load(artifacts::HOSTILE).await;
+    let g = dir(tmp.path(), "/data", Mode::Ro);
+    let (err, growth) = common::memory::peak_growth(async || {
+        detect(&p, json!({"mode": "walk", "path": "/data"}), &g)
+            .await
+            .unwrap_err()
+    })
+    .await;
+    assert!(
+        err.to_string()
+            .contains(&format!("host's bound of {MAX_WALK_REPLY_BYTES} bytes")),
+        "{err}"
+    );
+    assert!(
+        growth < 32 << 20,
+        "host grew {}",
+        common::memory::mib(growth)
+    );
+    still_serving().await;
+}
+
 /// Backends for the capability tests: one command that proves it ran, the
 /// machine's Redis, and PostgreSQL.
 fn backends(marker: &std::path::Path) -> mend::capabilities::Backends {

@@ -3,18 +3,16 @@
 //! (a) a fresh-instance `detect` on a trivial detector;
 //! (b) the same check by fork/exec of a tiny native program, as Monit,
 //!     Nagios and node-problem-detector run checks;
-//! (c) the stale-file logic as a native Rust function vs the plugin, over
-//!     1,000 files;
+//! (c) moved to `benches/files.rs` (the file path, issue 17);
 //! (d) compiling a component vs loading it from the compile cache;
 //! (e) how long after its deadline a runaway plugin is stopped.
 //!
 //! Prints a markdown table (the one in BENCHMARKS.md).
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mend::capabilities::Grants;
-use mend::capabilities::fs::{DirGrant, Mode};
 use mend::runtime::{Limits, Request, Runtime, RuntimeConfig};
 use mend_test_artifacts as artifacts;
 use serde_json::json;
@@ -159,100 +157,6 @@ async fn run() {
             bf.p50.as_secs_f64() / a.p50.as_secs_f64()
         ),
     ));
-
-    // (c) stale-file over 1,000 files: native function vs plugin.
-    let data = tempfile::tempdir().unwrap();
-    let mut host_paths = Vec::new();
-    let mut guest_paths = Vec::new();
-    for i in 0..1000 {
-        let name = format!("f{i:04}.json");
-        std::fs::write(data.path().join(&name), "{}").unwrap();
-        host_paths.push(data.path().join(&name).to_string_lossy().into_owned());
-        guest_paths.push(format!("/data/{name}"));
-    }
-    let native_cfg: stale_file::Config =
-        serde_json::from_value(json!({"paths": host_paths, "max_age": "10m"})).unwrap();
-    let mut samples = Vec::new();
-    for _ in 0..50 {
-        let t = Instant::now();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        let findings: Vec<_> = host_paths
-            .iter()
-            .map(|p| stale_file::check(p, now, &native_cfg))
-            .collect();
-        let summary = stale_file::summarize(findings);
-        assert_eq!(summary[0].get_metric("files"), Some(1000.0));
-        samples.push(t.elapsed());
-    }
-    let native = stats(samples);
-    let stale = runtime
-        .load_file(Path::new(artifacts::STALE_FILE))
-        .await
-        .unwrap();
-    let grants = Grants {
-        dirs: vec![DirGrant {
-            host: data.path().to_path_buf(),
-            guest: Some("/data".into()),
-            mode: Mode::Ro,
-        }],
-        ..Grants::none()
-    }
-    .resolve()
-    .unwrap();
-    let cfg = json!({"paths": guest_paths, "max_age": "10m"});
-    let req = Request {
-        check: "bench",
-        config: &cfg,
-        labels: &Default::default(),
-        clock: mend::clock::Clock::system(),
-        grants: &grants,
-        limits: Limits::default(),
-    };
-    // The default runs file I/O on tokio's blocking pool (so a call blocked
-    // on a FIFO still meets its deadline); `inline_file_io` runs it inline.
-    let inline = Runtime::new(RuntimeConfig {
-        state_dir: Some(state.path().to_path_buf()),
-        inline_file_io: true,
-        ..RuntimeConfig::default()
-    })
-    .unwrap();
-    let stale_inline = inline
-        .load_file(Path::new(artifacts::STALE_FILE))
-        .await
-        .unwrap();
-    let mut plugin_rows = Vec::new();
-    for (label, rt, plugin) in [
-        ("file I/O on the blocking pool (default)", &runtime, &stale),
-        ("inline_file_io", &inline, &stale_inline),
-    ] {
-        let mut samples = Vec::new();
-        for i in 0..55 {
-            let t = Instant::now();
-            let r = rt.detect(plugin, &req).await.unwrap();
-            if i >= 5 {
-                samples.push(t.elapsed());
-            }
-            assert_eq!(r.value[0].metrics["files"], 1000.0);
-        }
-        plugin_rows.push((label, stats(samples)));
-    }
-    rows.push((
-        "(c) stale-file, 1,000 files, native Rust function".into(),
-        ms(native.p50),
-        ms(native.p99),
-        String::new(),
-    ));
-    for (label, plugin) in plugin_rows {
-        rows.push((
-            format!("(c) stale-file, 1,000 files, plugin, {label}"),
-            ms(plugin.p50),
-            ms(plugin.p99),
-            format!(
-                "{:.2}× native (target ≤ 1.5×)",
-                plugin.p50.as_secs_f64() / native.p50.as_secs_f64()
-            ),
-        ));
-    }
 
     // (d) compile vs cached load (load = read + compile-or-deserialize +
     // link + describe()).

@@ -1,5 +1,5 @@
 //! Safe wrappers over what the host offers: logging, the clock, persistent
-//! state, disk usage, named commands, named PostgreSQL and Redis
+//! state, disk usage and file metadata in bulk, named commands, named PostgreSQL and Redis
 //! connections, and machine facts. A refusal is [`crate::Error::Denied`]; a host call that ran
 //! out of time is [`crate::Error::TimedOut`], one that hit a host limit
 //! [`crate::Error::Limit`]; the rest is [`crate::Error::Failed`].
@@ -81,6 +81,9 @@ pub mod state {
 
 /// Filesystem facts WASI does not offer.
 pub mod fs {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::wit::fs as wit;
     use crate::Error;
 
     /// Usage of one filesystem.
@@ -120,7 +123,7 @@ pub mod fs {
     /// Usage of the filesystem holding `path`, a path inside a granted
     /// directory.
     pub fn disk_usage(path: &str) -> Result<DiskUsage, Error> {
-        let u = super::wit::fs::disk_usage(path).map_err(Error::from)?;
+        let u = wit::disk_usage(path).map_err(Error::from)?;
         Ok(DiskUsage {
             total_bytes: u.total_bytes,
             free_bytes: u.free_bytes,
@@ -128,6 +131,140 @@ pub mod fs {
             total_inodes: u.total_inodes,
             free_inodes: u.free_inodes,
         })
+    }
+
+    /// What a path names; a symlink is reported as one unless followed.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum FileKind {
+        File,
+        Directory,
+        Symlink,
+        Fifo,
+        Socket,
+        BlockDevice,
+        CharDevice,
+        Unknown,
+    }
+
+    /// A path's metadata, as [`stat_many`] and [`walk`] report it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct FileStat {
+        pub kind: FileKind,
+        /// Bytes (of the link itself, for a symlink).
+        pub size: u64,
+        /// Last modification.
+        pub modified: SystemTime,
+        /// Permission bits (`st_mode & 0o7777`).
+        pub mode: u32,
+    }
+
+    impl FileStat {
+        pub fn is_file(&self) -> bool {
+            self.kind == FileKind::File
+        }
+        pub fn is_dir(&self) -> bool {
+            self.kind == FileKind::Directory
+        }
+        pub fn is_symlink(&self) -> bool {
+            self.kind == FileKind::Symlink
+        }
+    }
+
+    fn time_of(ms: i64) -> SystemTime {
+        let d = Duration::from_millis(ms.unsigned_abs());
+        if ms >= 0 {
+            UNIX_EPOCH + d
+        } else {
+            UNIX_EPOCH - d
+        }
+    }
+
+    impl From<wit::FileStat> for FileStat {
+        fn from(s: wit::FileStat) -> Self {
+            use wit::FileKind as K;
+            FileStat {
+                kind: match s.kind {
+                    K::File => FileKind::File,
+                    K::Directory => FileKind::Directory,
+                    K::Symlink => FileKind::Symlink,
+                    K::Fifo => FileKind::Fifo,
+                    K::Socket => FileKind::Socket,
+                    K::BlockDevice => FileKind::BlockDevice,
+                    K::CharDevice => FileKind::CharDevice,
+                    K::Unknown => FileKind::Unknown,
+                },
+                size: s.size,
+                modified: time_of(s.modified_ms),
+                mode: s.mode,
+            }
+        }
+    }
+
+    /// The metadata of many paths (inside granted directories) in one host
+    /// call, in order: `Ok(None)` where nothing exists. Far cheaper than
+    /// opening each file through WASI (one host call instead of three per
+    /// file), and safe on FIFOs and devices: nothing is opened. Symlinks
+    /// are reported as such unless `follow_symlinks`, and followed only
+    /// while they stay inside their grant. At most 10,000 paths a call
+    /// (more is [`Error::Limit`]).
+    pub fn stat_many(
+        paths: &[String],
+        follow_symlinks: bool,
+    ) -> Result<Vec<Result<Option<FileStat>, Error>>, Error> {
+        let stats = wit::stat_many(paths, follow_symlinks).map_err(Error::from)?;
+        Ok(stats
+            .into_iter()
+            .map(|r| r.map(|s| s.map(FileStat::from)).map_err(Error::from))
+            .collect())
+    }
+
+    /// How far a [`walk`] may go. The host bounds these too (depth 64,
+    /// 100,000 entries, 8 MiB of reply).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct WalkLimits {
+        /// Directory levels below the start: its own entries are depth 1.
+        pub max_depth: u32,
+        /// Entries reported, at most.
+        pub max_entries: u32,
+    }
+
+    impl Default for WalkLimits {
+        /// The host's own bounds.
+        fn default() -> Self {
+            WalkLimits {
+                max_depth: 64,
+                max_entries: 100_000,
+            }
+        }
+    }
+
+    /// One entry a [`walk`] found.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct DirEntry {
+        /// Relative to the walked directory, `/`-separated.
+        pub path: String,
+        pub stat: FileStat,
+    }
+
+    /// Every entry beneath `dir` (inside a granted directory), with its
+    /// metadata, in one host call. Symlinks are reported, never followed
+    /// or descended. Going past `limits` is [`Error::Limit`] naming what.
+    pub fn walk(dir: &str, limits: WalkLimits) -> Result<Vec<DirEntry>, Error> {
+        let entries = wit::walk(
+            dir,
+            wit::WalkLimits {
+                max_depth: limits.max_depth,
+                max_entries: limits.max_entries,
+            },
+        )
+        .map_err(Error::from)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| DirEntry {
+                path: e.path,
+                stat: e.stat.into(),
+            })
+            .collect())
     }
 }
 

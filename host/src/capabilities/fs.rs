@@ -1,15 +1,21 @@
-//! Directory grants: WASI preopens, and `mend:plugin/fs` (disk usage).
+//! Directory grants: WASI preopens, and `mend:plugin/fs` (disk usage, the
+//! metadata of many paths in one call, a bounded walk).
 //!
 //! A plugin sees only the granted directories, at the guest path the
 //! operator chose, read-only unless the grant says `rw`. WASI resolves every
 //! path beneath a preopen (`..`, absolute paths and symlinks cannot escape).
-//! Disk usage is answered through cap-std for the same reason: the lookup
+//! `mend:plugin/fs` answers through cap-std for the same reason: each lookup
 //! happens beneath the granted directory's handle, never by ambient path.
+//! Nothing but directories is ever opened (metadata comes from `fstatat` or
+//! an `O_PATH` descriptor), so a FIFO or a device cannot block the host.
+//! These calls are synchronous: a call granted directories runs on its own
+//! pool thread (`runtime/call.rs`), where a hung mount blocks only that
+//! thread and the deadline still ends the call.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cap_std::ambient_authority;
-use cap_std::fs::Dir;
+use cap_std::fs::{Dir, FileTypeExt, Metadata, MetadataExt};
 use serde::{Deserialize, Serialize};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -163,23 +169,291 @@ pub struct FsCap {
     pub(crate) dirs: Vec<ResolvedDir>,
 }
 
+/// What a path names; a symlink is reported as one unless followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    BlockDevice,
+    CharDevice,
+    Unknown,
+}
+
+/// The metadata `stat_many` and `walk` report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub kind: FileKind,
+    /// Bytes (of the link itself, for a symlink).
+    pub size: u64,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub modified_ms: i64,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+impl FileStat {
+    fn of(m: &Metadata) -> FileStat {
+        let t = m.file_type();
+        let kind = if t.is_symlink() {
+            FileKind::Symlink
+        } else if t.is_dir() {
+            FileKind::Directory
+        } else if t.is_file() {
+            FileKind::File
+        } else if t.is_fifo() {
+            FileKind::Fifo
+        } else if t.is_socket() {
+            FileKind::Socket
+        } else if t.is_block_device() {
+            FileKind::BlockDevice
+        } else if t.is_char_device() {
+            FileKind::CharDevice
+        } else {
+            FileKind::Unknown
+        };
+        FileStat {
+            kind,
+            size: m.len(),
+            modified_ms: m
+                .mtime()
+                .saturating_mul(1000)
+                .saturating_add(m.mtime_nsec() / 1_000_000),
+            mode: m.mode() & 0o7777,
+        }
+    }
+}
+
+/// How far a walk may go; each is capped by the host's own bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkLimits {
+    /// Directory levels below the start: its own entries are depth 1.
+    pub max_depth: u32,
+    /// Entries reported, at most.
+    pub max_entries: u32,
+}
+
+/// One entry a walk found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkEntry {
+    /// Relative to the walked directory, `/`-separated.
+    pub path: String,
+    pub stat: FileStat,
+}
+
+/// Paths one `stat_many` call may ask about.
+pub const MAX_STAT_PATHS: usize = 10_000;
+/// The host's bound on a walk's `max_entries`.
+pub const MAX_WALK_ENTRIES: u32 = 100_000;
+/// The host's bound on a walk's `max_depth`.
+pub const MAX_WALK_DEPTH: u32 = 64;
+/// Bytes of one walk's reply (paths plus a fixed cost per entry).
+pub const MAX_WALK_REPLY_BYTES: usize = 8 << 20;
+/// What one entry costs in a reply besides its path.
+const ENTRY_BYTES: usize = 32;
+
+fn io_error(path: &str, e: std::io::Error) -> HostError {
+    // cap-std says PermissionDenied for a path that would lead outside the
+    // directory handle, as the kernel does for a file mode that refuses.
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        HostError::denied(format!("`{path}`: {e}"))
+    } else {
+        HostError::failed(format!("`{path}`: {e}"))
+    }
+}
+
+/// Handles one call opened, reused across its paths: each grant's root as
+/// it is first needed, and the last parent directory looked in (paths come
+/// grouped by directory), so a call holds at most grants + 1 descriptors.
+#[derive(Default)]
+struct Opened {
+    roots: Vec<Option<Dir>>,
+    parent: Option<(usize, PathBuf, Dir)>,
+}
+
 impl FsCap {
-    /// Usage of the filesystem holding `path` (a guest path).
-    pub fn disk_usage(&self, path: &str) -> Result<DiskUsage, HostError> {
+    /// The grant `path` lies in (the deepest one) and the rest of the path
+    /// beneath it.
+    fn locate(&self, path: &str) -> Result<(usize, PathBuf), HostError> {
         let want = guest_components(path).map_err(HostError::Denied)?;
-        let grant = self
+        let (index, grant) = self
             .dirs
             .iter()
-            .filter(|d| want.starts_with(&guest_components(&d.guest).unwrap_or_default()))
-            .max_by_key(|d| d.guest.len())
+            .enumerate()
+            .filter(|(_, d)| want.starts_with(&guest_components(&d.guest).unwrap_or_default()))
+            .max_by_key(|(_, d)| d.guest.len())
             .ok_or_else(|| {
                 HostError::denied(format!("`{path}` is not inside a granted directory"))
             })?;
         let depth = guest_components(&grant.guest).unwrap_or_default().len();
-        let rest: PathBuf = want[depth..].iter().collect();
+        Ok((index, want[depth..].iter().collect()))
+    }
+
+    fn open_root(&self, index: usize) -> Result<Dir, HostError> {
+        let grant = &self.dirs[index];
+        Dir::open_ambient_dir(&grant.host, ambient_authority())
+            .map_err(|e| HostError::failed(format!("{}: {e}", grant.guest)))
+    }
+
+    /// The metadata of each path (guest paths, each inside a granted
+    /// directory), in order: `None` where nothing exists. A symlink is
+    /// reported as itself unless `follow`, and followed only while it stays
+    /// beneath its grant. At most [`MAX_STAT_PATHS`] paths.
+    pub fn stat_many(
+        &self,
+        paths: &[String],
+        follow: bool,
+    ) -> Result<Vec<Result<Option<FileStat>, HostError>>, HostError> {
+        if paths.len() > MAX_STAT_PATHS {
+            return Err(HostError::limit(format!(
+                "{} paths in one stat-many call; at most {MAX_STAT_PATHS}",
+                paths.len()
+            )));
+        }
+        let mut opened = Opened {
+            roots: (0..self.dirs.len()).map(|_| None).collect(),
+            parent: None,
+        };
+        Ok(paths
+            .iter()
+            .map(|p| self.stat_one(&mut opened, p, follow))
+            .collect())
+    }
+
+    fn stat_one(
+        &self,
+        opened: &mut Opened,
+        path: &str,
+        follow: bool,
+    ) -> Result<Option<FileStat>, HostError> {
+        let (index, rest) = self.locate(path)?;
+        let Opened {
+            roots,
+            parent: last,
+        } = opened;
+        if roots[index].is_none() {
+            roots[index] = Some(self.open_root(index)?);
+        }
+        let root = roots[index].as_ref().expect("opened above");
+        let found = |r: std::io::Result<Metadata>| match r {
+            Ok(m) => Ok(Some(FileStat::of(&m))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(path, e)),
+        };
+        let (Some(name), parent) = (rest.file_name(), rest.parent()) else {
+            return found(root.dir_metadata());
+        };
+        let parent = parent.unwrap_or(Path::new(""));
+        let dir = if parent.as_os_str().is_empty() {
+            root
+        } else {
+            let cached = matches!(last, Some((i, p, _)) if *i == index && p == parent);
+            if !cached {
+                // Beneath the root: a parent that is (or passes through) a
+                // symlink out of the grant is refused here.
+                match root.open_dir(parent) {
+                    Ok(d) => *last = Some((index, parent.to_path_buf(), d)),
+                    Err(e) => return found(Err(e)),
+                }
+            }
+            &last.as_ref().expect("cached above").2
+        };
+        // One `fstatat(AT_SYMLINK_NOFOLLOW)` in the parent.
+        match dir.symlink_metadata(name) {
+            Ok(m) if follow && m.file_type().is_symlink() => found(root.metadata(&rest)),
+            other => found(other),
+        }
+    }
+
+    /// Every entry beneath `dir` (a guest path inside a grant), never
+    /// following a symlink (reported, not descended) and never opening
+    /// anything but directories. Bounded by `limits` and the host's caps:
+    /// going past any is a `Limit` error naming it.
+    pub fn walk(&self, dir: &str, limits: WalkLimits) -> Result<Vec<WalkEntry>, HostError> {
+        if limits.max_entries > MAX_WALK_ENTRIES {
+            return Err(HostError::limit(format!(
+                "walk `{dir}`: max-entries {} is above the host's bound of {MAX_WALK_ENTRIES}",
+                limits.max_entries
+            )));
+        }
+        if limits.max_depth > MAX_WALK_DEPTH {
+            return Err(HostError::limit(format!(
+                "walk `{dir}`: max-depth {} is above the host's bound of {MAX_WALK_DEPTH}",
+                limits.max_depth
+            )));
+        }
+        let (index, rest) = self.locate(dir)?;
+        let root = self.open_root(index)?;
+        let start = if rest.as_os_str().is_empty() {
+            root
+        } else {
+            root.open_dir(&rest).map_err(|e| io_error(dir, e))?
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        // Directories still to list: relative path and depth. Each is opened
+        // beneath `start` when its turn comes, so a walk holds two
+        // descriptors however wide the tree.
+        let mut pending: Vec<(String, u32)> = vec![(String::new(), 0)];
+        while let Some((rel, depth)) = pending.pop() {
+            let shown = |rel: &str| format!("{}/{rel}", dir.trim_end_matches('/'));
+            let listing = if rel.is_empty() {
+                start.entries()
+            } else {
+                start.open_dir(&rel).and_then(|d| d.entries())
+            }
+            .map_err(|e| io_error(&shown(&rel), e))?;
+            for entry in listing {
+                let entry = entry.map_err(|e| io_error(&shown(&rel), e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                if depth + 1 > limits.max_depth {
+                    return Err(HostError::limit(format!(
+                        "walk `{dir}`: `{}` is deeper than max-depth {}",
+                        shown(&path),
+                        limits.max_depth
+                    )));
+                }
+                if out.len() >= limits.max_entries as usize {
+                    return Err(HostError::limit(format!(
+                        "walk `{dir}`: more than max-entries {} entries",
+                        limits.max_entries
+                    )));
+                }
+                bytes += path.len() + ENTRY_BYTES;
+                if bytes > MAX_WALK_REPLY_BYTES {
+                    return Err(HostError::limit(format!(
+                        "walk `{dir}`: the reply would pass the host's bound of {MAX_WALK_REPLY_BYTES} bytes"
+                    )));
+                }
+                // `fstatat(AT_SYMLINK_NOFOLLOW)` in the listed directory.
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    // Gone since it was listed.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error(&shown(&path), e)),
+                };
+                let stat = FileStat::of(&meta);
+                if stat.kind == FileKind::Directory {
+                    pending.push((path.clone(), depth + 1));
+                }
+                out.push(WalkEntry { path, stat });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Usage of the filesystem holding `path` (a guest path).
+    pub fn disk_usage(&self, path: &str) -> Result<DiskUsage, HostError> {
+        let (index, rest) = self.locate(path)?;
         let failed = |e: std::io::Error| HostError::failed(format!("`{path}`: {e}"));
-        let root = Dir::open_ambient_dir(&grant.host, ambient_authority())
-            .map_err(|e| HostError::failed(format!("{}: {e}", grant.guest)))?;
+        let root = self.open_root(index)?;
         // Nothing is ever opened but directories: opening a FIFO or a
         // device could block the host. A file's filesystem is its
         // directory's. cap-std resolves `rest` beneath `root`, so symlinks
@@ -269,5 +543,146 @@ mod tests {
         )
         .unwrap();
         assert!(cap.disk_usage("/data/fifo").is_ok());
+    }
+
+    fn cap_on(dir: &std::path::Path) -> FsCap {
+        FsCap {
+            dirs: vec![ResolvedDir {
+                host: dir.canonicalize().unwrap(),
+                guest: "/data".into(),
+                write: false,
+            }],
+        }
+    }
+
+    fn fifo(path: &std::path::Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn stat_many_reports_each_path_beneath_its_grant() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        std::fs::write(tmp.path().join("sub/a"), b"hello").unwrap();
+        std::fs::write(tmp.path().join("b"), b"").unwrap();
+        std::os::unix::fs::symlink("sub/a", tmp.path().join("inside")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("outside")).unwrap();
+        std::os::unix::fs::symlink("/etc", tmp.path().join("etc")).unwrap();
+        fifo(&tmp.path().join("pipe"));
+        let cap = cap_on(tmp.path());
+        let paths: Vec<String> = [
+            "/data/sub/a",
+            "/data/b",
+            "/data/nope",
+            "/data/inside",
+            "/data/outside",
+            "/data/pipe",
+            "/data/../etc/passwd",
+            "/etc/passwd",
+            "/data/etc/passwd",
+            "/data",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let lstat = cap.stat_many(&paths, false).unwrap();
+        let a = lstat[0].as_ref().unwrap().unwrap();
+        assert_eq!((a.kind, a.size), (FileKind::File, 5));
+        assert!(a.modified_ms > 1_600_000_000_000, "{a:?}");
+        assert_eq!(lstat[1].as_ref().unwrap().unwrap().kind, FileKind::File);
+        assert_eq!(lstat[2].as_ref().unwrap(), &None);
+        assert_eq!(lstat[3].as_ref().unwrap().unwrap().kind, FileKind::Symlink);
+        assert_eq!(lstat[4].as_ref().unwrap().unwrap().kind, FileKind::Symlink);
+        // Reported from its inode: never opened, so nothing blocks.
+        assert_eq!(lstat[5].as_ref().unwrap().unwrap().kind, FileKind::Fifo);
+        assert!(
+            matches!(lstat[6], Err(HostError::Denied(_))),
+            "{:?}",
+            lstat[6]
+        );
+        assert!(
+            matches!(lstat[7], Err(HostError::Denied(_))),
+            "{:?}",
+            lstat[7]
+        );
+        // Through a symlinked directory that leads out: refused.
+        assert!(lstat[8].is_err(), "{:?}", lstat[8]);
+        assert_eq!(
+            lstat[9].as_ref().unwrap().unwrap().kind,
+            FileKind::Directory
+        );
+
+        let followed = cap.stat_many(&paths, true).unwrap();
+        let inside = followed[3].as_ref().unwrap().unwrap();
+        assert_eq!((inside.kind, inside.size), (FileKind::File, 5));
+        // A symlink out of the grant is not followed.
+        assert!(followed[4].is_err(), "{:?}", followed[4]);
+
+        let many = vec!["/data/b".to_string(); MAX_STAT_PATHS + 1];
+        assert!(matches!(
+            cap.stat_many(&many, false),
+            Err(HostError::Limit(_))
+        ));
+    }
+
+    #[test]
+    fn walk_reports_symlinks_without_following_and_keeps_its_bounds() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("logs/old")).unwrap();
+        std::fs::write(tmp.path().join("logs/a.log"), b"12345").unwrap();
+        std::fs::write(tmp.path().join("logs/old/b.log"), b"1").unwrap();
+        std::os::unix::fs::symlink("/etc", tmp.path().join("logs/etc")).unwrap();
+        std::os::unix::fs::symlink("..", tmp.path().join("logs/up")).unwrap();
+        fifo(&tmp.path().join("logs/pipe"));
+        let cap = cap_on(tmp.path());
+        let all = WalkLimits {
+            max_depth: 8,
+            max_entries: 100,
+        };
+        let mut got: Vec<(String, FileKind)> = cap
+            .walk("/data/logs", all)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.path, e.stat.kind))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let want = [
+            ("a.log", FileKind::File),
+            ("etc", FileKind::Symlink),
+            ("old", FileKind::Directory),
+            ("old/b.log", FileKind::File),
+            ("pipe", FileKind::Fifo),
+            ("up", FileKind::Symlink),
+        ];
+        let want: Vec<(String, FileKind)> = want.iter().map(|(p, k)| (p.to_string(), *k)).collect();
+        assert_eq!(got, want);
+
+        let limit = |dir: &str, max_depth, max_entries| match cap.walk(
+            dir,
+            WalkLimits {
+                max_depth,
+                max_entries,
+            },
+        ) {
+            Err(HostError::Limit(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(limit("/data/logs", 1, 100).contains("deeper than max-depth 1"));
+        assert!(limit("/data/logs", 8, 3).contains("max-entries 3"));
+        assert!(limit("/data/logs", 8, MAX_WALK_ENTRIES + 1).contains("host's bound"));
+        assert!(limit("/data/logs", MAX_WALK_DEPTH + 1, 10).contains("host's bound"));
+        assert!(matches!(
+            cap.walk("/data/../etc", all),
+            Err(HostError::Denied(_))
+        ));
+        assert!(matches!(cap.walk("/etc", all), Err(HostError::Denied(_))));
+        assert!(cap.walk("/data/logs/etc", all).is_err());
     }
 }

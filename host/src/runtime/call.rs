@@ -9,8 +9,18 @@
 //! descriptor, stream, pollable and HTTP object is one), and bytes per HTTP
 //! header set and per buffered request body. The epoch callback also yields
 //! to tokio on every tick, so a long call never stalls the executor.
+//!
+//! A call granted directories runs whole on a blocking-pool thread, its file
+//! I/O inline there (a syscall each, no hop per operation), while the caller
+//! waits for it with the deadline as a timeout: a plugin blocked in a
+//! syscall (a FIFO, a hung mount) still ends at its deadline, and no async
+//! worker is ever blocked. Such a stuck call keeps its thread and its slot
+//! until the syscall returns; at most [`MAX_STUCK_CALLS`] per plugin, after
+//! which its calls are refused at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{InstancePre, ResourceTable, ResourceTableError};
@@ -85,6 +95,25 @@ pub(crate) struct Invoked {
     pub duration: Duration,
 }
 
+/// Calls of one plugin that may be past their deadline, still blocked in a
+/// syscall on their thread, before further calls are refused.
+pub const MAX_STUCK_CALLS: usize = 2;
+
+/// Per plugin name, its calls that passed their deadline while their thread
+/// was still blocked (kept across reloads of the plugin).
+#[derive(Default)]
+pub(crate) struct StuckCalls(Mutex<HashMap<String, Arc<AtomicUsize>>>);
+
+impl StuckCalls {
+    fn of(&self, plugin: &str) -> Arc<AtomicUsize> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get(plugin) {
+            return n.clone();
+        }
+        map.entry(plugin.to_string()).or_default().clone()
+    }
+}
+
 /// Raised by the epoch callback once the deadline has passed.
 #[derive(Debug, thiserror::Error)]
 #[error("deadline exceeded")]
@@ -103,9 +132,27 @@ impl Runtime {
             plugin: name.into(),
             message,
         };
-        let _permit = self
+        // Only a call granted directories can block in a file syscall.
+        let on_thread = !self.inline_file_io && !spec.grants.dirs.is_empty();
+        let stuck = match on_thread {
+            true => Some(self.stuck.of(name)),
+            false => None,
+        };
+        if stuck
+            .as_ref()
+            .is_some_and(|n| n.load(Ordering::SeqCst) >= MAX_STUCK_CALLS)
+        {
+            return Err(PluginError::Budget {
+                plugin: name.into(),
+                budget: "stuck calls",
+                limit: MAX_STUCK_CALLS as u64,
+                detail: "calls past their deadline still blocked in a file syscall (a FIFO, a hung mount); refused until one returns".into(),
+            });
+        }
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| host_err("runtime is shutting down".into()))?;
 
@@ -113,7 +160,7 @@ impl Runtime {
         let stderr = BoundedOutput::new(self.output_limit);
         let mut wasi = WasiCtxBuilder::new();
         // Must precede the preopens: each captures the flag when added.
-        wasi.allow_blocking_current_thread(self.inline_file_io)
+        wasi.allow_blocking_current_thread(on_thread || self.inline_file_io)
             .stdout(stdout.clone())
             .stderr(stderr.clone());
         let caps = HostCaps::prepare(
@@ -155,10 +202,20 @@ impl Runtime {
             }
         });
 
-        let result = tokio::time::timeout(limits.deadline, run(&mut store, &target, call)).await;
+        let result = if let Some(stuck) = stuck {
+            on_pool_thread(store, &target, call, limits.deadline, permit, stuck).await
+        } else {
+            let result = tokio::time::timeout(
+                limits.deadline,
+                run(&mut store, target.pre, target.exports, call),
+            )
+            .await;
+            let fuel_left = store.get_fuel().unwrap_or(0);
+            drop(store);
+            drop(permit);
+            result.map(|r| (r, fuel_left))
+        };
         let duration = started.elapsed();
-        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        drop(store);
         log_output(name, "stdout", &stdout);
         let stderr_text = log_output(name, "stderr", &stderr);
 
@@ -167,10 +224,10 @@ impl Runtime {
                 plugin: name.into(),
                 deadline: limits.deadline,
             }),
-            Ok(Err(e)) => Err(classify(name, e, &limits, &stderr_text)),
-            Ok(Ok(returned)) => Ok(Invoked {
+            Ok((Err(e), _)) => Err(classify(name, e, &limits, &stderr_text)),
+            Ok((Ok(returned), fuel_left)) => Ok(Invoked {
                 returned,
-                fuel_used,
+                fuel_used: limits.fuel.saturating_sub(fuel_left),
                 duration,
             }),
         }
@@ -179,11 +236,71 @@ impl Runtime {
 
 async fn run(
     store: &mut Store<CallState>,
-    target: &Target<'_>,
+    pre: &InstancePre<CallState>,
+    exports: &Exports,
     call: Call,
 ) -> wasmtime::Result<Returned> {
-    let instance = target.pre.instantiate_async(&mut *store).await?;
-    wit::call(store, &instance, target.exports, call).await
+    let instance = pre.instantiate_async(&mut *store).await?;
+    wit::call(store, &instance, exports, call).await
+}
+
+/// What a call ended with, and the fuel it left.
+type Ran = (wasmtime::Result<Returned>, u64);
+
+/// Runs the call on a blocking-pool thread (driving it with the runtime's
+/// handle, so timers and sockets still work) and waits for it at most
+/// `deadline`. A call still blocked then is left to its thread, counted in
+/// `stuck` until it returns; the thread holds the call's slot (`permit`)
+/// and its `Store` till then, and the epoch deadline ends its wasm as soon
+/// as the syscall returns.
+async fn on_pool_thread(
+    mut store: Store<CallState>,
+    target: &Target<'_>,
+    call: Call,
+    deadline: Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    stuck: Arc<AtomicUsize>,
+) -> Result<Ran, tokio::time::error::Elapsed> {
+    let handle = tokio::runtime::Handle::current();
+    let pre = target.pre.clone();
+    let exports = target.exports.clone();
+    // Set by whichever side is done first: the thread (finished) or the
+    // caller (gave up at the deadline).
+    let settled = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::oneshot::channel::<Ran>();
+    let job = {
+        let settled = settled.clone();
+        let stuck = stuck.clone();
+        move || {
+            let result = handle.block_on(run(&mut store, &pre, &exports, call));
+            let fuel_left = store.get_fuel().unwrap_or(0);
+            drop(store);
+            drop(permit);
+            if settled.swap(true, Ordering::SeqCst) {
+                stuck.fetch_sub(1, Ordering::SeqCst);
+            }
+            let _ = tx.send((result, fuel_left));
+        }
+    };
+    tokio::task::spawn_blocking(job);
+    match tokio::time::timeout(deadline, rx).await {
+        Ok(Ok(ran)) => Ok(ran),
+        Ok(Err(_)) => Ok((
+            Err(wasmtime::Error::msg(
+                "the call's thread ended without an answer",
+            )),
+            0,
+        )),
+        Err(elapsed) => {
+            // Counted before settling, so the thread's decrement can never
+            // come first.
+            stuck.fetch_add(1, Ordering::SeqCst);
+            if settled.swap(true, Ordering::SeqCst) {
+                stuck.fetch_sub(1, Ordering::SeqCst);
+            }
+            Err(elapsed)
+        }
+    }
 }
 
 /// Logs what the plugin printed, tagged with its name and escaped; returns

@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
+pub use self::call::MAX_STUCK_CALLS;
 pub use self::error::PluginError;
 pub use self::limits::Limits;
 pub use self::load::MAX_WASM_BYTES;
@@ -195,7 +196,8 @@ pub struct Runtime {
     allocator: Allocator,
     cache: Option<Arc<CompileCache>>,
     state: Option<StateStore>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    stuck: call::StuckCalls,
     output_limit: usize,
     inline_file_io: bool,
     describe_limits: Limits,
@@ -229,7 +231,8 @@ impl Runtime {
             allocator,
             cache,
             state,
-            permits: Semaphore::new(config.engine.max_concurrent_calls as usize),
+            permits: Arc::new(Semaphore::new(config.engine.max_concurrent_calls as usize)),
+            stuck: call::StuckCalls::default(),
             output_limit: config.output_limit,
             inline_file_io: config.inline_file_io,
             describe_limits: config.describe_limits,

@@ -111,6 +111,7 @@ pub(crate) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Resul
 }
 
 /// A plugin's exports, in its version's bindings.
+#[derive(Clone)]
 pub(crate) enum Exports {
     V0_1(since_v0_1::Exports),
     V0_2(since_v0_2::Exports),

@@ -30,6 +30,7 @@ use self::mend::plugin::{clock, exec, fs, log, redis, sql, state, types};
 /// The versions these bindings serve (semver-compatible with 0.1.0).
 pub const VERSION: &str = "0.1";
 
+#[derive(Clone)]
 pub(crate) struct Exports {
     meta: meta::GuestIndices,
     detection: Option<detection::GuestIndices>,

@@ -32,6 +32,7 @@ use self::mend::plugin::{clock, exec, fs, log, redis, sql, state, system, types}
 pub const VERSION: &str = "0.2";
 
 /// Where each exported interface sits in a component of this version.
+#[derive(Clone)]
 pub(crate) struct Exports {
     meta: meta::GuestIndices,
     detection: Option<detection::GuestIndices>,
@@ -190,6 +191,52 @@ impl fs::Host for capabilities::fs::FsCap {
             total_inodes: u.total_inodes,
             free_inodes: u.free_inodes,
         })
+    }
+    fn stat_many(
+        &mut self,
+        paths: Vec<String>,
+        follow_symlinks: bool,
+    ) -> HostResult<Vec<HostResult<Option<fs::FileStat>>>> {
+        let stats = capabilities::fs::FsCap::stat_many(self, &paths, follow_symlinks)?;
+        Ok(stats
+            .into_iter()
+            .map(|r| r.map(|s| s.map(Into::into)).map_err(Into::into))
+            .collect())
+    }
+    fn walk(&mut self, dir: String, limits: fs::WalkLimits) -> HostResult<Vec<fs::DirEntry>> {
+        let limits = capabilities::fs::WalkLimits {
+            max_depth: limits.max_depth,
+            max_entries: limits.max_entries,
+        };
+        let entries = capabilities::fs::FsCap::walk(self, &dir, limits)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| fs::DirEntry {
+                path: e.path,
+                stat: e.stat.into(),
+            })
+            .collect())
+    }
+}
+
+impl From<capabilities::fs::FileStat> for fs::FileStat {
+    fn from(s: capabilities::fs::FileStat) -> Self {
+        use capabilities::fs::FileKind as K;
+        fs::FileStat {
+            kind: match s.kind {
+                K::File => fs::FileKind::File,
+                K::Directory => fs::FileKind::Directory,
+                K::Symlink => fs::FileKind::Symlink,
+                K::Fifo => fs::FileKind::Fifo,
+                K::Socket => fs::FileKind::Socket,
+                K::BlockDevice => fs::FileKind::BlockDevice,
+                K::CharDevice => fs::FileKind::CharDevice,
+                K::Unknown => fs::FileKind::Unknown,
+            },
+            size: s.size,
+            modified_ms: s.modified_ms,
+            mode: s.mode,
+        }
     }
 }
 

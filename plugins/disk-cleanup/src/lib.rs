@@ -7,6 +7,9 @@
 //! - only inside the granted directory (the sandbox makes anything else
 //!   unreachable);
 //! - never follows a symlink: symlinks are neither deleted nor descended;
+//! - finds files with the host's bounded walk (`fs.walk`, one call for the
+//!   tree, up to 100,000 entries and 64 levels: past that it fails with a
+//!   `limit` error rather than clean part of a tree it cannot see whole);
 //! - never touches a file younger than `min_age`;
 //! - in dry-run, lists what it would remove and the bytes it would free.
 //!
@@ -18,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use mend_sdk::host::fs::{FileStat, WalkLimits};
 use mend_sdk::host::{clock, fs};
 use mend_sdk::{
     Access, Action, Bytes, Context, Detector, Error, Finding, Needs, Outcome, Plugin, Result,
@@ -231,29 +235,18 @@ pub struct Candidate {
 /// Total bytes of regular files under `root`, not following symlinks.
 pub fn tree_size(root: &Path) -> Result<u64> {
     let mut total = 0;
-    walk(root, &mut |_, meta| total += meta.len())?;
+    walk(root, &mut |_, stat| total += stat.size)?;
     Ok(total)
 }
 
-/// Visits every regular file under `root`. Symlinks are skipped, never
-/// followed, whether they point at files or directories.
-fn walk(root: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(dir.display(), e))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            let ft = meta.file_type();
-            if ft.is_symlink() {
-                continue;
-            } else if ft.is_dir() {
-                stack.push(path);
-            } else if ft.is_file() {
-                f(&path, &meta);
-            }
+/// Visits every regular file under `root`, with its metadata from one host
+/// call for the whole tree. Symlinks are skipped, never followed, whether
+/// they point at files or directories.
+fn walk(root: &Path, f: &mut dyn FnMut(&Path, &FileStat)) -> Result<()> {
+    let root_str = root.to_string_lossy();
+    for entry in fs::walk(&root_str, WalkLimits::default())? {
+        if entry.stat.is_file() {
+            f(&root.join(&entry.path), &entry.stat);
         }
     }
     Ok(())
@@ -268,12 +261,12 @@ pub fn candidates(c: &CleanupConfig, globs: &GlobSet, now: SystemTime) -> Result
     let mut found = Vec::new();
     walk(root, &mut |path, meta| {
         let rel = path.strip_prefix(root).unwrap_or(path);
-        let modified = meta.modified().unwrap_or(now);
+        let modified = meta.modified;
         let already = c.mode == Mode::Gzip && path.extension().is_some_and(|e| e == "gz");
         if globs.is_match(rel) && modified <= cutoff && !already {
             found.push(Candidate {
                 path: path.to_path_buf(),
-                size: meta.len(),
+                size: meta.size,
                 modified,
             });
         }

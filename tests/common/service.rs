@@ -34,6 +34,8 @@ pub struct Opts<'a> {
     pub api: &'a str,
     /// More keys for the `app` check (e.g. `success_threshold = 5`).
     pub check: &'a str,
+    /// More `[[check]]` tables after it; `{ctl}` is the control directory.
+    pub extra_checks: &'a str,
     /// The listen address's IP (default 127.0.0.1).
     pub ip: Option<&'a str>,
     /// `[api] token` (default TOKEN; `Some("")` for none).
@@ -163,7 +165,15 @@ impl Mend {
         let api = format!("{token}\n{tls}{}", o.api);
         std::fs::write(
             &config,
-            config_with(ctl.path(), &listen, &api, o.check, "", policy),
+            config_with(
+                ctl.path(),
+                &listen,
+                &api,
+                o.check,
+                &o.extra_checks
+                    .replace("{ctl}", &ctl.path().display().to_string()),
+                policy,
+            ),
         )
         .unwrap();
         let scheme = if o.tls.is_some() { "https" } else { "http" };

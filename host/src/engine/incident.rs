@@ -702,9 +702,9 @@ impl<'e> IncidentRun<'e> {
     /// A fresh detect of the check, which also feeds its health.
     async fn verify(&self) -> Detection {
         let idx = self.policy().check;
-        let verification = self.engine.detect(idx).await;
-        self.engine.observe(idx, &verification);
-        verification
+        let verification = std::sync::Arc::new(self.engine.detect(idx).await);
+        self.engine.observe(idx, verification.clone());
+        std::sync::Arc::unwrap_or_clone(verification)
     }
 
     /// Healed: nothing the policy matches any more, and not worse than what

@@ -22,24 +22,67 @@ use super::Runtime;
 use super::error::PluginError;
 use super::limits::{Limits, MemoryLimitExceeded, MemoryLimiter};
 use crate::capabilities::output::BoundedOutput;
-use crate::capabilities::{CallSetup, HasCaps, HostCaps, ResolvedGrants};
+use crate::capabilities::{self, CallSetup, HasCaps, HostCaps, ResolvedGrants};
 use crate::clock::Clock;
 use crate::text::truncate;
 use crate::wit::{self, Call, Exports, Returned};
 
 /// The data of one call's `Store`.
 pub struct CallState {
-    wasi: WasiCtx,
+    /// Built before the call when grants shape it, else on the guest's
+    /// first WASI import: a call that makes none builds no context.
+    wasi: Option<WasiCtx>,
+    wasi_setup: WasiSetup,
+    /// Captured stdout and stderr, made with the context.
+    output: Option<Output>,
     http: WasiHttpCtx,
     table: ResourceTable,
     caps: HostCaps,
     limiter: MemoryLimiter,
 }
 
+/// What a call's WASI context is built from, besides the grants.
+#[derive(Clone, Copy)]
+struct WasiSetup {
+    inline_file_io: bool,
+    output_limit: usize,
+    clock: Clock,
+}
+
+#[derive(Clone)]
+struct Output {
+    stdout: BoundedOutput,
+    stderr: BoundedOutput,
+}
+
+impl WasiSetup {
+    /// The context every call starts from: stdout and stderr captured,
+    /// the engine's wall clock; no directories, no sockets, no env.
+    fn builder(self) -> (WasiCtxBuilder, Output) {
+        let output = Output {
+            stdout: BoundedOutput::new(self.output_limit),
+            stderr: BoundedOutput::new(self.output_limit),
+        };
+        let mut wasi = WasiCtxBuilder::new();
+        // Must precede the preopens: each captures the flag when added.
+        wasi.allow_blocking_current_thread(self.inline_file_io)
+            .stdout(output.stdout.clone())
+            .stderr(output.stderr.clone())
+            .wall_clock(self.clock);
+        (wasi, output)
+    }
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (setup, output) = (self.wasi_setup, &mut self.output);
+        let ctx = self.wasi.get_or_insert_with(|| {
+            let (mut wasi, out) = setup.builder();
+            *output = Some(out);
+            wasi.build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
@@ -109,13 +152,19 @@ impl Runtime {
             .await
             .map_err(|_| host_err("runtime is shutting down".into()))?;
 
-        let stdout = BoundedOutput::new(self.output_limit);
-        let stderr = BoundedOutput::new(self.output_limit);
-        let mut wasi = WasiCtxBuilder::new();
-        // Must precede the preopens: each captures the flag when added.
-        wasi.allow_blocking_current_thread(self.inline_file_io)
-            .stdout(stdout.clone())
-            .stderr(stderr.clone());
+        let wasi_setup = WasiSetup {
+            inline_file_io: self.inline_file_io,
+            output_limit: self.output_limit,
+            clock: spec.clock,
+        };
+        let (wasi, output) = if capabilities::shape_wasi(spec.grants) {
+            let (mut wasi, output) = wasi_setup.builder();
+            capabilities::configure_wasi(spec.grants, spec.dry_run, &mut wasi)
+                .map_err(|e| host_err(format!("{e:#}")))?;
+            (Some(wasi.build()), Some(output))
+        } else {
+            (None, None)
+        };
         let caps = HostCaps::prepare(
             spec.grants,
             CallSetup {
@@ -125,15 +174,15 @@ impl Runtime {
                 state: self.state.as_ref(),
                 on_spawn: spec.on_spawn,
             },
-            &mut wasi,
-        )
-        .map_err(|e| host_err(format!("{e:#}")))?;
+        );
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.resources);
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(limits.http_field_bytes);
         let state = CallState {
-            wasi: wasi.build(),
+            wasi,
+            wasi_setup,
+            output,
             http,
             table,
             limiter: MemoryLimiter::new(limits.memory),
@@ -158,9 +207,15 @@ impl Runtime {
         let result = tokio::time::timeout(limits.deadline, run(&mut store, &target, call)).await;
         let duration = started.elapsed();
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let output = store.data_mut().output.take();
         drop(store);
-        log_output(name, "stdout", &stdout);
-        let stderr_text = log_output(name, "stderr", &stderr);
+        let stderr_text = match output {
+            Some(out) => {
+                log_output(name, "stdout", &out.stdout);
+                log_output(name, "stderr", &out.stderr)
+            }
+            None => String::new(),
+        };
 
         match result {
             Err(_elapsed) => Err(PluginError::DeadlineExceeded {

@@ -671,3 +671,111 @@ fn metrics_are_classic_text_or_openmetrics_and_pass_promtool() {
     );
     m.stop();
 }
+
+/// The names of the checks in a list answer.
+fn names(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn checks_are_streamed_whole_and_paged_in_config_order() {
+    // 300 more checks than `app`: their JSON spans many streamed chunks.
+    let extra: String = (0..300)
+        .map(|i| {
+            format!(
+                "[[check]]\nname = \"c{i:03}\"\nplugin = \"fixture-scripted\"\ninterval = \"1h\"\n\
+                 grants = {{ dirs = [{{ host = \"{{ctl}}\", guest = \"/ctl\" }}] }}\n\
+                 config = {{ file = \"/ctl/app\" }}\n"
+            )
+        })
+        .collect();
+    let m = Mend::start_opts(Opts {
+        extra_checks: &extra,
+        // 301 lines of warnings (grants under /tmp) and results would fill
+        // the stderr pipe no one reads here.
+        env: &[("MEND_LOG", "error")],
+        ..Opts::default()
+    });
+    let want: Vec<String> = std::iter::once("app".to_string())
+        .chain((0..300).map(|i| format!("c{i:03}")))
+        .collect();
+    m.wait_for("every check's first run", Duration::from_secs(60), |m| {
+        m.get("/api/v1/checks")
+            .unwrap()
+            .1
+            .as_array()
+            .is_some_and(|v| v.len() == 301 && v.iter().all(|c| !c["last"].is_null()))
+    });
+
+    let total = |path: &str| {
+        let resp = m.client().get(format!("{}{path}", m.url)).call().unwrap();
+        resp.headers()["x-total-count"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (code, all) = m.get("/api/v1/checks").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(names(&all), want, "every check, in config order");
+    assert_eq!(total("/api/v1/checks"), "301");
+    assert_eq!(all[1]["policies"], json!([]));
+    assert_eq!(all[0]["policies"], json!(["fix-app"]));
+    assert_eq!(all[1]["interval_ms"], 3_600_000);
+    assert_eq!(all[0]["interval_ms"], 500);
+
+    let page = m.get("/api/v1/checks?offset=1&limit=2").unwrap().1;
+    assert_eq!(names(&page), ["c000", "c001"]);
+    assert_eq!(total("/api/v1/checks?offset=1&limit=2"), "301");
+    assert_eq!(
+        names(&m.get("/api/v1/checks?offset=299").unwrap().1),
+        ["c298", "c299"]
+    );
+    assert!(names(&m.get("/api/v1/checks?offset=301").unwrap().1).is_empty());
+    assert!(
+        names(
+            &m.get("/api/v1/checks?offset=99999999999&limit=5")
+                .unwrap()
+                .1
+        )
+        .is_empty()
+    );
+    assert!(names(&m.get("/api/v1/checks?limit=0").unwrap().1).is_empty());
+
+    let (code, status) = m.get("/api/v1/status").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(names(&status["checks"]), want);
+    assert_eq!(status["total_checks"], 301);
+    assert_eq!(status["open_incidents"], 0);
+    let lag = &status["schedule_lag"];
+    assert!(lag["runs"].as_u64().unwrap() >= 301, "{lag}");
+    assert!(
+        lag["p99_ms"].as_f64().unwrap() >= lag["p50_ms"].as_f64().unwrap(),
+        "{lag}"
+    );
+    let head = m.get("/api/v1/status?limit=0").unwrap().1;
+    assert_eq!(head["checks"], json!([]));
+    assert_eq!(head["total_checks"], 301);
+    assert_eq!(head["version"], status["version"]);
+    let page = m.get("/api/v1/status?offset=300&limit=10").unwrap().1;
+    assert_eq!(names(&page["checks"]), ["c299"]);
+
+    // One check is found by name, not by copying them all.
+    assert_eq!(m.check("c150")["name"], "c150");
+    for bad in ["offset=-1", "limit=x", "limit=-3"] {
+        assert_json_error(
+            bad,
+            &call(&m, "GET", &format!("/api/v1/checks?{bad}"), None, None),
+            400,
+        );
+        assert_json_error(
+            bad,
+            &call(&m, "GET", &format!("/api/v1/status?{bad}"), None, None),
+            400,
+        );
+    }
+    m.stop();
+}

@@ -598,7 +598,7 @@ config = {{ mode = "redis", name = "cache", args = ["PING"] }}
         redis = redis.url(),
     );
     let m = Mend::start_opts(Opts {
-        checks: &checks,
+        extra_checks: &checks,
         plugins: &[artifacts::HOSTILE],
         env: &[("MEND_LOG", "error")],
         ..Opts::default()
@@ -685,7 +685,7 @@ config = {config}
         ));
     }
     let m = Mend::start_opts(Opts {
-        checks: &checks,
+        extra_checks: &checks,
         plugins: &[artifacts::HOSTILE],
         env: &[("MEND_LOG", "error")],
         ..Opts::default()
@@ -767,7 +767,7 @@ config = {{ mode = "read", path = "/d/p" }}
         data.path().display()
     );
     let m = Mend::start_opts(Opts {
-        checks: &checks,
+        extra_checks: &checks,
         plugins: &[artifacts::HOSTILE],
         env: &[("MEND_LOG", "error")],
         ..Opts::default()

@@ -27,6 +27,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+pub use self::checks::CheckHandle;
 pub use self::format::Format;
 
 use self::checks::CheckStates;
@@ -171,6 +172,14 @@ fn action_histogram() -> Histogram {
 
 fn label(s: &str) -> String {
     s.to_string()
+}
+
+/// One check's metric handles ([`Metrics::check_metrics`]).
+#[derive(Debug, Clone)]
+pub struct CheckMetrics {
+    series: CheckHandle,
+    detect: Histogram,
+    fuel: Counter,
 }
 
 pub struct Metrics {
@@ -435,8 +444,39 @@ impl Metrics {
     }
 
     /// A check's status and health after a run (now: its last run).
+    /// The engine keeps a [`CheckMetrics`] per check instead.
     pub fn check(&self, check: &str, status: Status, health: Health) {
-        self.checks.set(check, status, health, wall_seconds());
+        let h = self.checks.handle(check);
+        self.checks.set(&h, status, health, wall_seconds());
+    }
+
+    /// The handles a check's runs record into: its own series and its
+    /// plugin's detect histogram and fuel counter (found once, not by
+    /// label hash on every run).
+    pub fn check_metrics(&self, check: &str, plugin: &str) -> CheckMetrics {
+        let plugin = PluginLabel {
+            plugin: label(plugin),
+        };
+        CheckMetrics {
+            series: self.checks.handle(check),
+            detect: self.detect_seconds.get_or_create(&plugin).clone(),
+            fuel: self.fuel.get_or_create(&plugin).clone(),
+        }
+    }
+
+    /// A check's status and health after a run, through its handles; a
+    /// handle from before [`Metrics::forget_checks`] registers again.
+    pub fn record_check(&self, h: &mut CheckMetrics, check: &str, status: Status, health: Health) {
+        if !self.checks.is_current(&h.series) {
+            h.series = self.checks.handle(check);
+        }
+        self.checks.set(&h.series, status, health, wall_seconds());
+    }
+
+    /// A detector call of the check that returned: its duration and fuel.
+    pub fn record_detect(&self, h: &CheckMetrics, took: Duration, fuel: u64) {
+        h.detect.observe(took.as_secs_f64());
+        h.fuel.inc_by(fuel);
     }
 
     /// Forgets every check's status, health and last run (a reload may
@@ -662,6 +702,38 @@ mod tests {
         );
         assert!(
             text.contains("mend_breaker_state{check=\"db\",step=\"restart\",state=\"closed\"} 0")
+        );
+    }
+
+    #[test]
+    fn check_handles_record_without_lookups_and_survive_a_forget() {
+        let m = Metrics::new();
+        let mut h = m.check_metrics("db", "pg");
+        assert!(
+            !m.encode().contains("check=\"db\""),
+            "no series before a run"
+        );
+        m.record_check(&mut h, "db", Status::Warn, Health::Degraded);
+        m.record_detect(&h, Duration::from_millis(3), 1234);
+        m.record_detect(&h, Duration::from_millis(5), 1000);
+        let text = m.encode();
+        for want in [
+            "mend_check_status{check=\"db\",status=\"warn\"} 1",
+            "mend_check_status{check=\"db\",status=\"ok\"} 0",
+            "mend_check_health{check=\"db\",health=\"degraded\"} 1",
+            "mend_detect_duration_seconds_count{plugin=\"pg\"} 2",
+            "mend_plugin_fuel_used_total{plugin=\"pg\"} 2234",
+        ] {
+            assert!(text.contains(want), "no `{want}` in\n{text}");
+        }
+        // A reload forgets every check; a handle made before registers again.
+        m.forget_checks();
+        assert!(!m.encode().contains("check=\"db\""));
+        m.record_check(&mut h, "db", Status::Ok, Health::Healthy);
+        let text = m.encode();
+        assert!(
+            text.contains("mend_check_status{check=\"db\",status=\"ok\"} 1"),
+            "{text}"
         );
     }
 

@@ -34,6 +34,8 @@ pub struct Opts<'a> {
     pub api: &'a str,
     /// More keys for the `app` check (e.g. `success_threshold = 5`).
     pub check: &'a str,
+    /// More `[[check]]` tables after it; `{ctl}` is the control directory.
+    pub extra_checks: &'a str,
     /// The listen address's IP (default 127.0.0.1).
     pub ip: Option<&'a str>,
     /// `[api] token` (default TOKEN; `Some("")` for none).
@@ -41,8 +43,6 @@ pub struct Opts<'a> {
     /// Serve HTTPS with this certificate and key (PEM files); the
     /// certificate is also the CA the helper trusts.
     pub tls: Option<(&'a Path, &'a Path)>,
-    /// More `[[check]]` tables (and whatever else goes at the top level).
-    pub checks: &'a str,
     /// More plugin files for the plugins directory.
     pub plugins: &'a [&'a str],
     /// `[engine] state_dir` (default: the config's own temporary directory).
@@ -170,7 +170,10 @@ impl Mend {
             })
             .unwrap_or_default();
         let api = format!("{token}\n{tls}{}", o.api);
-        let mut text = config_with(ctl.path(), &listen, &api, o.check, o.checks, policy);
+        let extra = o
+            .extra_checks
+            .replace("{ctl}", &ctl.path().display().to_string());
+        let mut text = config_with(ctl.path(), &listen, &api, o.check, &extra, policy);
         if let Some(dir) = o.state_dir {
             text = text.replacen(
                 "state_dir = \".\"",

@@ -1,49 +1,180 @@
 //! Checks: their state and history, running one now, healing one by hand.
 
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
+
+use crate::engine::Engine;
 
 use super::auth::{Read, Write};
 use super::error::ErrorBody;
-use super::views::{CheckDetail, CheckView, HealView, ResultView, StatusView};
+#[allow(unused_imports)] // StatusView: named by the OpenAPI document
+use super::views::{CheckDetail, CheckView, HealView, LagView, PauseView, ResultView, StatusView};
 use super::{ApiError, AppState};
 
 /// How long `run` and `heal` wait for the check's task (it may be busy
 /// with a remediation) before answering 504; the command stays queued.
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A page of the checks, in config order.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PageQuery {
+    /// Skip this many checks (default 0).
+    #[serde(default)]
+    offset: u64,
+    /// At most this many checks (default: all of them).
+    #[serde(default)]
+    limit: Option<u64>,
+}
+
+impl PageQuery {
+    fn range(&self, total: usize) -> Range<usize> {
+        let start = usize::try_from(self.offset)
+            .unwrap_or(usize::MAX)
+            .min(total);
+        let len = self
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        start..start.saturating_add(len).min(total)
+    }
+}
+
+/// The header that says how many checks there are in all.
+const TOTAL: &str = "x-total-count";
+
 /// Everything `mend status` shows.
 #[utoipa::path(get, path = "/api/v1/status", tag = "checks",
+    params(PageQuery),
     responses(
-        (status = 200, description = "Version, pause, open incident count and every check", body = StatusView),
+        (status = 200, description = "Version, pause, open incident count, schedule lag and the checks (all, or a page)", body = StatusView,
+            headers(("x-total-count" = u64, description = "How many checks there are in all"))),
+        (status = 400, description = "A bad query", body = ErrorBody),
         (status = 401, description = "Reads need the token here", body = ErrorBody),
     ))]
-pub(super) async fn status(_: Read, State(s): AppState) -> Result<Json<StatusView>, ApiError> {
+pub(super) async fn status(
+    _: Read,
+    State(s): AppState,
+    Query(page): Query<PageQuery>,
+) -> Result<Response, ApiError> {
     let engine = s.current.get();
     let open = s.reader().open_incident_count()?;
-    Ok(Json(StatusView {
-        version: env!("CARGO_PKG_VERSION").into(),
+    let (p50, p99, runs) = engine.schedule_lag();
+    let total = engine.plan().checks.len();
+    let head = StatusHead {
+        version: env!("CARGO_PKG_VERSION"),
         now: engine.clock().now(),
         paused: engine.paused().as_ref().map(Into::into),
         open_incidents: open as u64,
-        checks: CheckView::all(&engine),
-    }))
+        schedule_lag: LagView {
+            p50_ms: p50.as_secs_f64() * 1e3,
+            p99_ms: p99.as_secs_f64() * 1e3,
+            runs: runs as u64,
+        },
+        total_checks: total as u64,
+    };
+    // The head's fields, then the checks as its last field.
+    let mut open_json = serde_json::to_vec(&head)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    debug_assert_eq!(open_json.last(), Some(&b'}'));
+    open_json.pop();
+    open_json.extend_from_slice(b",\"checks\":[");
+    let range = page.range(total);
+    Ok(stream_checks(engine, range, total, open_json, b"]}"))
 }
 
-/// Every check: state and last result.
+/// `StatusView` but its checks, which are streamed after it.
+#[derive(Serialize)]
+struct StatusHead {
+    version: &'static str,
+    now: u64,
+    paused: Option<PauseView>,
+    open_incidents: u64,
+    schedule_lag: LagView,
+    total_checks: u64,
+}
+
+/// The checks: state and last result (all, or a page).
 #[utoipa::path(get, path = "/api/v1/checks", tag = "checks",
+    params(PageQuery),
     responses(
-        (status = 200, description = "Every check", body = Vec<CheckView>),
+        (status = 200, description = "The checks in config order: all, or the page asked for", body = Vec<CheckView>,
+            headers(("x-total-count" = u64, description = "How many checks there are in all"))),
+        (status = 400, description = "A bad query", body = ErrorBody),
         (status = 401, description = "Reads need the token here", body = ErrorBody),
     ))]
-pub(super) async fn list(_: Read, State(s): AppState) -> Json<Vec<CheckView>> {
-    Json(CheckView::all(&s.current.get()))
+pub(super) async fn list(_: Read, State(s): AppState, Query(page): Query<PageQuery>) -> Response {
+    let engine = s.current.get();
+    let total = engine.plan().checks.len();
+    let range = page.range(total);
+    stream_checks(engine, range, total, b"[".to_vec(), b"]")
+}
+
+/// Bytes of JSON per streamed chunk.
+const CHUNK: usize = 32 * 1024;
+
+/// A JSON answer of `open`, the checks in `range` separated by commas,
+/// and `close`, streamed: each check is copied under its own lock and
+/// serialised on its own, a chunk at a time, so reading 50,000 checks
+/// never holds all their views (or all their JSON) at once.
+fn stream_checks(
+    engine: Arc<Engine>,
+    range: Range<usize>,
+    total: usize,
+    open: Vec<u8>,
+    close: &'static [u8],
+) -> Response {
+    let first = range.start;
+    let chunks = futures_util::stream::unfold(
+        (Some(open), range, false),
+        move |(open, mut range, done)| {
+            let engine = engine.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let mut out = open.unwrap_or_else(|| Vec::with_capacity(CHUNK + 1024));
+                while out.len() < CHUNK
+                    && let Some(idx) = range.next()
+                {
+                    if idx != first {
+                        out.push(b',');
+                    }
+                    // A view of plain strings and numbers always serialises.
+                    let _ = serde_json::to_writer(&mut out, &CheckView::at(&engine, idx));
+                }
+                let done = range.is_empty();
+                if done {
+                    out.extend_from_slice(close);
+                }
+                let chunk = Ok::<_, std::convert::Infallible>(Bytes::from(out));
+                Some((chunk, (None, range, done)))
+            }
+        },
+    );
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                HeaderName::from_static(TOTAL),
+                HeaderValue::from(total as u64),
+            ),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 /// One check: state, last findings, history (newest first) and recent
@@ -61,10 +192,10 @@ pub(super) async fn one(
     Path(name): Path<String>,
 ) -> Result<Json<CheckDetail>, ApiError> {
     let engine = s.current.get();
-    let snap = engine
-        .check_snapshot(&name)
+    let idx = engine
+        .check_index(&name)
         .ok_or_else(|| ApiError::not_found(format!("no check named `{name}`")))?;
-    let check = CheckView::new(&engine, snap);
+    let check = CheckView::at(&engine, idx);
     let history = s.reader().history(&name, 50)?;
     let incidents = s
         .reader()

@@ -160,18 +160,23 @@ pub struct CheckView {
 }
 
 impl CheckView {
-    pub fn new(engine: &Engine, snap: CheckSnapshot) -> CheckView {
-        let config = engine.config();
-        let c = config.check(&snap.name);
-        let plugin = c.map(|c| c.plugin.get_ref().clone()).unwrap_or_default();
-        let policies = config
+    /// Check `idx` of the engine's plan: its state copied under its own
+    /// lock, its config read from the plan (no search by name).
+    pub fn at(engine: &Engine, idx: usize) -> CheckView {
+        CheckView::new(engine, idx, engine.check_snapshot_at(idx))
+    }
+
+    fn new(engine: &Engine, idx: usize, snap: CheckSnapshot) -> CheckView {
+        let plan = engine.plan();
+        let c = &plan.checks[idx];
+        let plugin = c.plugin.clone();
+        let policies = c
             .policies
             .iter()
-            .filter(|p| p.check.get_ref() == &snap.name)
-            .map(|p| p.name().to_string())
+            .map(|&p| plan.policies[p].name.clone())
             .collect();
         let plugin_error = engine.plugin_set().error(&plugin);
-        let needed = c.map_or(1, |c| c.health().success_threshold);
+        let needed = c.health.success_threshold;
         let health = HealthName::from(snap.health);
         let last_ok = snap
             .last
@@ -194,7 +199,7 @@ impl CheckView {
             held_by: snap.held_by,
             last: snap.last.as_ref().map(Into::into),
             plugin,
-            interval_ms: c.map(|c| c.interval(&config.engine).as_millis() as u64),
+            interval_ms: Some(c.interval.as_millis() as u64),
             policies,
             plugin_error,
             paused: snap.paused.as_ref().map(Into::into),
@@ -202,14 +207,6 @@ impl CheckView {
             recovering,
             name: snap.name,
         }
-    }
-
-    pub fn all(engine: &Engine) -> Vec<CheckView> {
-        engine
-            .snapshot()
-            .into_iter()
-            .map(|s| CheckView::new(engine, s))
-            .collect()
     }
 }
 
@@ -222,7 +219,23 @@ pub struct StatusView {
     /// mend is paused (every policy).
     pub paused: Option<PauseView>,
     pub open_incidents: u64,
+    /// How late scheduled runs started, the wait for a bulkhead slot
+    /// included, over the most recent runs.
+    pub schedule_lag: LagView,
+    /// How many checks there are (`checks` may be one page of them).
+    pub total_checks: u64,
+    /// The checks in config order: all, or the page `offset` and `limit`
+    /// ask for.
     pub checks: Vec<CheckView>,
+}
+
+/// Schedule lag percentiles (milliseconds) over the most recent runs
+/// (at most 100,000), and how many scheduled runs there were since start.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LagView {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub runs: u64,
 }
 
 /// A recorded result (kept when status or health changed).

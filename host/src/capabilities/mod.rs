@@ -316,11 +316,7 @@ impl HostCaps {
     /// Prepares every capability for one call from its grants, and
     /// configures WASI with the directories and addresses granted (in a
     /// dry run, directories are read-only).
-    pub fn prepare(
-        grants: &ResolvedGrants,
-        call: CallSetup<'_>,
-        wasi: &mut WasiCtxBuilder,
-    ) -> anyhow::Result<HostCaps> {
+    pub fn prepare(grants: &ResolvedGrants, call: CallSetup<'_>) -> HostCaps {
         let CallSetup {
             plugin,
             dry_run,
@@ -328,10 +324,7 @@ impl HostCaps {
             state,
             on_spawn,
         } = call;
-        fs::preopen(wasi, &grants.dirs, dry_run)?;
-        net::configure(wasi, &grants.addresses);
-        wasi.wall_clock(clock);
-        Ok(HostCaps {
+        HostCaps {
             log: log::LogCap::new(plugin.clone()),
             clock: clock::ClockCap { clock },
             state: state::StateCap::new(
@@ -364,8 +357,27 @@ impl HostCaps {
             system: system::SystemCap {
                 grant: grants.system.clone(),
             },
-        })
+        }
     }
+}
+
+/// Whether `grants` shape the call's WASI context (preopened
+/// directories, allowed addresses). Without, every call's context is the
+/// same default one, which the runtime builds only if the guest asks.
+pub fn shape_wasi(grants: &ResolvedGrants) -> bool {
+    !grants.dirs.is_empty() || !grants.addresses.is_empty()
+}
+
+/// The WASI side of `grants`: their directories preopened (read-only in a
+/// dry run) and sockets to their addresses only.
+pub fn configure_wasi(
+    grants: &ResolvedGrants,
+    dry_run: bool,
+    wasi: &mut WasiCtxBuilder,
+) -> anyhow::Result<()> {
+    fs::preopen(wasi, &grants.dirs, dry_run)?;
+    net::configure(wasi, &grants.addresses);
+    Ok(())
 }
 
 /// Gives the linker access to [`HostCaps`] inside the store's data.

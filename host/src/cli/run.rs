@@ -53,6 +53,10 @@ impl Parts {
             engine.set_fleet(f.clone());
         }
         self.metrics.init_known(engine.config());
+        // What parsing and compiling the config freed (much, with many
+        // checks) goes back to the kernel rather than staying in glibc's
+        // arenas.
+        crate::runtime::release_freed_memory();
         Ok(engine)
     }
 }

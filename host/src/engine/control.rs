@@ -295,12 +295,12 @@ impl Engine {
     /// Handles one command in check `idx`'s task.
     pub(super) async fn handle(&self, idx: usize, cmd: Command, shutdown: &Shutdown) {
         let slot = &self.checks[idx];
-        let result = Box::pin(self.detect(idx)).await;
-        self.observe(idx, &result);
+        let result = std::sync::Arc::new(Box::pin(self.detect(idx)).await);
+        self.observe(idx, result.clone());
         lock(&slot.state).remediating = true;
         match cmd {
             Command::Run(reply) => {
-                let _ = reply.send(result.clone());
+                let _ = reply.send((*result).clone());
                 // A run is a run: its policies see the result.
                 if !shutdown.is_fired() {
                     Box::pin(self.evaluate(idx, &result, shutdown)).await;

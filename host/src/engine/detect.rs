@@ -3,7 +3,14 @@
 //! finding (never a crash). Then feed the result to the check's health
 //! machine and flap detector, and record it when something changed.
 
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
 use super::state::{Detection, worst};
+
+/// A bulkhead slot (the semaphore is never closed).
+pub(super) type Permit<'a> = Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>;
 use super::{Engine, lock};
 use crate::contract::{Finding, Status};
 use crate::policy::health::{Health, Observation};
@@ -41,6 +48,22 @@ impl Engine {
     /// Runs check `idx`'s detector once. Never fails: a plugin failure
     /// becomes a `plugin.error` finding with status `unknown`.
     pub(super) async fn detect(&self, idx: usize) -> Detection {
+        let permit = self.bulkhead.acquire().await;
+        self.detect_holding(idx, permit).await
+    }
+
+    /// A scheduled run of check `idx` that was due at `due`: waits for a
+    /// bulkhead slot and records the schedule lag, the wait included, as
+    /// the call starts. Apart from the (large) call itself, so a check
+    /// waiting for a slot holds a small future, not a whole plugin call's.
+    pub(super) async fn scheduled_slot(&self, due: Instant) -> Permit<'_> {
+        let permit = self.bulkhead.acquire().await;
+        lock(&self.lag).push(Instant::now().saturating_duration_since(due));
+        permit
+    }
+
+    /// Runs check `idx`'s detector once, in the bulkhead slot `_permit`.
+    pub(super) async fn detect_holding(&self, idx: usize, _permit: Permit<'_>) -> Detection {
         let check = &self.plan.checks[idx];
         let at = self.clock.now();
         let error = |summary: String, kind: &str| Detection {
@@ -68,7 +91,6 @@ impl Engine {
                 "not-loaded",
             );
         };
-        let _permit = self.bulkhead.acquire().await;
         let req = Request {
             check: &check.name,
             config: &check.config,
@@ -79,8 +101,11 @@ impl Engine {
         };
         match self.runtime.detect(&plugin, &req).await {
             Ok(report) => {
-                self.metrics
-                    .detect(&check.plugin, Some(report.duration), Some(report.fuel_used));
+                self.metrics.record_detect(
+                    &lock(&self.checks[idx].metrics),
+                    report.duration,
+                    report.fuel_used,
+                );
                 Detection {
                     at,
                     status: worst(&report.value),
@@ -99,7 +124,7 @@ impl Engine {
 
     /// Feeds a result to check `idx`'s health machine and flap detector,
     /// and records it when the status or health changed.
-    pub(super) fn observe(&self, idx: usize, result: &Detection) {
+    pub(super) fn observe(&self, idx: usize, result: Arc<Detection>) {
         let check = &self.plan.checks[idx];
         let slot = &self.checks[idx];
         let (changed, health) = {
@@ -118,7 +143,8 @@ impl Engine {
             st.reported_late = false;
             (before != (health, Some(result.status)), health)
         };
-        self.metrics.check(&check.name, result.status, health);
+        self.metrics
+            .record_check(&mut lock(&slot.metrics), &check.name, result.status, health);
         if changed {
             tracing::info!(
                 check = %check.name,

@@ -388,7 +388,7 @@ impl Engine {
         // "1h"`, its health must not wait an hour to show the heal.
         if ran && !how.dry_run && !shutdown.is_fired() {
             let fresh = self.detect(idx).await;
-            self.observe(idx, &fresh);
+            self.observe(idx, std::sync::Arc::new(fresh));
         }
     }
 

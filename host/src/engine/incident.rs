@@ -710,10 +710,10 @@ impl<'e> IncidentRun<'e> {
     /// A fresh detect of the check, which also feeds its health.
     async fn verify(&self) -> Detection {
         let idx = self.policy().check;
-        let verification = self.engine.detect(idx).await;
-        self.engine.observe(idx, &verification);
+        let verification = std::sync::Arc::new(self.engine.detect(idx).await);
+        self.engine.observe(idx, verification.clone());
         crate::crash::point("mid-verify");
-        verification
+        std::sync::Arc::unwrap_or_clone(verification)
     }
 
     /// Healed: nothing the policy matches any more, and not worse than what

@@ -91,6 +91,8 @@ pub struct Engine {
     beat_every_ms: AtomicU64,
     /// Fleet mode, when `[fleet]` is configured.
     fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
+    /// Where the grid of scheduled wake-ups starts (`supervisor.rs`).
+    wake_epoch: tokio::time::Instant,
 }
 
 /// One check's live state and its operator commands.
@@ -100,6 +102,8 @@ struct CheckSlot {
     /// between runs, so one task alone ever acts for a check.
     commands: Mutex<VecDeque<control::Command>>,
     wake: tokio::sync::Notify,
+    /// Its metric handles, found once.
+    metrics: Mutex<crate::metrics::CheckMetrics>,
 }
 
 /// One policy's live state.
@@ -148,10 +152,11 @@ impl Engine {
         let checks = plan
             .checks
             .iter()
-            .map(|_| CheckSlot {
+            .map(|c| CheckSlot {
                 state: Mutex::new(CheckState::default()),
                 commands: Mutex::new(VecDeque::new()),
                 wake: tokio::sync::Notify::new(),
+                metrics: Mutex::new(metrics.check_metrics(&c.name, &c.plugin)),
             })
             .collect();
         let index = plan
@@ -183,6 +188,7 @@ impl Engine {
             last_beat: AtomicU64::new(0),
             beat_every_ms: AtomicU64::new(1000),
             fleet: std::sync::OnceLock::new(),
+            wake_epoch: tokio::time::Instant::now(),
         });
         engine.restore_check_pauses();
         Ok(engine)
@@ -291,13 +297,17 @@ impl Engine {
 
     /// One check's state, copying only its own.
     pub fn check_snapshot(&self, name: &str) -> Option<CheckSnapshot> {
-        let (c, slot) = self
-            .plan
-            .checks
-            .iter()
-            .zip(&self.checks)
-            .find(|(c, _)| c.name == name)?;
-        Some(lock(&slot.state).snapshot(&c.name))
+        self.index.get(name).map(|&i| self.check_snapshot_at(i))
+    }
+
+    /// The state of check `idx` (an index into the plan's checks).
+    pub fn check_snapshot_at(&self, idx: usize) -> CheckSnapshot {
+        lock(&self.checks[idx].state).snapshot(&self.plan.checks[idx].name)
+    }
+
+    /// Check `name`'s index in the plan.
+    pub fn check_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
     }
 
     /// How many checks are in each health state, without copying their

@@ -2,6 +2,7 @@
 //! each policy's counters. Plain data, updated under a lock per slot.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -28,7 +29,8 @@ pub struct Detection {
 pub(super) struct CheckState {
     pub health: HealthMachine,
     pub flap: FlapDetector,
-    pub last: Option<Detection>,
+    /// Shared with the run that made it (not copied per run).
+    pub last: Option<Arc<Detection>>,
     /// When the check last finished a run (for the watchdog).
     pub last_run: Option<Millis>,
     /// While a remediation runs, the schedule pauses on purpose.
@@ -68,7 +70,7 @@ impl CheckState {
             flap_percent: self.flap.percent_change(),
             remediating: self.remediating,
             held_by: self.held_by.clone(),
-            last: self.last.clone(),
+            last: self.last.as_deref().cloned(),
             consecutive_good: self.health.consecutive_good(),
             paused: self.paused.clone(),
         }

@@ -6,8 +6,12 @@
 //! from outside. Housekeeping (history retention) runs here too.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -37,6 +41,10 @@ pub(super) async fn run(engine: Arc<Engine>, mut external: Shutdown) {
     }
     engine.accepting.store(false, Ordering::Release);
     trigger.fire();
+    // Sleeping check tasks wait on their own `wake`, not on `shutdown`.
+    for slot in &engine.checks {
+        slot.wake.notify_one();
+    }
     while tasks.join_next().await.is_some() {}
     engine.drop_commands();
 }
@@ -48,29 +56,45 @@ fn beat(engine: &Engine) {
     engine.heartbeat.send_modify(|n| *n += 1);
 }
 
-/// Keeps check `idx` running: a panic is logged and the task restarted.
+/// Keeps check `idx` running: a panic is logged and its loop restarted,
+/// in the same task (one task per check, not a supervisor task and a
+/// check task).
 async fn supervise(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
-    let name = engine.plan.checks[idx].name.clone();
     let mut restarts = 0u32;
     loop {
-        let task = tokio::spawn(check_loop(engine.clone(), idx, shutdown.clone()));
-        match task.await {
+        let run = Box::pin(check_loop(engine.clone(), idx, shutdown.clone()));
+        match CatchPanic(run).await {
             Ok(()) => return,
-            Err(e) if e.is_panic() => {
+            Err(_) => {
                 restarts += 1;
+                let name = &engine.plan.checks[idx].name;
                 tracing::error!(check = %name, restarts, "check task panicked; restarting it");
                 lock(&engine.checks[idx].state).remediating = false;
                 if !shutdown.sleep(Duration::from_secs(1)).await {
                     return;
                 }
             }
-            Err(_) => return,
+        }
+    }
+}
+
+/// A future whose panic becomes `Err`, as a task's would.
+struct CatchPanic<F>(F);
+
+impl<F: Future + Unpin> Future for CatchPanic<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(p) => p.map(Ok),
+            Err(panic) => Poll::Ready(Err(panic)),
         }
     }
 }
 
 /// One check's schedule: its own interval plus jitter, no global tick.
-async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
+async fn check_loop(engine: Arc<Engine>, idx: usize, shutdown: Shutdown) {
     let slot = &engine.checks[idx];
     let interval = engine.plan.checks[idx].interval;
     let jitter = engine.plan.checks[idx].jitter;
@@ -80,8 +104,11 @@ async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
     // the bulkhead bounds a herd at start).
     let mut due = Instant::now();
     loop {
+        // Two waits per sleep, both this check's own: its timer and its
+        // `wake` (commands; shutdown wakes every check through it too), not
+        // a waiter on the shared shutdown channel each time round.
         tokio::select! {
-            _ = tokio::time::sleep_until(due) => {}
+            _ = tokio::time::sleep_until(on_grid(engine.wake_epoch, due)) => {}
             _ = slot.wake.notified() => {
                 // Operator commands, between scheduled runs.
                 while !shutdown.is_fired()
@@ -89,16 +116,21 @@ async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
                 {
                     Box::pin(engine.handle(idx, cmd, &shutdown)).await;
                 }
+                if shutdown.is_fired() {
+                    return;
+                }
                 continue;
             }
-            _ = shutdown.fired() => return,
         }
-        lock(&engine.lag).push(Instant::now().saturating_duration_since(due));
-        // Boxed: a sleeping check task then holds a few bytes, not the
-        // whole (large) state machine of a plugin call. It matters with
-        // thousands of checks.
-        let result = Box::pin(engine.detect(idx)).await;
-        engine.observe(idx, &result);
+        if shutdown.is_fired() {
+            return;
+        }
+        // The slot first, then the call boxed: a check sleeping or waiting
+        // for a slot then holds a few bytes, not the whole (large) state
+        // machine of a plugin call. It matters with thousands of checks.
+        let slot_permit = engine.scheduled_slot(due).await;
+        let result = Arc::new(Box::pin(engine.detect_holding(idx, slot_permit)).await);
+        engine.observe(idx, result.clone());
         if shutdown.is_fired() {
             return; // no new incident while stopping
         }
@@ -108,6 +140,21 @@ async fn check_loop(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
         // Stay on the grid unless a remediation made us fall behind.
         due = (due + interval).max(Instant::now()) + spread(jitter);
     }
+}
+
+/// Scheduled wake-ups are batched on a grid of this: the checks due within
+/// one slot wake together, so the runtime's workers run them in a burst
+/// and park once, not once per check (at 50,000 checks a second: 250 a
+/// slot instead of one wake-up every 20 µs). Lag is still measured from
+/// the true due time.
+const WAKE_GRID: Duration = Duration::from_millis(5);
+
+/// `due`, rounded up to the wake-up grid that starts at `epoch`.
+fn on_grid(epoch: Instant, due: Instant) -> Instant {
+    let grid = WAKE_GRID.as_nanos();
+    let since = due.saturating_duration_since(epoch).as_nanos();
+    let slots = since.div_ceil(grid);
+    epoch + Duration::from_nanos((slots * grid) as u64)
 }
 
 /// Records checks that missed twice their interval (a stuck plugin call
@@ -232,6 +279,39 @@ impl LagSamples {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wake_ups_round_up_to_the_grid_never_down() {
+        let epoch = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(on_grid(epoch, epoch), epoch);
+        assert_eq!(on_grid(epoch, epoch + ms(5)), epoch + ms(5));
+        assert_eq!(
+            on_grid(epoch, epoch + ms(1000)),
+            epoch + ms(1000),
+            "a 1 s grid stays"
+        );
+        assert_eq!(
+            on_grid(epoch, epoch + Duration::from_micros(5001)),
+            epoch + ms(10)
+        );
+        assert_eq!(
+            on_grid(epoch, epoch + Duration::from_micros(1)),
+            epoch + ms(5)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_check_loop_is_an_error_not_a_dead_task() {
+        let boom: Pin<Box<dyn Future<Output = u32> + Send>> =
+            Box::pin(async { panic!("a check loop panicking on purpose") });
+        assert!(CatchPanic(boom).await.is_err());
+        let fine: Pin<Box<dyn Future<Output = u32> + Send>> = Box::pin(async {
+            tokio::task::yield_now().await;
+            7
+        });
+        assert_eq!(CatchPanic(fine).await.unwrap(), 7);
+    }
 
     #[test]
     fn a_check_is_stalled_only_past_twice_its_interval_its_deadline_and_a_grace() {

@@ -32,24 +32,61 @@ use super::Runtime;
 use super::error::PluginError;
 use super::limits::{Limits, MemoryLimitExceeded, MemoryLimiter};
 use crate::capabilities::output::BoundedOutput;
-use crate::capabilities::{CallSetup, HasCaps, HostCaps, ResolvedGrants};
+use crate::capabilities::{self, CallSetup, HasCaps, HostCaps, ResolvedGrants};
 use crate::clock::Clock;
 use crate::text::truncate;
 use crate::wit::{self, Call, Exports, Returned};
 
 /// The data of one call's `Store`.
 pub struct CallState {
-    wasi: WasiCtx,
+    /// Built before the call when grants shape it, else on the guest's
+    /// first WASI import: a call that makes none builds no context.
+    wasi: Option<WasiCtx>,
+    wasi_setup: WasiSetup,
     http: WasiHttpCtx,
     table: ResourceTable,
     caps: HostCaps,
     limiter: MemoryLimiter,
 }
 
+/// What a call's WASI context is built from, besides the grants.
+#[derive(Clone)]
+struct WasiSetup {
+    /// File syscalls run on the calling thread (a call on its own pool
+    /// thread, or `inline_file_io`).
+    blocking: bool,
+    clock: Clock,
+    /// Captured stdout and stderr; the caller keeps clones, so they can be
+    /// read even when the `Store` stays behind on a stuck thread.
+    output: Output,
+}
+
+#[derive(Clone)]
+struct Output {
+    stdout: BoundedOutput,
+    stderr: BoundedOutput,
+}
+
+impl WasiSetup {
+    /// The context every call starts from: stdout and stderr captured,
+    /// the engine's wall clock; no directories, no sockets, no env.
+    fn builder(&self) -> WasiCtxBuilder {
+        let mut wasi = WasiCtxBuilder::new();
+        // Must precede the preopens: each captures the flag when added.
+        wasi.allow_blocking_current_thread(self.blocking)
+            .stdout(self.output.stdout.clone())
+            .stderr(self.output.stderr.clone())
+            .wall_clock(self.clock);
+        wasi
+    }
+}
+
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let setup = &self.wasi_setup;
+        let ctx = self.wasi.get_or_insert_with(|| setup.builder().build());
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
@@ -156,13 +193,23 @@ impl Runtime {
             .await
             .map_err(|_| host_err("runtime is shutting down".into()))?;
 
-        let stdout = BoundedOutput::new(self.output_limit);
-        let stderr = BoundedOutput::new(self.output_limit);
-        let mut wasi = WasiCtxBuilder::new();
-        // Must precede the preopens: each captures the flag when added.
-        wasi.allow_blocking_current_thread(on_thread || self.inline_file_io)
-            .stdout(stdout.clone())
-            .stderr(stderr.clone());
+        let output = Output {
+            stdout: BoundedOutput::new(self.output_limit),
+            stderr: BoundedOutput::new(self.output_limit),
+        };
+        let wasi_setup = WasiSetup {
+            blocking: on_thread || self.inline_file_io,
+            clock: spec.clock,
+            output: output.clone(),
+        };
+        let wasi = if capabilities::shape_wasi(spec.grants) {
+            let mut wasi = wasi_setup.builder();
+            capabilities::configure_wasi(spec.grants, spec.dry_run, &mut wasi)
+                .map_err(|e| host_err(format!("{e:#}")))?;
+            Some(wasi.build())
+        } else {
+            None
+        };
         let caps = HostCaps::prepare(
             spec.grants,
             CallSetup {
@@ -172,15 +219,14 @@ impl Runtime {
                 state: self.state.as_ref(),
                 on_spawn: spec.on_spawn,
             },
-            &mut wasi,
-        )
-        .map_err(|e| host_err(format!("{e:#}")))?;
+        );
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.resources);
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(limits.http_field_bytes);
         let state = CallState {
-            wasi: wasi.build(),
+            wasi,
+            wasi_setup,
             http,
             table,
             limiter: MemoryLimiter::new(limits.memory),
@@ -216,8 +262,8 @@ impl Runtime {
             result.map(|r| (r, fuel_left))
         };
         let duration = started.elapsed();
-        log_output(name, "stdout", &stdout);
-        let stderr_text = log_output(name, "stderr", &stderr);
+        log_output(name, "stdout", &output.stdout);
+        let stderr_text = log_output(name, "stderr", &output.stderr);
 
         match result {
             Err(_elapsed) => Err(PluginError::DeadlineExceeded {

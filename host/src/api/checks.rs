@@ -31,21 +31,34 @@ const WAIT: Duration = Duration::from_secs(60);
 pub(super) struct PageQuery {
     /// Skip this many checks (default 0).
     #[serde(default)]
-    offset: u64,
+    #[param(minimum = 0)]
+    offset: i64,
     /// At most this many checks (default: all of them).
     #[serde(default)]
-    limit: Option<u64>,
+    #[param(minimum = 0)]
+    limit: Option<i64>,
 }
 
 impl PageQuery {
-    fn range(&self, total: usize) -> Range<usize> {
-        let start = usize::try_from(self.offset)
-            .unwrap_or(usize::MAX)
-            .min(total);
-        let len = self
-            .limit
-            .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        start..start.saturating_add(len).min(total)
+    /// The indices asked for, within `total`; a negative value is a bad
+    /// request (the schema says `minimum: 0`, and 0 to `i64::MAX` is what
+    /// parses).
+    fn range(&self, total: usize) -> Result<Range<usize>, ApiError> {
+        let count = |v: i64, name: &str| {
+            usize::try_from(v).or_else(|_| {
+                if v < 0 {
+                    Err(ApiError::bad_request(format!("{name}: must be 0 or more")))
+                } else {
+                    Ok(usize::MAX)
+                }
+            })
+        };
+        let start = count(self.offset, "offset")?.min(total);
+        let len = match self.limit {
+            Some(l) => count(l, "limit")?,
+            None => usize::MAX,
+        };
+        Ok(start..start.saturating_add(len).min(total))
     }
 }
 
@@ -88,7 +101,7 @@ pub(super) async fn status(
     debug_assert_eq!(open_json.last(), Some(&b'}'));
     open_json.pop();
     open_json.extend_from_slice(b",\"checks\":[");
-    let range = page.range(total);
+    let range = page.range(total)?;
     Ok(stream_checks(engine, range, total, open_json, b"]}"))
 }
 
@@ -112,11 +125,15 @@ struct StatusHead {
         (status = 400, description = "A bad query", body = ErrorBody),
         (status = 401, description = "Reads need the token here", body = ErrorBody),
     ))]
-pub(super) async fn list(_: Read, State(s): AppState, Query(page): Query<PageQuery>) -> Response {
+pub(super) async fn list(
+    _: Read,
+    State(s): AppState,
+    Query(page): Query<PageQuery>,
+) -> Result<Response, ApiError> {
     let engine = s.current.get();
     let total = engine.plan().checks.len();
-    let range = page.range(total);
-    stream_checks(engine, range, total, b"[".to_vec(), b"]")
+    let range = page.range(total)?;
+    Ok(stream_checks(engine, range, total, b"[".to_vec(), b"]"))
 }
 
 /// Bytes of JSON per streamed chunk.

@@ -136,6 +136,38 @@ fn the_system_example_needs_its_process_grant() {
 }
 
 #[test]
+fn the_webapp_example_pages_on_latency_against_its_own_baseline() {
+    let (_root, examples) = layout();
+    let path = examples.join("webapp.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let anomaly = "anomaly = { metric = \"latency_ms\", sigma = 4, min_history = \"1h\", season = \"1d\", min_deviation = 20 }";
+    assert!(
+        original.contains(anomaly),
+        "the example lost its anomaly trigger"
+    );
+    // Each bad value is named by its key, at its line and column.
+    let text = original.replace(
+        anomaly,
+        "anomaly = { metric = \"latency_ms\", sigma = 0, min_history = \"1h\", season = \"1m\", buckets = 24 }",
+    );
+    std::fs::write(&path, &text).unwrap();
+    let out = mend().arg("check-config").arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().position(|l| l.contains("sigma = 0")).unwrap() + 1;
+    assert!(
+        stdout.contains(&format!(":{line}:"))
+            && stdout.contains("policy[1].trigger.anomaly.sigma: 0 is not in (0, 100]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("policy[1].trigger.anomaly.season: 1m in 24 buckets is less than the check's interval (15s) per bucket"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 problem(s)"), "{stdout}");
+}
+
+#[test]
 fn the_quickstart_cleans_its_scratch_directory() {
     let (root, examples) = layout();
     let scratch = root.path().join("target/demo/scratch");

@@ -157,6 +157,46 @@ pub struct CheckView {
     pub success_threshold: u32,
     /// Set while good results count up to `success_threshold`.
     pub recovering: Option<Recovering>,
+    /// The baselines of its anomaly policies (none without one).
+    pub baselines: Vec<BaselineView>,
+}
+
+/// An anomaly policy's baseline of one metric, now.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BaselineView {
+    pub policy: String,
+    pub metric: String,
+    pub mean: f64,
+    /// One deviation (σ units), floored.
+    pub deviation: f64,
+    /// Samples learnt (across restarts).
+    pub samples: u64,
+    /// Enough history to judge (`min_history` and `min_samples`).
+    pub warm: bool,
+    /// The time-of-day baseline, not the plain one.
+    pub seasonal: bool,
+    /// The last value judged.
+    pub last_value: Option<f64>,
+    pub last_anomalous: bool,
+    /// E.g. `latency_ms 480, baseline 120 ± 30 (+12.0σ, threshold 4σ)`.
+    pub last_text: Option<String>,
+}
+
+impl From<engine::PolicyBaseline> for BaselineView {
+    fn from(b: engine::PolicyBaseline) -> Self {
+        BaselineView {
+            policy: b.policy,
+            metric: b.band.metric,
+            mean: b.band.mean,
+            deviation: b.band.deviation,
+            samples: b.band.samples,
+            warm: b.band.warm,
+            seasonal: b.band.seasonal,
+            last_value: b.last.as_ref().map(|v| v.value),
+            last_anomalous: b.last.as_ref().is_some_and(|v| v.anomalous),
+            last_text: b.last.as_ref().map(ToString::to_string),
+        }
+    }
 }
 
 impl CheckView {
@@ -205,6 +245,11 @@ impl CheckView {
             paused: snap.paused.as_ref().map(Into::into),
             success_threshold: needed,
             recovering,
+            baselines: engine
+                .baselines(&snap.name)
+                .into_iter()
+                .map(Into::into)
+                .collect(),
             name: snap.name,
         }
     }

@@ -339,13 +339,140 @@ impl CheckConfig {
     }
 }
 
-/// When a policy fires: `{ consecutive = 3 }` or `{ n = 3, of = 5 }`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+/// When a policy fires: `{ consecutive = 3 }` or `{ n = 3, of = 5 }`;
+/// with `anomaly = { .. }`, what counts as bad is a metric departing from
+/// its own baseline (and the window says how many such results it takes).
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerConfig {
     pub consecutive: Option<u32>,
     pub n: Option<u32>,
     pub of: Option<u32>,
+    #[serde(default)]
+    pub anomaly: Option<AnomalyConfig>,
+}
+
+/// `trigger = { anomaly = { metric = "latency_ms", sigma = 4 } }`: a
+/// finding's metric against its own baseline (`policy/baseline.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// The finding metric (findings without it are no data, not bad).
+    pub metric: String,
+    /// How many deviations from the mean count as anomalous.
+    #[serde(default = "default_sigma")]
+    pub sigma: f64,
+    /// `up` (default), `down` or `both`.
+    #[serde(default)]
+    pub direction: crate::policy::baseline::Direction,
+    /// No verdict before this much history...
+    #[serde(default = "default_min_history")]
+    pub min_history: Dur,
+    /// ...and this many samples.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u32,
+    /// How fast the baseline forgets.
+    #[serde(default = "default_half_life")]
+    pub half_life: Dur,
+    /// The smallest deviation, in the metric's unit (a flat series does
+    /// not page on noise); at least 5% of the mean anyway.
+    #[serde(default)]
+    pub min_deviation: f64,
+    /// Seasonal-naive (e.g. `"1d"`): one baseline per time-of-day bucket,
+    /// once a full season is seen.
+    #[serde(default)]
+    pub season: Option<Dur>,
+    /// Buckets per season.
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+}
+
+/// The longest warm-up, half-life or season an anomaly trigger may ask for.
+const MAX_ANOMALY_SPAN: Duration = Duration::from_secs(90 * 86_400);
+
+impl AnomalyConfig {
+    /// Problems as (field, message), for a check run every `interval`.
+    pub fn problems(&self, interval: Duration) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.metric.trim().is_empty() {
+            out.push((
+                "metric",
+                "is empty: name the finding metric to watch".into(),
+            ));
+        }
+        if !(self.sigma.is_finite() && self.sigma > 0.0 && self.sigma <= 100.0) {
+            out.push(("sigma", format!("{} is not in (0, 100]", self.sigma)));
+        }
+        if self.min_samples == 0 {
+            out.push(("min_samples", "must be at least 1".into()));
+        }
+        if !(self.min_deviation.is_finite() && self.min_deviation >= 0.0) {
+            out.push((
+                "min_deviation",
+                format!("{} is not >= 0", self.min_deviation),
+            ));
+        }
+        for (field, d) in [
+            ("min_history", self.min_history.0),
+            ("half_life", self.half_life.0),
+        ] {
+            if d > MAX_ANOMALY_SPAN {
+                out.push((field, format!("{} exceeds 90d", Dur(d))));
+            }
+        }
+        if self.half_life.0.is_zero() {
+            out.push(("half_life", "must be more than 0s".into()));
+        }
+        if self.buckets == 0 || self.buckets > 10_080 {
+            out.push(("buckets", format!("{} is not in 1..=10080", self.buckets)));
+        }
+        if let Some(season) = self.season {
+            if season.0 > MAX_ANOMALY_SPAN {
+                out.push(("season", format!("{season} exceeds 90d")));
+            } else if self.buckets > 0 && season.0 / self.buckets < interval {
+                out.push((
+                    "season",
+                    format!(
+                        "{season} in {} buckets is less than the check's interval ({}) per bucket",
+                        self.buckets,
+                        Dur(interval)
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The rule for a check run every `interval`.
+    pub fn rule(&self, interval: Duration) -> crate::policy::baseline::AnomalyRule {
+        crate::policy::baseline::AnomalyRule::new(
+            self.metric.trim(),
+            self.sigma,
+            self.direction,
+            self.min_history.0,
+            u64::from(self.min_samples),
+            self.half_life.0,
+            self.min_deviation,
+            self.season.map(|s| (s.0, self.buckets)),
+            interval,
+        )
+    }
+}
+
+fn default_sigma() -> f64 {
+    4.0
+}
+fn default_min_history() -> Dur {
+    Dur(Duration::from_secs(3600))
+}
+fn default_min_samples() -> u32 {
+    30
+}
+fn default_half_life() -> Dur {
+    Dur(Duration::from_secs(3600))
+}
+fn default_buckets() -> u32 {
+    24
 }
 
 impl TriggerConfig {
@@ -500,9 +627,10 @@ pub struct PolicyConfig {
     /// Finding codes it matches (globs, e.g. `disk.*`). Default: any.
     #[serde(default = "default_codes")]
     pub codes: Vec<String>,
-    /// Statuses it matches. Default: `["fail"]`.
-    #[serde(default = "default_status")]
-    pub status: Vec<Status>,
+    /// Statuses it matches. Default: `["fail"]`; with an anomaly
+    /// trigger, `["ok", "warn", "fail"]` (a slow answer may still be ok).
+    #[serde(default)]
+    pub status: Option<Vec<Status>>,
     #[serde(default)]
     pub trigger: TriggerConfig,
     /// The escalation ladder, tried in order (or by past success with
@@ -580,9 +708,6 @@ fn default_relapse_window() -> Dur {
 fn default_codes() -> Vec<String> {
     vec!["*".into()]
 }
-fn default_status() -> Vec<Status> {
-    vec![Status::Fail]
-}
 fn default_cooldown() -> Dur {
     Dur(Duration::from_secs(600))
 }
@@ -596,6 +721,15 @@ fn default_window() -> Dur {
 impl PolicyConfig {
     pub fn name(&self) -> &str {
         self.name.get_ref()
+    }
+    /// The statuses it matches: as written, else `fail` (any status but
+    /// unknown with an anomaly trigger: the metric is what is judged).
+    pub fn statuses(&self) -> Vec<Status> {
+        match &self.status {
+            Some(s) => s.clone(),
+            None if self.trigger.anomaly.is_some() => vec![Status::Ok, Status::Warn, Status::Fail],
+            None => vec![Status::Fail],
+        }
     }
     /// The verification, for a check run every `interval`.
     pub fn verify(&self, interval: Duration) -> crate::policy::verify::Verify {

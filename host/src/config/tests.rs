@@ -62,7 +62,7 @@ fn a_good_config_parses_with_defaults() {
     );
     let p = &c.policies[0];
     assert_eq!(p.trigger.trigger().unwrap(), Trigger::NOfM { n: 2, m: 3 });
-    assert_eq!(p.status, vec![Status::Fail]);
+    assert_eq!(p.statuses(), vec![Status::Fail]);
     assert_eq!(p.steps[0].name(), "service-restart");
     assert_eq!(p.steps[1].name(), "restart-harder");
     assert_eq!(p.steps[0].settle.0, Duration::from_secs(20));
@@ -264,4 +264,47 @@ fn escalation_routes_are_keyed_by_severity() {
             .any(|m| m.contains("escalate.critcal") && m.contains("did you mean `critical`")),
         "{e:?}"
     );
+}
+
+#[test]
+fn an_anomaly_trigger_parses_with_defaults_and_matches_any_status() {
+    let c = parse_str(&format!(
+        "{GOOD}\n[[policy]]\nname = \"slow-web\"\ncheck = \"web\"\ntrigger = {{ anomaly = {{ metric = \"latency_ms\", season = \"1d\" }} }}\n[[policy.step]]\naction = \"service-restart\"\n"
+    ))
+    .unwrap();
+    let p = c.policies.iter().find(|p| p.name() == "slow-web").unwrap();
+    assert_eq!(p.trigger.trigger().unwrap(), Trigger::Consecutive(3));
+    assert_eq!(p.statuses(), vec![Status::Ok, Status::Warn, Status::Fail]);
+    let a = p.trigger.anomaly.as_ref().unwrap();
+    let rule = a.rule(Duration::from_secs(5));
+    assert_eq!(rule.metric, "latency_ms");
+    assert_eq!(rule.sigma, 4.0);
+    assert_eq!(rule.min_history, Duration::from_secs(3600));
+    assert_eq!(rule.min_samples, 30);
+    assert_eq!(rule.season.unwrap().buckets, 24);
+    assert!(a.problems(Duration::from_secs(5)).is_empty());
+}
+
+#[test]
+fn a_bad_anomaly_trigger_names_each_key_at_its_place() {
+    let e = errors(&format!(
+        "{GOOD}\n[[policy]]\nname = \"slow-web\"\ncheck = \"web\"\ntrigger = {{ anomaly = {{ metric = \"\", sigma = -1, min_samples = 0, half_life = \"0s\", season = \"1h\", buckets = 7200 }} }}\n[[policy.step]]\naction = \"service-restart\"\n"
+    ));
+    let all = e.join("\n");
+    for msg in [
+        "trigger.anomaly.metric: is empty",
+        "trigger.anomaly.sigma: -1 is not in (0, 100]",
+        "trigger.anomaly.min_samples: must be at least 1",
+        "trigger.anomaly.half_life: must be more than 0s",
+        "trigger.anomaly.season: 1h in 7200 buckets is less than the check's interval (5s) per bucket",
+    ] {
+        assert!(all.contains(msg), "{msg}: {all}");
+    }
+    // Each at the line of the policy's trigger.
+    let line = GOOD.lines().count() + 5;
+    assert!(all.contains(&format!("mend.toml:{line}:")), "{all}");
+    let e = errors(&format!(
+        "{GOOD}\n[[policy]]\nname = \"slow-web\"\ncheck = \"web\"\ntrigger = {{ anomaly = {{ metric = \"x\", direction = \"sideways\" }} }}\n[[policy.step]]\naction = \"service-restart\"\n"
+    ));
+    assert!(e.join("\n").contains("sideways"), "{e:?}");
 }

@@ -149,11 +149,21 @@ pub(super) fn validate(c: &Config, unparsed: &Unparsed, r: &mut Reporter<'_>) {
                 r.at(None, key("codes"), format!("`{code}`: {e}"));
             }
         }
-        if p.status.is_empty() {
+        if p.statuses().is_empty() {
             r.at(None, key("status"), "matches no status");
         }
         if let Err(e) = p.trigger.trigger() {
             r.at(None, key("trigger"), e);
+        }
+        if let Some(a) = &p.trigger.anomaly {
+            let interval = c
+                .checks
+                .iter()
+                .find(|x| x.name() == p.check.get_ref())
+                .map_or(c.engine.interval.0, |x| x.interval(&c.engine));
+            for (field, e) in a.problems(interval) {
+                r.at(None, key(&format!("trigger.anomaly.{field}")), e);
+            }
         }
         if p.steps.is_empty() {
             r.at(

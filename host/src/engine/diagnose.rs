@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::control::Pause;
 use crate::contract::Finding;
+use crate::policy::baseline::Verdict;
 use crate::policy::budget::cooldown_remaining;
 use crate::policy::maintenance::MaintenanceWindow;
 use crate::policy::root_cause::root_causes;
@@ -47,6 +48,9 @@ pub struct Diagnosis {
     pub evidence: Vec<Finding>,
     /// The ladder, in the order it will be tried (step names).
     pub plan: Vec<String>,
+    /// An anomaly trigger's verdict: the value against its baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<Verdict>,
 }
 
 /// Why the engine is looking: the policy's trigger fired, an incident is
@@ -87,6 +91,8 @@ pub struct DiagnoseInput<'a> {
     pub failing: &'a BTreeSet<String>,
     /// The ladder in the order it would be tried (step names).
     pub plan: Vec<String>,
+    /// The anomalous value and its baseline, for an anomaly policy.
+    pub anomaly: Option<Verdict>,
 }
 
 /// Why no action may run right now (pause of mend or of the check, the
@@ -122,6 +128,7 @@ pub fn diagnose(input: &DiagnoseInput<'_>) -> Diagnosis {
         reason: String::new(),
         evidence: input.evidence.clone(),
         plan: input.plan.clone(),
+        anomaly: input.anomaly.clone(),
     };
     let decide = |d: &mut Diagnosis, decision: Decision, reason: String| {
         d.decision = decision;
@@ -173,10 +180,18 @@ pub fn diagnose(input: &DiagnoseInput<'_>) -> Diagnosis {
         .into_iter()
         .collect::<Vec<_>>()
         .join(", ");
+    // An anomaly says what departed from what: `latency_ms 480, baseline
+    // 120 ± 30 (+12.0σ, threshold 4σ): http.ok`.
+    let (bad, codes) = match &input.anomaly {
+        Some(v) => ("anomalous", format!("{v}: {codes}")),
+        None => ("bad", codes),
+    };
     d.reason = match input.cause {
-        Cause::Triggered(Trigger::Consecutive(n)) => format!("{n} bad results in a row: {codes}"),
+        Cause::Triggered(Trigger::Consecutive(n)) => {
+            format!("{n} {bad} results in a row: {codes}")
+        }
         Cause::Triggered(Trigger::NOfM { n, m }) => {
-            format!("{n} bad results among the last {m}: {codes}")
+            format!("{n} {bad} results among the last {m}: {codes}")
         }
         Cause::Resuming => format!("resuming the incident left open: {codes}"),
         Cause::Relapsed => format!("the heal did not hold; reopened: {codes}"),
@@ -232,7 +247,34 @@ mod tests {
             dependencies: &f.deps,
             failing: &f.failing,
             plan: vec!["restart".into()],
+            anomaly: None,
         }
+    }
+
+    #[test]
+    fn an_anomaly_says_the_value_and_its_baseline() {
+        let f = fixture();
+        let mut i = input(&f);
+        i.evidence = vec![finding("http.ok")];
+        i.anomaly = Some(Verdict {
+            metric: "latency_ms".into(),
+            value: 480.0,
+            mean: 120.0,
+            deviation: 30.0,
+            sigma: 4.0,
+            seasonal: false,
+            anomalous: true,
+        });
+        let d = diagnose(&i);
+        assert_eq!(d.decision, Decision::Remediate);
+        assert_eq!(
+            d.reason,
+            "3 anomalous results in a row: latency_ms 480, baseline 120 ± 30 (+12.0σ, threshold 4σ): http.ok"
+        );
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["anomaly"]["mean"], 120.0);
+        i.cause = Cause::Resuming;
+        assert!(diagnose(&i).reason.contains("baseline 120 ± 30"));
     }
 
     #[test]

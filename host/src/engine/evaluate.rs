@@ -30,9 +30,13 @@ impl Engine {
         }
     }
 
-    /// The findings policy `pi` matches.
+    /// The findings policy `pi` matches (an anomaly policy: the one whose
+    /// metric departs from its baseline now).
     fn evidence(&self, pi: usize, findings: &[Finding]) -> Vec<Finding> {
         let policy = &self.plan.policies[pi];
+        if policy.anomaly.is_some() {
+            return self.anomalous(pi, findings, self.clock.now());
+        }
         findings
             .iter()
             .filter(|f| policy.matches(f))
@@ -47,7 +51,11 @@ impl Engine {
         shutdown: &Shutdown,
     ) -> anyhow::Result<()> {
         let policy = &self.plan.policies[pi];
-        let evidence = self.evidence(pi, &result.findings);
+        let evidence = if policy.anomaly.is_some() {
+            self.learn(pi, &result.findings, result.at)
+        } else {
+            self.evidence(pi, &result.findings)
+        };
         let bad = !evidence.is_empty();
         let fires = lock(&self.policies[pi].state)
             .trigger
@@ -76,7 +84,10 @@ impl Engine {
                 inc.state,
                 IncidentState::Escalated | IncidentState::Acknowledged
             );
-            if !bad || (escalated && health == Health::Healthy) {
+            // (An anomaly policy's check is healthy while its metric is
+            // out: only the metric ends its incident.)
+            let over = escalated && health == Health::Healthy && policy.anomaly.is_none();
+            if !bad || over {
                 // Not while flapping: healthy for a moment is not over.
                 if health == Health::Healthy && flapping.is_none() {
                     let note = if inc.state == IncidentState::Held {
@@ -301,6 +312,7 @@ impl Engine {
             dependencies: &self.plan.dependencies,
             failing: &failing,
             plan,
+            anomaly: self.anomaly_verdict(pi),
         })
     }
 

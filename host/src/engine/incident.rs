@@ -716,12 +716,19 @@ impl<'e> IncidentRun<'e> {
         std::sync::Arc::unwrap_or_clone(verification)
     }
 
-    /// Healed: nothing the policy matches any more, and not worse than what
+    /// Healed: nothing the policy matches any more (its metric back within
+    /// the baseline, for an anomaly policy), and not worse than what
     /// triggered it (a fix that turns warn into fail is no heal).
     fn heals(&self, verification: &Detection) -> bool {
         let policy = self.policy();
+        let gone = if policy.anomaly.is_some() {
+            self.engine
+                .anomaly_healed(self.pi, &verification.findings, verification.at)
+        } else {
+            !verification.findings.iter().any(|f| policy.matches(f))
+        };
         verification.status != Status::Unknown
-            && !verification.findings.iter().any(|f| policy.matches(f))
+            && gone
             && verification.status.severity()
                 <= self
                     .evidence

@@ -20,6 +20,7 @@
 //! plugin set (`plugins.rs`); the policy logic itself (`crate::policy`)
 //! and the diagnosis are pure.
 
+mod anomaly;
 mod control;
 mod detect;
 mod diagnose;
@@ -37,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio::sync::Semaphore;
 
+pub use self::anomaly::{PolicyBaseline, SAVE_EVERY};
 pub use self::control::{ControlError, HealOutcome, HealRequest, Pause, PolicyHeal};
 pub use self::diagnose::{Cause, Decision, DiagnoseInput, Diagnosis, diagnose, held_off};
 pub use self::incident::EXIT_HEAVY_HEAL;
@@ -119,7 +121,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Engine {
     /// Builds an engine for `plan`, restoring policy state (cooldowns,
-    /// attempt windows, breakers) and the operator's pause from the store.
+    /// attempt windows, breakers, anomaly baselines) and the operator's pause from the store.
     pub fn new(
         plan: Plan,
         runtime: Arc<Runtime>,
@@ -132,8 +134,12 @@ impl Engine {
         for p in &plan.policies {
             let mut state = PolicyState {
                 last_closed: store.last_closed(&p.name)?,
+                baseline_saved: now,
                 ..PolicyState::default()
             };
+            if let Some(rule) = &p.anomaly {
+                state.baseline = Engine::restore_baseline(&store, &p.name, &rule.metric);
+            }
             for at in
                 store.attempt_times(&p.name, now.saturating_sub(p.window.as_millis() as u64))?
             {
@@ -211,6 +217,7 @@ impl Engine {
             st.reported_late = false;
             *lock(&self.checks[i].state) = st;
         }
+        self.adopt_baselines(old);
     }
 
     /// Joins this engine to the fleet (call before [`Engine::run`]).
@@ -335,5 +342,6 @@ impl Engine {
     /// flight (each task finishes its current step).
     pub async fn run(self: &Arc<Self>, shutdown: Shutdown) {
         supervisor::run(self.clone(), shutdown).await;
+        self.save_baselines();
     }
 }

@@ -99,6 +99,12 @@ pub(super) struct PolicyState {
     /// Until when a flapping diagnosis belongs to the episode already
     /// escalated (pushed on by each one).
     pub flap_quiet_until: Option<Millis>,
+    /// An anomaly policy's baseline (`anomaly.rs`), its last verdict, when
+    /// it was last written, and whether it learnt since.
+    pub baseline: crate::policy::baseline::Baseline,
+    pub verdict: Option<crate::policy::baseline::Verdict>,
+    pub baseline_saved: Millis,
+    pub baseline_dirty: bool,
 }
 
 /// The worst status among findings (no findings: ok).

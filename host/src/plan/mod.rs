@@ -82,6 +82,9 @@ pub struct PolicyPlan {
     pub codes: GlobSet,
     pub statuses: Vec<Status>,
     pub trigger: Trigger,
+    /// With an anomaly trigger, a matching finding is evidence only when
+    /// its metric departs from the baseline (`engine/evaluate.rs`).
+    pub anomaly: Option<crate::policy::baseline::AnomalyRule>,
     pub steps: Vec<StepPlan>,
     pub escalate: Option<StepPlan>,
     pub cooldown: Duration,
@@ -119,7 +122,8 @@ pub struct StepPlan {
 }
 
 impl PolicyPlan {
-    /// Whether a finding is evidence for this policy.
+    /// Whether a finding is evidence for this policy (for an anomaly
+    /// policy: whether its metric is judged).
     pub fn matches(&self, f: &crate::contract::Finding) -> bool {
         self.statuses.contains(&f.status) && self.codes.is_match(&f.code)
     }
@@ -309,8 +313,13 @@ impl Plan {
                 name: p.name().to_string(),
                 check,
                 codes: globs(&p.codes),
-                statuses: p.status.clone(),
+                statuses: p.statuses(),
                 trigger,
+                anomaly: p
+                    .trigger
+                    .anomaly
+                    .as_ref()
+                    .map(|a| a.rule(checks[check].interval)),
                 steps,
                 escalate,
                 cooldown: p.cooldown.0,

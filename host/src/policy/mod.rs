@@ -6,6 +6,7 @@ use std::time::Duration;
 
 pub mod adaptive;
 pub mod backoff;
+pub mod baseline;
 pub mod breaker;
 pub mod budget;
 pub mod flap;

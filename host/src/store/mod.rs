@@ -9,6 +9,7 @@
 //!
 //! The store knows nothing of the engine: it records and answers.
 
+mod baselines;
 mod events;
 mod flags;
 mod fleet;

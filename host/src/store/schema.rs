@@ -173,6 +173,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
         SELECT '*', code, action, attempts, healed, heal_ms_sum FROM action_stats;
     DROP TABLE action_stats;
     ALTER TABLE action_stats_keyed RENAME TO action_stats;",
+    // 7: anomaly baselines (issue 14), one per (policy, metric), written
+    // every few minutes and when mend stops, so a restart does not warm
+    // up again. `state` is `policy::baseline::Baseline` as JSON.
+    "CREATE TABLE baselines (
+        policy     TEXT NOT NULL,
+        metric     TEXT NOT NULL,
+        check_name TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (policy, metric)
+    );",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -37,6 +37,7 @@ pub mod private_fs;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod tape;
 pub mod text;
 pub mod values;
 pub mod wit;

@@ -77,6 +77,8 @@ pub(crate) struct CallSpec<'a> {
     pub dry_run: bool,
     /// Told of each process a command of the call starts.
     pub on_spawn: Option<crate::capabilities::exec::SpawnHook>,
+    /// Records or replays the host calls (off in the engine).
+    pub tape: crate::tape::Tape,
 }
 
 pub(crate) struct Invoked {
@@ -124,6 +126,7 @@ impl Runtime {
                 clock: spec.clock,
                 state: self.state.as_ref(),
                 on_spawn: spec.on_spawn,
+                tape: spec.tape,
             },
             &mut wasi,
         )
@@ -231,6 +234,18 @@ fn classify(plugin: &str, e: wasmtime::Error, limits: &Limits, stderr: &str) -> 
         return PluginError::MemoryLimit {
             plugin,
             limit: limits.memory,
+        };
+    }
+    if let Some(d) = e.downcast_ref::<crate::tape::Diverged>() {
+        return PluginError::Host {
+            plugin,
+            message: d.to_string(),
+        };
+    }
+    if let Some(t) = e.downcast_ref::<crate::tape::TooMuch>() {
+        return PluginError::Host {
+            plugin,
+            message: t.to_string(),
         };
     }
     if let Some(denied) = e.downcast_ref::<crate::capabilities::http::NotGranted>() {

@@ -41,6 +41,7 @@ pub mod private_fs;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod tape;
 pub mod text;
 pub mod values;
 pub mod wit;

@@ -131,6 +131,8 @@ pub struct HttpHooks {
     pub(crate) plugin: std::sync::Arc<str>,
     pub(crate) grants: Vec<UrlGrant>,
     pub(crate) dry_run: bool,
+    /// Records each request and its response, or answers from a replay.
+    pub(crate) tape: crate::tape::Tape,
 }
 
 impl WasiHttpHooks for HttpHooks {
@@ -169,6 +171,9 @@ impl WasiHttpHooks for HttpHooks {
         }
         tracing::debug!(plugin = %self.plugin, method = %request.method(), %uri, "HTTP request");
         drop(fut);
+        if self.tape.is_on() {
+            return Box::new(taped::send(self.tape.clone(), request, options));
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
@@ -177,6 +182,167 @@ impl WasiHttpHooks for HttpHooks {
                 Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
             ))
         })
+    }
+}
+
+/// Outgoing HTTP on a tape: the request (method, URL, body) is the call's
+/// arguments, the response (status, headers, body) or its error the
+/// result. Bodies are buffered whole, up to [`taped::MAX_BODY`].
+mod taped {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, Limited, StreamBody};
+    use serde::{Deserialize, Serialize};
+    use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
+
+    use crate::tape::{Blob, Tape};
+
+    /// Bytes of a request or response body a tape keeps.
+    pub const MAX_BODY: usize = 1 << 20;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case", deny_unknown_fields)]
+    enum Reply {
+        Response {
+            status: u16,
+            headers: Vec<(String, String)>,
+            body: Blob,
+            /// The error that cut the body short, if one did.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            body_error: Option<String>,
+        },
+        Error(String),
+    }
+
+    type Sent = (
+        http::Response<WasiBody>,
+        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    );
+
+    pub(super) async fn send(
+        tape: Tape,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<Sent, HttpError> {
+        let (parts, body) = request.into_parts();
+        let body = Limited::new(body, MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| HttpError::HttpRequestBodySize(None))?
+            .to_bytes();
+        let args = tape.args(&serde_json::json!({
+            "method": parts.method.as_str(),
+            "uri": parts.uri.to_string(),
+            "body": Blob::of(&body),
+        }));
+        let live = async move {
+            let body = Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let request = http::Request::from_parts(parts, body);
+            match wasmtime_wasi_http::default_send_request(request, options).await {
+                Err(e) => Reply::Error(error_name(&e)),
+                Ok((response, io)) => {
+                    let io = tokio::spawn(io);
+                    let (head, body) = response.into_parts();
+                    let mut data = Vec::new();
+                    let mut body_error = None;
+                    let mut body = std::pin::pin!(body);
+                    while let Some(frame) = body.frame().await {
+                        match frame {
+                            Ok(f) => {
+                                if let Ok(d) = f.into_data() {
+                                    data.extend_from_slice(&d);
+                                    if data.len() > MAX_BODY {
+                                        body_error = Some(format!(
+                                            "HttpResponseBodySize: a tape keeps {MAX_BODY} bytes"
+                                        ));
+                                        break;
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                body_error = Some(error_name(&e));
+                                break;
+                            }
+                        }
+                    }
+                    io.abort();
+                    Reply::Response {
+                        status: head.status.as_u16(),
+                        headers: head
+                            .headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into())
+                            })
+                            .collect(),
+                        body: Blob::of(&data),
+                        body_error,
+                    }
+                }
+            }
+        };
+        let reply = tape
+            .run("http.send", args, live)
+            .await
+            .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+        match reply {
+            Reply::Error(name) => Err(error_from_name(&name)),
+            Reply::Response {
+                status,
+                headers,
+                body,
+                body_error,
+            } => {
+                let mut b = http::Response::builder().status(status);
+                for (k, v) in headers {
+                    b = b.header(k, v);
+                }
+                let mut frames = vec![Ok(http_body::Frame::data(Bytes::from(body.bytes())))];
+                if let Some(e) = body_error {
+                    frames.push(Err(error_from_name(&e)));
+                }
+                let body = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
+                let response = b.body(body).map_err(|e| {
+                    HttpError::InternalError(Some(format!("replayed response: {e}")))
+                })?;
+                let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                    Box::new(async { Ok(()) });
+                Ok((response, io))
+            }
+        }
+    }
+
+    /// The error's variant, with its detail for those that carry one.
+    fn error_name(e: &HttpError) -> String {
+        format!("{e:?}")
+    }
+
+    /// The error a recorded name stands for: the variants without data as
+    /// they were; any other as an internal error carrying the recorded text.
+    fn error_from_name(name: &str) -> HttpError {
+        use HttpError as E;
+        match name {
+            "DnsTimeout" => E::DnsTimeout,
+            "DestinationNotFound" => E::DestinationNotFound,
+            "DestinationUnavailable" => E::DestinationUnavailable,
+            "DestinationIpProhibited" => E::DestinationIpProhibited,
+            "DestinationIpUnroutable" => E::DestinationIpUnroutable,
+            "ConnectionRefused" => E::ConnectionRefused,
+            "ConnectionTerminated" => E::ConnectionTerminated,
+            "ConnectionTimeout" => E::ConnectionTimeout,
+            "ConnectionReadTimeout" => E::ConnectionReadTimeout,
+            "ConnectionWriteTimeout" => E::ConnectionWriteTimeout,
+            "ConnectionLimitReached" => E::ConnectionLimitReached,
+            "TlsProtocolError" => E::TlsProtocolError,
+            "TlsCertificateError" => E::TlsCertificateError,
+            "HttpRequestDenied" => E::HttpRequestDenied,
+            "HttpResponseIncomplete" => E::HttpResponseIncomplete,
+            "HttpResponseTimeout" => E::HttpResponseTimeout,
+            "HttpProtocolError" => E::HttpProtocolError,
+            "LoopDetected" => E::LoopDetected,
+            other => E::InternalError(Some(other.to_string())),
+        }
     }
 }
 

@@ -297,6 +297,8 @@ pub struct CallSetup<'a> {
     pub state: Option<&'a state::StateStore>,
     /// Told of each process the call's commands start.
     pub on_spawn: Option<exec::SpawnHook>,
+    /// Records or replays the call's host calls (off in the engine).
+    pub tape: crate::tape::Tape,
 }
 
 /// Per-call state of the host imports.
@@ -310,12 +312,13 @@ pub struct HostCaps {
     pub redis: redis::RedisCap,
     pub http: http::HttpHooks,
     pub system: system::SystemCap,
+    /// Every host call above goes through it (`wit/since_v0_2.rs`).
+    pub tape: crate::tape::Tape,
 }
 
 impl HostCaps {
-    /// Prepares every capability for one call from its grants, and
-    /// configures WASI with the directories and addresses granted (in a
-    /// dry run, directories are read-only).
+    /// Prepares every capability for one call from its grants (WASI's
+    /// side is [`configure_wasi`]).
     pub fn prepare(grants: &ResolvedGrants, call: CallSetup<'_>) -> HostCaps {
         let CallSetup {
             plugin,
@@ -323,6 +326,7 @@ impl HostCaps {
             clock,
             state,
             on_spawn,
+            tape,
         } = call;
         HostCaps {
             log: log::LogCap::new(plugin.clone()),
@@ -353,10 +357,12 @@ impl HostCaps {
                 plugin,
                 grants: grants.urls.clone(),
                 dry_run,
+                tape: tape.clone(),
             },
             system: system::SystemCap {
                 grant: grants.system.clone(),
             },
+            tape,
         }
     }
 }
@@ -364,19 +370,38 @@ impl HostCaps {
 /// Whether `grants` shape the call's WASI context (preopened
 /// directories, allowed addresses). Without, every call's context is the
 /// same default one, which the runtime builds only if the guest asks.
-pub fn shape_wasi(grants: &ResolvedGrants) -> bool {
-    !grants.dirs.is_empty() || !grants.addresses.is_empty()
+pub fn shape_wasi(grants: &ResolvedGrants, tape: &crate::tape::Tape) -> bool {
+    !grants.dirs.is_empty() || !grants.addresses.is_empty() || tape.is_on()
 }
 
 /// The WASI side of `grants`: their directories preopened (read-only in a
-/// dry run) and sockets to their addresses only.
+/// dry run) and sockets to their addresses only. On a tape, WASI's clocks
+/// and randomness are recorded or replayed, and a replay opens no socket.
 pub fn configure_wasi(
     grants: &ResolvedGrants,
     dry_run: bool,
+    clock: crate::clock::Clock,
+    tape: &crate::tape::Tape,
     wasi: &mut WasiCtxBuilder,
 ) -> anyhow::Result<()> {
     fs::preopen(wasi, &grants.dirs, dry_run)?;
-    net::configure(wasi, &grants.addresses);
+    if !tape.is_replay() {
+        net::configure(wasi, &grants.addresses);
+    }
+    if tape.is_on() {
+        // After the default wall clock: the tape's replaces it.
+        wasi.wall_clock(tape.wall_clock(clock))
+            .monotonic_clock(tape.monotonic_clock());
+        if let Some(seed) = tape.random_seed() {
+            let mut first = [0u8; 16];
+            for (b, s) in first.iter_mut().zip(&seed) {
+                *b = *s;
+            }
+            wasi.secure_random(wasmtime_wasi::random::Deterministic::new(seed.clone()))
+                .insecure_random(wasmtime_wasi::random::Deterministic::new(seed))
+                .insecure_random_seed(u128::from_le_bytes(first));
+        }
+    }
     Ok(())
 }
 

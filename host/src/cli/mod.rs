@@ -8,6 +8,7 @@ pub mod exit;
 mod fleet;
 mod new;
 mod plugin;
+mod plugin_test;
 mod recorder;
 mod run;
 

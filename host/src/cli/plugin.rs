@@ -1,7 +1,7 @@
 //! `mend plugin inspect` and `mend plugin call`: run one plugin by hand,
 //! in the same sandbox the engine uses (`mend plugin new` is `new.rs`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use crate::capabilities::fs::{DirGrant, Mode};
 use crate::capabilities::system::{SystemGrant, SystemTable};
 use crate::contract::{Finding, Needs, RemedyContext, Role};
 use crate::runtime::{Limits, Request, Runtime, RuntimeConfig};
+use crate::tape::Tape;
+use crate::tape::transcript::{CallKind, Expected};
 use crate::values::parse_bytes;
 
 #[derive(Subcommand)]
@@ -35,6 +37,9 @@ pub enum PluginCommand {
     Call(Box<CallArgs>),
     /// Create a plugin project that builds and runs with no edits.
     New(super::new::NewArgs),
+    /// Replay transcripts (`mend plugin call --record`) without the real
+    /// system: PASS or FAIL each, with a diff of expected and actual.
+    Test(super::plugin_test::TestArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -106,6 +111,10 @@ pub struct CallArgs {
     /// Where the compile cache and plugin state live.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Record every host call (arguments and results), the clocks, and the
+    /// granted directories into this transcript, for `mend plugin test`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
@@ -117,6 +126,7 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
         } => inspect(file, json, state_dir).await,
         PluginCommand::Call(args) => call(*args).await,
         PluginCommand::New(args) => super::new::run(args).map(|()| ExitCode::SUCCESS),
+        PluginCommand::Test(args) => super::plugin_test::run(args).await,
     }
 }
 
@@ -215,7 +225,7 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         Some(text) => parse_config(text)?,
         None => serde_json::json!({}),
     };
-    let grants = Grants {
+    let asked = Grants {
         dirs: args
             .grant_dirs
             .iter()
@@ -227,8 +237,8 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
         commands: args.grant_commands.clone(),
         state: args.grant_state,
         system: system_grant(args.grant_system, &args.grant_processes),
-    }
-    .resolve_with(&match &args.defs {
+    };
+    let grants = asked.resolve_with(&match &args.defs {
         Some(file) => {
             let c = crate::config::load(file).map_err(|e| anyhow::anyhow!("{e}"))?;
             crate::capabilities::Backends::new(&c.connections, &c.commands)?
@@ -248,13 +258,40 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime(args.state_dir.clone())?;
     let plugin = rt.load_file(&args.file).await?;
     let labels = Default::default();
+    let clock = crate::clock::Clock::system();
     let req = Request {
         check: &args.check,
         config: &config,
         labels: &labels,
         grants: &grants,
         limits,
-        clock: crate::clock::Clock::system(),
+        clock,
+    };
+    let recording = match (&args.record, args.export) {
+        (None, _) => None,
+        (Some(_), Export::Validate) => bail!("--record records detect or remedy, not validate"),
+        (Some(_), _) => Some(super::plugin_test::start_recording(&plugin, &grants)?),
+    };
+    let (tape, started_ms) = match &recording {
+        Some((tape, _, _)) => (tape.clone(), clock.now()),
+        None => (Tape::off(), 0),
+    };
+    let findings: Vec<Finding> = match &args.findings {
+        Some(text) => {
+            serde_json::from_str(text).context("--findings must be a JSON list of findings")?
+        }
+        None => Vec::new(),
+    };
+    let recorded = |call| super::plugin_test::Recorded {
+        file: args.record.as_deref().unwrap_or(Path::new("")),
+        plugin: &plugin,
+        call,
+        check: &args.check,
+        config: &config,
+        grants: &asked,
+        resolved: &grants,
+        findings: &findings,
+        dry_run: args.dry_run,
     };
     let out = match args.export {
         Export::Validate => {
@@ -279,7 +316,19 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
             v
         }
         Export::Detect => {
-            let r = rt.detect(&plugin, &req).await?;
+            let r = rt.detect_taped(&plugin, &req, tape.clone()).await;
+            if let Some((tape, dirs, notes)) = recording {
+                super::plugin_test::finish_recording(
+                    recorded(CallKind::Detect),
+                    started_ms,
+                    &tape,
+                    dirs,
+                    notes,
+                    &r,
+                    |f: &Vec<Finding>| Expected::Findings(f.clone()),
+                )?;
+            }
+            let r = r?;
             json!({
                 "plugin": plugin.name(),
                 "version": plugin.manifest().version,
@@ -290,13 +339,22 @@ async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
             })
         }
         Export::Remedy => {
-            let findings: Vec<Finding> = match &args.findings {
-                Some(text) => serde_json::from_str(text)
-                    .context("--findings must be a JSON list of findings")?,
-                None => Vec::new(),
-            };
             let context = RemedyContext::manual(&args.check, args.dry_run);
-            let r = rt.remedy(&plugin, &req, &findings, context).await?;
+            let r = rt
+                .remedy_taped(&plugin, &req, &findings, context, None, tape.clone())
+                .await;
+            if let Some((tape, dirs, notes)) = recording {
+                super::plugin_test::finish_recording(
+                    recorded(CallKind::Remedy),
+                    started_ms,
+                    &tape,
+                    dirs,
+                    notes,
+                    &r,
+                    |o: &crate::contract::Outcome| Expected::Outcome(o.clone()),
+                )?;
+            }
+            let r = r?;
             json!({
                 "plugin": plugin.name(),
                 "version": plugin.manifest().version,

@@ -124,6 +124,8 @@ pub(crate) struct CallSpec<'a> {
     pub dry_run: bool,
     /// Told of each process a command of the call starts.
     pub on_spawn: Option<crate::capabilities::exec::SpawnHook>,
+    /// Records or replays the host calls (off in the engine).
+    pub tape: crate::tape::Tape,
 }
 
 pub(crate) struct Invoked {
@@ -202,9 +204,9 @@ impl Runtime {
             clock: spec.clock,
             output: output.clone(),
         };
-        let wasi = if capabilities::shape_wasi(spec.grants) {
+        let wasi = if capabilities::shape_wasi(spec.grants, &spec.tape) {
             let mut wasi = wasi_setup.builder();
-            capabilities::configure_wasi(spec.grants, spec.dry_run, &mut wasi)
+            capabilities::configure_wasi(spec.grants, spec.dry_run, spec.clock, &spec.tape, &mut wasi)
                 .map_err(|e| host_err(format!("{e:#}")))?;
             Some(wasi.build())
         } else {
@@ -218,6 +220,7 @@ impl Runtime {
                 clock: spec.clock,
                 state: self.state.as_ref(),
                 on_spawn: spec.on_spawn,
+                tape: spec.tape,
             },
         );
         let mut table = ResourceTable::new();
@@ -394,6 +397,18 @@ fn classify(plugin: &str, e: wasmtime::Error, limits: &Limits, stderr: &str) -> 
         return PluginError::MemoryLimit {
             plugin,
             limit: limits.memory,
+        };
+    }
+    if let Some(d) = e.downcast_ref::<crate::tape::Diverged>() {
+        return PluginError::Host {
+            plugin,
+            message: d.to_string(),
+        };
+    }
+    if let Some(t) = e.downcast_ref::<crate::tape::TooMuch>() {
+        return PluginError::Host {
+            plugin,
+            message: t.to_string(),
         };
     }
     if let Some(denied) = e.downcast_ref::<crate::capabilities::http::NotGranted>() {

@@ -45,6 +45,7 @@ use crate::clock::Clock;
 use crate::contract::{
     Finding, GuestError, Invocation, Manifest, Needs, Outcome, RemedyContext, RemedyRequest, Role,
 };
+use crate::tape::Tape;
 use crate::wit::{self, Call, Exports, Returned, VersionError};
 
 /// How to build a [`Runtime`].
@@ -461,6 +462,7 @@ impl Runtime {
             clock: Clock::system(),
             dry_run: true,
             on_spawn: None,
+            tape: crate::tape::Tape::off(),
         }
     }
 
@@ -503,6 +505,17 @@ impl Runtime {
         plugin: &Plugin,
         req: &Request<'_>,
     ) -> Result<Report<Vec<Finding>>, PluginError> {
+        self.detect_taped(plugin, req, Tape::off()).await
+    }
+
+    /// [`Runtime::detect`] with its host calls recorded on, or answered
+    /// from, `tape` (`mend plugin call --record`, `mend plugin test`).
+    pub async fn detect_taped(
+        &self,
+        plugin: &Plugin,
+        req: &Request<'_>,
+        tape: Tape,
+    ) -> Result<Report<Vec<Finding>>, PluginError> {
         if !plugin.is_detector() {
             return Err(PluginError::WrongRole {
                 plugin: plugin.name().into(),
@@ -517,6 +530,7 @@ impl Runtime {
             clock: req.clock,
             dry_run: false,
             on_spawn: None,
+            tape,
         };
         let invoked = self
             .invoke(plugin.target(Some(req.grants)), Call::Detect(input), spec)
@@ -563,6 +577,20 @@ impl Runtime {
         context: RemedyContext,
         on_spawn: Option<crate::capabilities::exec::SpawnHook>,
     ) -> Result<Report<Outcome>, PluginError> {
+        self.remedy_taped(plugin, req, findings, context, on_spawn, Tape::off())
+            .await
+    }
+
+    /// [`Runtime::remedy_observed`] on a tape (see [`Runtime::detect_taped`]).
+    pub async fn remedy_taped(
+        &self,
+        plugin: &Plugin,
+        req: &Request<'_>,
+        findings: &[Finding],
+        context: RemedyContext,
+        on_spawn: Option<crate::capabilities::exec::SpawnHook>,
+        tape: Tape,
+    ) -> Result<Report<Outcome>, PluginError> {
         if !plugin.is_action() {
             return Err(PluginError::WrongRole {
                 plugin: plugin.name().into(),
@@ -576,6 +604,7 @@ impl Runtime {
             clock: req.clock,
             dry_run: context.dry_run,
             on_spawn,
+            tape,
         };
         let request = RemedyRequest {
             invocation: invocation(plugin, req)?,

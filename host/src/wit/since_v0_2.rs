@@ -2,27 +2,34 @@
 //! conversions between them and mend's own types, and its host imports,
 //! each a thin call into the capability that owns it.
 
+use std::marker::PhantomData;
+
 use wasmtime::Store;
-use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
+use wasmtime::component::{HasData, Instance, InstancePre, Linker};
 
 use super::{Call, Returned};
-use crate::capabilities::{self, HasCaps};
+use crate::capabilities::{self, HasCaps, HostCaps};
 use crate::contract as c;
+use crate::tape::Tape;
 
 wasmtime::component::bindgen!({
     path: "../wit/0.2.0",
     world: "plugin",
     exports: { default: async },
+    // Trappable: a replay that diverges traps the call.
     imports: {
-        "mend:plugin/exec.run": async,
-        "mend:plugin/sql.query": async,
-        "mend:plugin/sql.execute": async,
-        "mend:plugin/redis.command": async,
-        "mend:plugin/redis.scan": async,
-        "mend:plugin/system.cpu": async,
-        "mend:plugin/system.filesystems": async,
-        "mend:plugin/system.processes": async,
+        "mend:plugin/exec.run": async | trappable,
+        "mend:plugin/sql.query": async | trappable,
+        "mend:plugin/sql.execute": async | trappable,
+        "mend:plugin/redis.command": async | trappable,
+        "mend:plugin/redis.scan": async | trappable,
+        "mend:plugin/system.cpu": async | trappable,
+        "mend:plugin/system.filesystems": async | trappable,
+        "mend:plugin/system.processes": async | trappable,
+        default: trappable,
     },
+    // The tape keeps arguments and results as they cross the contract.
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 use self::exports::mend::plugin::{detection, meta, remediation};
@@ -100,28 +107,49 @@ pub(crate) async fn call<T: Send>(
     })
 }
 
-/// Links this version's imports; each goes to its capability.
+/// One capability and the call's tape: what each import of this version
+/// is implemented on, so that every call goes through the tape.
+pub(crate) struct Taped<'a, C> {
+    cap: &'a mut C,
+    tape: &'a Tape,
+}
+
+/// [`HasData`] for an interface served by capability `C`.
+struct Via<C>(PhantomData<C>);
+
+impl<C: Send + 'static> HasData for Via<C> {
+    type Data<'a> = Taped<'a, C>;
+}
+
+/// Borrows one capability and the tape out of the call's [`HostCaps`].
+macro_rules! taped {
+    ($field:ident) => {
+        |t| {
+            let HostCaps { $field, tape, .. } = t.caps();
+            Taped { cap: $field, tape }
+        }
+    };
+}
+
+/// Links this version's imports; each goes through the tape to its
+/// capability.
 pub(crate) fn add_to_linker<T: HasCaps>(linker: &mut Linker<T>) -> anyhow::Result<()> {
-    log::add_to_linker::<T, HasSelf<capabilities::log::LogCap>>(linker, |t| &mut t.caps().log)?;
-    clock::add_to_linker::<T, HasSelf<capabilities::clock::ClockCap>>(linker, |t| {
-        &mut t.caps().clock
-    })?;
-    state::add_to_linker::<T, HasSelf<capabilities::state::StateCap>>(linker, |t| {
-        &mut t.caps().state
-    })?;
-    fs::add_to_linker::<T, HasSelf<capabilities::fs::FsCap>>(linker, |t| &mut t.caps().fs)?;
-    exec::add_to_linker::<T, HasSelf<capabilities::exec::ExecCap>>(linker, |t| &mut t.caps().exec)?;
-    sql::add_to_linker::<T, HasSelf<capabilities::sql::SqlCap>>(linker, |t| &mut t.caps().sql)?;
-    redis::add_to_linker::<T, HasSelf<capabilities::redis::RedisCap>>(linker, |t| {
-        &mut t.caps().redis
-    })?;
-    system::add_to_linker::<T, HasSelf<capabilities::system::SystemCap>>(linker, |t| {
-        &mut t.caps().system
-    })?;
+    log::add_to_linker::<T, Via<capabilities::log::LogCap>>(linker, taped!(log))?;
+    clock::add_to_linker::<T, Via<capabilities::clock::ClockCap>>(linker, taped!(clock))?;
+    state::add_to_linker::<T, Via<capabilities::state::StateCap>>(linker, taped!(state))?;
+    fs::add_to_linker::<T, Via<capabilities::fs::FsCap>>(linker, taped!(fs))?;
+    exec::add_to_linker::<T, Via<capabilities::exec::ExecCap>>(linker, taped!(exec))?;
+    sql::add_to_linker::<T, Via<capabilities::sql::SqlCap>>(linker, taped!(sql))?;
+    redis::add_to_linker::<T, Via<capabilities::redis::RedisCap>>(linker, taped!(redis))?;
+    system::add_to_linker::<T, Via<capabilities::system::SystemCap>>(linker, taped!(system))?;
     Ok(())
 }
 
 // ---- host imports -------------------------------------------------------
+//
+// Each import: its arguments to the tape (`tape.args`, nothing when the
+// tape is off), then the capability call as `live`, which a replay never
+// runs. The tape's call names are `interface.function`.
 
 impl From<c::HostError> for types::HostError {
     fn from(e: c::HostError) -> Self {
@@ -135,87 +163,71 @@ impl From<c::HostError> for types::HostError {
 }
 
 type HostResult<T> = Result<T, types::HostError>;
+type Trappable<T> = wasmtime::Result<T>;
 
-impl log::Host for capabilities::log::LogCap {
-    fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
+impl log::Host for Taped<'_, capabilities::log::LogCap> {
+    fn log(
+        &mut self,
+        level: log::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> Trappable<()> {
         use capabilities::log::Level as L;
-        let level = match level {
+        let args = self.tape.args(&(&level, &message, &fields));
+        let l = match level {
             log::Level::Trace => L::Trace,
             log::Level::Debug => L::Debug,
             log::Level::Info => L::Info,
             log::Level::Warn => L::Warn,
             log::Level::Error => L::Error,
         };
-        capabilities::log::LogCap::log(self, level, &message, &fields);
+        self.tape.sync("log.log", args, || {
+            capabilities::log::LogCap::log(self.cap, l, &message, &fields)
+        })
     }
 }
 
-impl clock::Host for capabilities::clock::ClockCap {
-    fn now_ms(&mut self) -> u64 {
-        capabilities::clock::ClockCap::now_ms(self)
+impl clock::Host for Taped<'_, capabilities::clock::ClockCap> {
+    fn now_ms(&mut self) -> Trappable<u64> {
+        let args = self.tape.args(&());
+        self.tape.sync("clock.now-ms", args, || self.cap.now_ms())
     }
 }
 
-impl state::Host for capabilities::state::StateCap {
-    fn get(&mut self, key: String) -> HostResult<Option<Vec<u8>>> {
-        Ok(capabilities::state::StateCap::get(self, &key)?)
+impl state::Host for Taped<'_, capabilities::state::StateCap> {
+    fn get(&mut self, key: String) -> Trappable<HostResult<Option<Vec<u8>>>> {
+        let args = self.tape.args(&(&key,));
+        self.tape.sync("state.get", args, || {
+            Ok(capabilities::state::StateCap::get(self.cap, &key)?)
+        })
     }
-    fn set(&mut self, key: String, value: Vec<u8>) -> HostResult<()> {
-        Ok(capabilities::state::StateCap::set(self, &key, &value)?)
+    fn set(&mut self, key: String, value: Vec<u8>) -> Trappable<HostResult<()>> {
+        let args = self.tape.args(&(&key, &value));
+        self.tape.sync("state.set", args, || {
+            Ok(capabilities::state::StateCap::set(self.cap, &key, &value)?)
+        })
     }
-    fn delete(&mut self, key: String) -> HostResult<()> {
-        Ok(capabilities::state::StateCap::delete(self, &key)?)
+    fn delete(&mut self, key: String) -> Trappable<HostResult<()>> {
+        let args = self.tape.args(&(&key,));
+        self.tape.sync("state.delete", args, || {
+            Ok(capabilities::state::StateCap::delete(self.cap, &key)?)
+        })
     }
     fn compare_and_swap(
         &mut self,
         key: String,
         expected: Option<Vec<u8>>,
         value: Vec<u8>,
-    ) -> HostResult<bool> {
-        Ok(capabilities::state::StateCap::compare_and_swap(
-            self,
-            &key,
-            expected.as_deref(),
-            &value,
-        )?)
-    }
-}
-
-impl fs::Host for capabilities::fs::FsCap {
-    fn disk_usage(&mut self, path: String) -> HostResult<fs::Usage> {
-        let u = capabilities::fs::FsCap::disk_usage(self, &path)?;
-        Ok(fs::Usage {
-            total_bytes: u.total_bytes,
-            free_bytes: u.free_bytes,
-            available_bytes: u.available_bytes,
-            total_inodes: u.total_inodes,
-            free_inodes: u.free_inodes,
+    ) -> Trappable<HostResult<bool>> {
+        let args = self.tape.args(&(&key, &expected, &value));
+        self.tape.sync("state.compare-and-swap", args, || {
+            Ok(capabilities::state::StateCap::compare_and_swap(
+                self.cap,
+                &key,
+                expected.as_deref(),
+                &value,
+            )?)
         })
-    }
-    fn stat_many(
-        &mut self,
-        paths: Vec<String>,
-        follow_symlinks: bool,
-    ) -> HostResult<Vec<HostResult<Option<fs::FileStat>>>> {
-        let stats = capabilities::fs::FsCap::stat_many(self, &paths, follow_symlinks)?;
-        Ok(stats
-            .into_iter()
-            .map(|r| r.map(|s| s.map(Into::into)).map_err(Into::into))
-            .collect())
-    }
-    fn walk(&mut self, dir: String, limits: fs::WalkLimits) -> HostResult<Vec<fs::DirEntry>> {
-        let limits = capabilities::fs::WalkLimits {
-            max_depth: limits.max_depth,
-            max_entries: limits.max_entries,
-        };
-        let entries = capabilities::fs::FsCap::walk(self, &dir, limits)?;
-        Ok(entries
-            .into_iter()
-            .map(|e| fs::DirEntry {
-                path: e.path,
-                stat: e.stat.into(),
-            })
-            .collect())
     }
 }
 
@@ -240,21 +252,81 @@ impl From<capabilities::fs::FileStat> for fs::FileStat {
     }
 }
 
-impl exec::Host for capabilities::exec::ExecCap {
-    async fn run(&mut self, name: String) -> HostResult<exec::CommandOutput> {
-        let o = capabilities::exec::ExecCap::run(self, &name).await?;
-        Ok(exec::CommandOutput {
-            exit_code: o.exit_code,
-            stdout: o.stdout,
-            stderr: o.stderr,
-            timed_out: o.timed_out,
-            truncated: o.truncated,
-            duration_ms: o.duration_ms,
+impl fs::Host for Taped<'_, capabilities::fs::FsCap> {
+    fn disk_usage(&mut self, path: String) -> Trappable<HostResult<fs::Usage>> {
+        let args = self.tape.args(&(&path,));
+        self.tape.sync("fs.disk-usage", args, || {
+            let u = capabilities::fs::FsCap::disk_usage(self.cap, &path)?;
+            Ok(fs::Usage {
+                total_bytes: u.total_bytes,
+                free_bytes: u.free_bytes,
+                available_bytes: u.available_bytes,
+                total_inodes: u.total_inodes,
+                free_inodes: u.free_inodes,
+            })
         })
     }
+    fn stat_many(
+        &mut self,
+        paths: Vec<String>,
+        follow_symlinks: bool,
+    ) -> Trappable<HostResult<Vec<HostResult<Option<fs::FileStat>>>>> {
+        let args = self.tape.args(&(&paths, &follow_symlinks));
+        self.tape.sync("fs.stat-many", args, || {
+            let stats = capabilities::fs::FsCap::stat_many(self.cap, &paths, follow_symlinks)?;
+            Ok(stats
+                .into_iter()
+                .map(|r| r.map(|s| s.map(Into::into)).map_err(Into::into))
+                .collect())
+        })
+    }
+    fn walk(
+        &mut self,
+        dir: String,
+        limits: fs::WalkLimits,
+    ) -> Trappable<HostResult<Vec<fs::DirEntry>>> {
+        let args = self.tape.args(&(&dir, &limits));
+        self.tape.sync("fs.walk", args, || {
+            let limits = capabilities::fs::WalkLimits {
+                max_depth: limits.max_depth,
+                max_entries: limits.max_entries,
+            };
+            let entries = capabilities::fs::FsCap::walk(self.cap, &dir, limits)?;
+            Ok(entries
+                .into_iter()
+                .map(|e| fs::DirEntry {
+                    path: e.path,
+                    stat: e.stat.into(),
+                })
+                .collect())
+        })
+    }
+}
 
-    fn argv(&mut self, name: String) -> HostResult<Vec<String>> {
-        Ok(capabilities::exec::ExecCap::argv(self, &name)?)
+impl exec::Host for Taped<'_, capabilities::exec::ExecCap> {
+    async fn run(&mut self, name: String) -> Trappable<HostResult<exec::CommandOutput>> {
+        let args = self.tape.args(&(&name,));
+        let cap = &mut *self.cap;
+        self.tape
+            .run("exec.run", args, async {
+                let o = capabilities::exec::ExecCap::run(cap, &name).await?;
+                Ok(exec::CommandOutput {
+                    exit_code: o.exit_code,
+                    stdout: o.stdout,
+                    stderr: o.stderr,
+                    timed_out: o.timed_out,
+                    truncated: o.truncated,
+                    duration_ms: o.duration_ms,
+                })
+            })
+            .await
+    }
+
+    fn argv(&mut self, name: String) -> Trappable<HostResult<Vec<String>>> {
+        let args = self.tape.args(&(&name,));
+        self.tape.sync("exec.argv", args, || {
+            Ok(capabilities::exec::ExecCap::argv(self.cap, &name)?)
+        })
     }
 }
 
@@ -292,31 +364,39 @@ fn query_options(o: sql::Options) -> capabilities::sql::QueryOptions {
     }
 }
 
-impl sql::Host for capabilities::sql::SqlCap {
+impl sql::Host for Taped<'_, capabilities::sql::SqlCap> {
     async fn query(
         &mut self,
         connection: String,
         statement: String,
         params: Vec<sql::Value>,
         options: sql::Options,
-    ) -> HostResult<sql::Rows> {
-        let params: Vec<_> = params.into_iter().map(Into::into).collect();
-        let rows = capabilities::sql::SqlCap::query(
-            self,
-            &connection,
-            &statement,
-            &params,
-            query_options(options),
-        )
-        .await?;
-        Ok(sql::Rows {
-            columns: rows.columns,
-            rows: rows
-                .rows
-                .into_iter()
-                .map(|r| r.into_iter().map(Into::into).collect())
-                .collect(),
-        })
+    ) -> Trappable<HostResult<sql::Rows>> {
+        let args = self
+            .tape
+            .args(&(&connection, &statement, &params, &options));
+        let cap = &mut *self.cap;
+        self.tape
+            .run("sql.query", args, async {
+                let params: Vec<_> = params.into_iter().map(Into::into).collect();
+                let rows = capabilities::sql::SqlCap::query(
+                    cap,
+                    &connection,
+                    &statement,
+                    &params,
+                    query_options(options),
+                )
+                .await?;
+                Ok(sql::Rows {
+                    columns: rows.columns,
+                    rows: rows
+                        .rows
+                        .into_iter()
+                        .map(|r| r.into_iter().map(Into::into).collect())
+                        .collect(),
+                })
+            })
+            .await
     }
 
     async fn execute(
@@ -325,16 +405,24 @@ impl sql::Host for capabilities::sql::SqlCap {
         statement: String,
         params: Vec<sql::Value>,
         options: sql::Options,
-    ) -> HostResult<u64> {
-        let params: Vec<_> = params.into_iter().map(Into::into).collect();
-        Ok(capabilities::sql::SqlCap::execute(
-            self,
-            &connection,
-            &statement,
-            &params,
-            query_options(options),
-        )
-        .await?)
+    ) -> Trappable<HostResult<u64>> {
+        let args = self
+            .tape
+            .args(&(&connection, &statement, &params, &options));
+        let cap = &mut *self.cap;
+        self.tape
+            .run("sql.execute", args, async {
+                let params: Vec<_> = params.into_iter().map(Into::into).collect();
+                Ok(capabilities::sql::SqlCap::execute(
+                    cap,
+                    &connection,
+                    &statement,
+                    &params,
+                    query_options(options),
+                )
+                .await?)
+            })
+            .await
     }
 }
 
@@ -350,17 +438,23 @@ impl From<capabilities::redis::Reply> for redis::Reply {
     }
 }
 
-impl redis::Host for capabilities::redis::RedisCap {
+impl redis::Host for Taped<'_, capabilities::redis::RedisCap> {
     async fn command(
         &mut self,
         connection: String,
         args: Vec<Vec<u8>>,
-    ) -> HostResult<redis::Reply> {
-        Ok(
-            capabilities::redis::RedisCap::command(self, &connection, &args)
-                .await?
-                .into(),
-        )
+    ) -> Trappable<HostResult<redis::Reply>> {
+        let taped = self.tape.args(&(&connection, &args));
+        let cap = &mut *self.cap;
+        self.tape
+            .run("redis.command", taped, async {
+                Ok(
+                    capabilities::redis::RedisCap::command(cap, &connection, &args)
+                        .await?
+                        .into(),
+                )
+            })
+            .await
     }
 
     async fn scan(
@@ -369,127 +463,169 @@ impl redis::Host for capabilities::redis::RedisCap {
         cursor: u64,
         pattern: String,
         count: u32,
-    ) -> HostResult<(u64, Vec<String>)> {
-        Ok(capabilities::redis::RedisCap::scan(self, &connection, cursor, &pattern, count).await?)
+    ) -> Trappable<HostResult<(u64, Vec<String>)>> {
+        let args = self.tape.args(&(&connection, &cursor, &pattern, &count));
+        let cap = &mut *self.cap;
+        self.tape
+            .run("redis.scan", args, async {
+                Ok(
+                    capabilities::redis::RedisCap::scan(cap, &connection, cursor, &pattern, count)
+                        .await?,
+                )
+            })
+            .await
     }
 }
 
-impl system::Host for capabilities::system::SystemCap {
-    async fn cpu(&mut self, interval_ms: u32) -> HostResult<system::CpuUsage> {
-        let u = capabilities::system::SystemCap::cpu(self, interval_ms).await?;
-        Ok(system::CpuUsage {
-            busy: u.busy,
-            user: u.user,
-            system: u.system,
-            iowait: u.iowait,
-            steal: u.steal,
-            per_core: u.per_core,
-            interval_ms: u.interval_ms,
-        })
-    }
-
-    fn load(&mut self) -> HostResult<system::LoadAverage> {
-        let l = capabilities::system::SystemCap::load(self)?;
-        Ok(system::LoadAverage {
-            one: l.one,
-            five: l.five,
-            fifteen: l.fifteen,
-            cores: l.cores,
-            runnable: l.runnable,
-            threads: l.threads,
-        })
-    }
-
-    fn memory(&mut self) -> HostResult<system::MemoryInfo> {
-        let m = capabilities::system::SystemCap::memory(self)?;
-        Ok(system::MemoryInfo {
-            total_bytes: m.total_bytes,
-            available_bytes: m.available_bytes,
-            free_bytes: m.free_bytes,
-            cached_bytes: m.cached_bytes,
-            swap_total_bytes: m.swap_total_bytes,
-            swap_free_bytes: m.swap_free_bytes,
-        })
-    }
-
-    fn pressure(&mut self) -> HostResult<system::PressureInfo> {
-        let p = capabilities::system::SystemCap::pressure(self)?;
-        let stall = |s: capabilities::system::Stall| system::Stall {
-            avg10: s.avg10,
-            avg60: s.avg60,
-            avg300: s.avg300,
-            total_us: s.total_us,
-        };
-        let res = |r: capabilities::system::ResourcePressure| system::ResourcePressure {
-            some: stall(r.some),
-            full: stall(r.full),
-        };
-        Ok(system::PressureInfo {
-            cpu: res(p.cpu),
-            memory: res(p.memory),
-            io: res(p.io),
-        })
-    }
-
-    async fn filesystems(&mut self) -> HostResult<Vec<system::Filesystem>> {
-        let fs = capabilities::system::SystemCap::filesystems(self).await?;
-        Ok(fs
-            .into_iter()
-            .map(|f| system::Filesystem {
-                mount_point: f.mount_point,
-                fs_type: f.fs_type,
-                total_bytes: f.total_bytes,
-                free_bytes: f.free_bytes,
-                available_bytes: f.available_bytes,
-                total_inodes: f.total_inodes,
-                free_inodes: f.free_inodes,
-            })
-            .collect())
-    }
-
-    fn interfaces(&mut self) -> HostResult<Vec<system::NetInterface>> {
-        let nics = capabilities::system::SystemCap::interfaces(self)?;
-        Ok(nics
-            .into_iter()
-            .map(|n| system::NetInterface {
-                name: n.name,
-                rx_bytes: n.rx_bytes,
-                rx_packets: n.rx_packets,
-                rx_errors: n.rx_errors,
-                rx_dropped: n.rx_dropped,
-                tx_bytes: n.tx_bytes,
-                tx_packets: n.tx_packets,
-                tx_errors: n.tx_errors,
-                tx_dropped: n.tx_dropped,
-            })
-            .collect())
-    }
-
-    async fn processes(&mut self, q: system::ProcessQuery) -> HostResult<system::ProcessList> {
-        let q = capabilities::system::ProcessQuery {
-            name: q.name,
-            cmdline: q.cmdline,
-            sample_ms: q.sample_ms,
-        };
-        let p = capabilities::system::SystemCap::processes(self, &q).await?;
-        Ok(system::ProcessList {
-            matched: p.matched,
-            processes: p
-                .processes
-                .into_iter()
-                .map(|p| system::Process {
-                    pid: p.pid,
-                    name: p.name,
-                    state: p.state,
-                    rss_bytes: p.rss_bytes,
-                    cpu_seconds: p.cpu_seconds,
-                    cpu_percent: p.cpu_percent,
-                    age_ms: p.age_ms,
-                    open_fds: p.open_fds,
-                    argv: p.argv,
+impl system::Host for Taped<'_, capabilities::system::SystemCap> {
+    async fn cpu(&mut self, interval_ms: u32) -> Trappable<HostResult<system::CpuUsage>> {
+        let args = self.tape.args(&(&interval_ms,));
+        let cap = &mut *self.cap;
+        self.tape
+            .run("system.cpu", args, async {
+                let u = capabilities::system::SystemCap::cpu(cap, interval_ms).await?;
+                Ok(system::CpuUsage {
+                    busy: u.busy,
+                    user: u.user,
+                    system: u.system,
+                    iowait: u.iowait,
+                    steal: u.steal,
+                    per_core: u.per_core,
+                    interval_ms: u.interval_ms,
                 })
-                .collect(),
+            })
+            .await
+    }
+
+    fn load(&mut self) -> Trappable<HostResult<system::LoadAverage>> {
+        let args = self.tape.args(&());
+        self.tape.sync("system.load", args, || {
+            let l = capabilities::system::SystemCap::load(self.cap)?;
+            Ok(system::LoadAverage {
+                one: l.one,
+                five: l.five,
+                fifteen: l.fifteen,
+                cores: l.cores,
+                runnable: l.runnable,
+                threads: l.threads,
+            })
         })
+    }
+
+    fn memory(&mut self) -> Trappable<HostResult<system::MemoryInfo>> {
+        let args = self.tape.args(&());
+        self.tape.sync("system.memory", args, || {
+            let m = capabilities::system::SystemCap::memory(self.cap)?;
+            Ok(system::MemoryInfo {
+                total_bytes: m.total_bytes,
+                available_bytes: m.available_bytes,
+                free_bytes: m.free_bytes,
+                cached_bytes: m.cached_bytes,
+                swap_total_bytes: m.swap_total_bytes,
+                swap_free_bytes: m.swap_free_bytes,
+            })
+        })
+    }
+
+    fn pressure(&mut self) -> Trappable<HostResult<system::PressureInfo>> {
+        let args = self.tape.args(&());
+        self.tape.sync("system.pressure", args, || {
+            let p = capabilities::system::SystemCap::pressure(self.cap)?;
+            let stall = |s: capabilities::system::Stall| system::Stall {
+                avg10: s.avg10,
+                avg60: s.avg60,
+                avg300: s.avg300,
+                total_us: s.total_us,
+            };
+            let res = |r: capabilities::system::ResourcePressure| system::ResourcePressure {
+                some: stall(r.some),
+                full: stall(r.full),
+            };
+            Ok(system::PressureInfo {
+                cpu: res(p.cpu),
+                memory: res(p.memory),
+                io: res(p.io),
+            })
+        })
+    }
+
+    async fn filesystems(&mut self) -> Trappable<HostResult<Vec<system::Filesystem>>> {
+        let args = self.tape.args(&());
+        let cap = &mut *self.cap;
+        self.tape
+            .run("system.filesystems", args, async {
+                let fs = capabilities::system::SystemCap::filesystems(cap).await?;
+                Ok(fs
+                    .into_iter()
+                    .map(|f| system::Filesystem {
+                        mount_point: f.mount_point,
+                        fs_type: f.fs_type,
+                        total_bytes: f.total_bytes,
+                        free_bytes: f.free_bytes,
+                        available_bytes: f.available_bytes,
+                        total_inodes: f.total_inodes,
+                        free_inodes: f.free_inodes,
+                    })
+                    .collect())
+            })
+            .await
+    }
+
+    fn interfaces(&mut self) -> Trappable<HostResult<Vec<system::NetInterface>>> {
+        let args = self.tape.args(&());
+        self.tape.sync("system.interfaces", args, || {
+            let nics = capabilities::system::SystemCap::interfaces(self.cap)?;
+            Ok(nics
+                .into_iter()
+                .map(|n| system::NetInterface {
+                    name: n.name,
+                    rx_bytes: n.rx_bytes,
+                    rx_packets: n.rx_packets,
+                    rx_errors: n.rx_errors,
+                    rx_dropped: n.rx_dropped,
+                    tx_bytes: n.tx_bytes,
+                    tx_packets: n.tx_packets,
+                    tx_errors: n.tx_errors,
+                    tx_dropped: n.tx_dropped,
+                })
+                .collect())
+        })
+    }
+
+    async fn processes(
+        &mut self,
+        q: system::ProcessQuery,
+    ) -> Trappable<HostResult<system::ProcessList>> {
+        let args = self.tape.args(&(&q,));
+        let cap = &mut *self.cap;
+        self.tape
+            .run("system.processes", args, async {
+                let q = capabilities::system::ProcessQuery {
+                    name: q.name,
+                    cmdline: q.cmdline,
+                    sample_ms: q.sample_ms,
+                };
+                let p = capabilities::system::SystemCap::processes(cap, &q).await?;
+                Ok(system::ProcessList {
+                    matched: p.matched,
+                    processes: p
+                        .processes
+                        .into_iter()
+                        .map(|p| system::Process {
+                            pid: p.pid,
+                            name: p.name,
+                            state: p.state,
+                            rss_bytes: p.rss_bytes,
+                            cpu_seconds: p.cpu_seconds,
+                            cpu_percent: p.cpu_percent,
+                            age_ms: p.age_ms,
+                            open_fds: p.open_fds,
+                            argv: p.argv,
+                        })
+                        .collect(),
+                })
+            })
+            .await
     }
 }
 

@@ -41,6 +41,9 @@ pub(super) struct IncidentRun<'e> {
     evidence: Vec<Finding>,
     /// Steps (by index) already tried for this incident.
     done: BTreeSet<usize>,
+    /// Of `done`, steps a stop cut short before anything of them was
+    /// recorded: run once more before the ladder is called exhausted.
+    cut_short: BTreeSet<usize>,
     /// How many times each step ran for this incident.
     tries: BTreeMap<usize, u32>,
     /// Set for an operator's heal: never triggers `exit_on_exhausted`;
@@ -129,6 +132,7 @@ impl<'e> IncidentRun<'e> {
             dry_run,
             evidence: diagnosis.evidence.clone(),
             done: BTreeSet::new(),
+            cut_short: BTreeSet::new(),
             tries: BTreeMap::new(),
             operator: None,
         })
@@ -142,12 +146,15 @@ impl<'e> IncidentRun<'e> {
         evidence: Vec<Finding>,
     ) -> IncidentRun<'e> {
         let mut tries = BTreeMap::new();
-        let mut done = BTreeSet::new();
+        let mut cut = BTreeSet::new();
         for a in &inc.attempts {
             if let StepRef::Ladder(i) = a.step {
                 *tries.entry(i as usize).or_insert(0) += 1;
-                if !cut_short(a) {
-                    done.insert(i as usize);
+                // The last attempt of the step decides.
+                if cut_short(a) {
+                    cut.insert(i as usize);
+                } else {
+                    cut.remove(&(i as usize));
                 }
             }
         }
@@ -158,7 +165,8 @@ impl<'e> IncidentRun<'e> {
             opened_at: inc.opened_at,
             dry_run: inc.dry_run,
             evidence,
-            done,
+            done: tries.keys().copied().collect(),
+            cut_short: cut,
             tries,
             operator: None,
         }
@@ -175,6 +183,7 @@ impl<'e> IncidentRun<'e> {
     ) -> IncidentRun<'e> {
         let mut run = Self::resume(engine, pi, inc, evidence);
         run.done.clear();
+        run.cut_short.clear();
         run
     }
 
@@ -356,6 +365,14 @@ impl<'e> IncidentRun<'e> {
         let mut shutdown = shutdown.clone();
         let order = self.engine.ladder_order(self.pi, &self.evidence);
         let (mut tried, mut skipped) = (0u32, Vec::new());
+        // Steps a stop cut short before they recorded anything go again,
+        // once, if nothing else is left: a human is not called for a step
+        // that may never have acted.
+        if !self.dry_run && order.iter().all(|si| self.done.contains(si)) {
+            for si in std::mem::take(&mut self.cut_short) {
+                self.done.remove(&si);
+            }
+        }
         for (pos, &si) in order.iter().enumerate() {
             if self.done.contains(&si) {
                 continue;

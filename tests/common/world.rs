@@ -34,9 +34,9 @@ pub fn paused_runtime() -> Arc<Runtime> {
         Arc::new(
             Runtime::new(RuntimeConfig {
                 state_dir: Some(dir),
-                // Under tokio's paused clock, a file operation on the
-                // blocking pool would let virtual time jump to the call's
-                // deadline; inline, time stands still while it runs.
+                // Under tokio's paused clock, a call on a pool thread would
+                // let virtual time jump to its deadline; inline, time
+                // stands still while it runs.
                 inline_file_io: true,
                 ..RuntimeConfig::default()
             })

@@ -196,9 +196,9 @@ pub struct EngineConfig {
     /// How long check results are kept.
     #[serde(default = "default_retention")]
     pub history_retention: Dur,
-    /// Run plugins' file I/O inline (faster) instead of on a thread pool
-    /// (where a call blocked on a FIFO or hung mount still meets its
-    /// deadline).
+    /// Run calls granted directories on the async worker (saves a thread
+    /// hop per call) instead of a pool thread of their own (where a call
+    /// blocked on a FIFO or hung mount still meets its deadline).
     #[serde(default)]
     pub inline_file_io: bool,
 }

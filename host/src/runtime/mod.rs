@@ -59,11 +59,13 @@ pub struct RuntimeConfig {
     pub describe_limits: Limits,
     /// Bytes of stdout and of stderr kept per call.
     pub output_limit: usize,
-    /// Run plugins' file I/O on the calling thread (about 3× faster) rather
-    /// than on tokio's blocking pool. Inline, a plugin that opens a FIFO or
-    /// a path on a hung mount inside its grant blocks a worker thread past
-    /// its deadline (no timer can interrupt a syscall); on the pool, the
-    /// deadline still ends the call. Default: off.
+    /// Run calls granted directories on the calling (async) thread rather
+    /// than on a pool thread of their own; their file I/O is inline either
+    /// way. Saves a thread hop per call, but a plugin that opens a FIFO or
+    /// a path on a hung mount inside its grant then blocks a worker thread
+    /// past its deadline (no timer can interrupt a syscall). Tests under
+    /// tokio's paused clock need it (a wait on another thread lets virtual
+    /// time jump to the deadline). Default: off.
     pub inline_file_io: bool,
 }
 

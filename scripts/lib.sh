@@ -192,3 +192,38 @@ ensure_schemathesis() {
     python3 -m venv target/tools/venv &&
         target/tools/venv/bin/pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
 }
+
+# Pinned guest toolchains for Python and JavaScript plugins (tests/polyglot.rs,
+# `mend plugin new --lang python|js`).
+COMPONENTIZE_PY_VERSION=0.25.1
+COMPONENTIZE_JS_VERSION=0.23.0
+
+# componentize-py, pinned, in its own virtualenv
+# (target/tools/componentize-py/bin/componentize-py).
+ensure_componentize_py() {
+    local venv=target/tools/componentize-py
+    if [ -x "$venv/bin/componentize-py" ] &&
+        "$venv/bin/componentize-py" --version 2>/dev/null | grep -q "$COMPONENTIZE_PY_VERSION"; then
+        return 0
+    fi
+    echo "==> installing componentize-py $COMPONENTIZE_PY_VERSION ($venv)"
+    command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q "componentize-py==$COMPONENTIZE_PY_VERSION"
+}
+
+# componentize-js, pinned, from npm into target/tools/componentize-js (never
+# a committed node_modules).
+ensure_componentize_js() {
+    local dir=target/tools/componentize-js
+    local pkg=$dir/node_modules/@bytecodealliance/componentize-js/package.json
+    if [ -x "$dir/node_modules/.bin/componentize-js" ] &&
+        grep -q "\"version\": \"$COMPONENTIZE_JS_VERSION\"" "$pkg" 2>/dev/null; then
+        return 0
+    fi
+    echo "==> installing componentize-js $COMPONENTIZE_JS_VERSION ($dir)"
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-save --no-audit --no-fund --loglevel=error \
+        "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION" >/dev/null
+}

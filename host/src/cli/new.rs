@@ -3,7 +3,10 @@
 //!
 //! The SDK is not on crates.io yet, so the project carries its own copy
 //! (`vendor/mend-sdk`, the SDK this mend was built with, WIT included) unless
-//! `--sdk PATH` points at a checkout.
+//! `--sdk PATH` points at a checkout. Python and JavaScript projects carry
+//! `mend_sdk/` or `mend-sdk/` (`sdk/python`, `sdk/js`) and the WIT always;
+//! their templates are files under `sdk/*/template`, with role blocks
+//! (`# >>> action` ... `# <<< action`) kept or dropped by `--role`.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,10 @@ use clap::ValueEnum;
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Lang {
     Rust,
+    /// componentize-py 0.25.1.
+    Python,
+    /// componentize-js 0.23.0.
+    Js,
 }
 
 /// What the plugin does.
@@ -39,7 +46,7 @@ pub struct NewArgs {
     /// lowercase letters, digits and `-`.
     #[arg(value_name = "NAME")]
     name: String,
-    /// The project's language (Rust; Python and JavaScript to come).
+    /// The project's language.
     #[arg(long, value_enum, default_value = "rust")]
     lang: Lang,
     /// What the plugin does: detect, act, or both.
@@ -49,7 +56,7 @@ pub struct NewArgs {
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Use the SDK of this mend checkout (`.../mend/sdk`) instead of a
-    /// copy inside the project.
+    /// copy inside the project (Rust only).
     #[arg(long, value_name = "PATH")]
     sdk: Option<PathBuf>,
 }
@@ -104,8 +111,183 @@ serde_path_to_error = "0.1"
 wasip2 = "1"
 "#;
 
+/// A Python or JavaScript project: its files, the SDK's, and the WIT.
+struct Template {
+    lang: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    sdk: &'static [(&'static str, &'static str)],
+    next: &'static str,
+}
+
+const WIT: &str = include_str!("../../../sdk/wit/plugin.wit");
+
+const PYTHON: Template = Template {
+    lang: "Python",
+    files: &[
+        (
+            "app.py",
+            include_str!("../../../sdk/python/template/app.py"),
+        ),
+        (
+            "test_app.py",
+            include_str!("../../../sdk/python/template/test_app.py"),
+        ),
+        (
+            "Makefile",
+            include_str!("../../../sdk/python/template/Makefile"),
+        ),
+        (
+            "README.md",
+            include_str!("../../../sdk/python/template/README.md"),
+        ),
+        (
+            ".gitignore",
+            include_str!("../../../sdk/python/template/gitignore"),
+        ),
+    ],
+    sdk: &[
+        (
+            "mend_sdk/__init__.py",
+            include_str!("../../../sdk/python/mend_sdk/__init__.py"),
+        ),
+        (
+            "mend_sdk/host.py",
+            include_str!("../../../sdk/python/mend_sdk/host.py"),
+        ),
+        (
+            "mend_sdk/README.md",
+            include_str!("../../../sdk/python/README.md"),
+        ),
+    ],
+    next: "make test     # unit tests (python3 -m unittest)\n  make build    # build/{{name}}.wasm (componentize-py 0.25.1)\n  make call     # one sandboxed call through mend",
+};
+
+const JS: Template = Template {
+    lang: "JavaScript",
+    files: &[
+        ("app.js", include_str!("../../../sdk/js/template/app.js")),
+        (
+            "judge.js",
+            include_str!("../../../sdk/js/template/judge.js"),
+        ),
+        (
+            "judge.test.js",
+            include_str!("../../../sdk/js/template/judge.test.js"),
+        ),
+        (
+            "package.json",
+            include_str!("../../../sdk/js/template/package.json"),
+        ),
+        (
+            "Makefile",
+            include_str!("../../../sdk/js/template/Makefile"),
+        ),
+        (
+            "README.md",
+            include_str!("../../../sdk/js/template/README.md"),
+        ),
+        (
+            ".gitignore",
+            include_str!("../../../sdk/js/template/gitignore"),
+        ),
+    ],
+    sdk: &[
+        (
+            "mend-sdk/index.js",
+            include_str!("../../../sdk/js/mend-sdk/index.js"),
+        ),
+        (
+            "mend-sdk/host.js",
+            include_str!("../../../sdk/js/mend-sdk/host.js"),
+        ),
+        (
+            "mend-sdk/README.md",
+            include_str!("../../../sdk/js/README.md"),
+        ),
+    ],
+    next: "make test     # unit tests (node --test)\n  make build    # build/{{name}}.wasm (componentize-js 0.23.0)\n  make call     # one sandboxed call through mend",
+};
+
+/// Keeps the blocks of the roles the plugin plays, drops the others, and
+/// removes the markers.
+fn select_roles(text: &str, role: Roles) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut skipping = false;
+    for line in text.split_inclusive('\n') {
+        let marker = line.trim_start_matches(['#', '/', ' ']).trim_end();
+        if let Some(r) = marker.strip_prefix(">>> ") {
+            skipping = match r {
+                "detector" => !role.detector(),
+                "action" => !role.action(),
+                _ => false,
+            };
+            continue;
+        }
+        if marker.starts_with("<<< ") {
+            skipping = false;
+            continue;
+        }
+        if !skipping {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+fn write_template(args: &NewArgs, dir: &Path, t: &Template) -> anyhow::Result<()> {
+    if args.sdk.is_some() {
+        bail!(
+            "--sdk is for Rust projects; a {} project carries its SDK",
+            t.lang
+        );
+    }
+    let type_name = type_name(&args.name);
+    // The Python class's bases (JavaScript infers roles from methods).
+    let bases = match args.role {
+        Roles::Detector => "mend_sdk.Detector",
+        Roles::Action => "mend_sdk.Action",
+        Roles::Both => "mend_sdk.Detector, mend_sdk.Action",
+    };
+    let fill = |text: &str| {
+        select_roles(text, args.role)
+            .replace("{{name}}", &args.name)
+            .replace("{{type}}", &type_name)
+            .replace("{{bases}}", bases)
+            .replace("{{roles}}", roles_line(args.role))
+    };
+    for (file, text) in t.files {
+        write(&dir.join(file), &fill(text))?;
+    }
+    for (file, text) in t.sdk {
+        write(&dir.join(file), text)?;
+    }
+    write(&dir.join("wit/plugin.wit"), WIT)?;
+    println!(
+        "created {} ({}, {})\n\nnext:\n  cd {}\n  {}",
+        dir.display(),
+        roles_line(args.role),
+        t.lang,
+        dir.display(),
+        t.next.replace("{{name}}", &args.name),
+    );
+    Ok(())
+}
+
+/// `disk-usage` -> `DiskUsagePlugin`: the plugin's type (never one of the
+/// SDK's names).
+fn type_name(name: &str) -> String {
+    name.split(['-', '_'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect::<String>()
+        + "Plugin"
+}
+
 pub fn run(args: NewArgs) -> anyhow::Result<()> {
-    let Lang::Rust = args.lang;
     // A plugin name that is also a Cargo package name.
     let mut chars = args.name.chars();
     if !(chars.next().is_some_and(|c| c.is_ascii_lowercase())
@@ -123,6 +305,11 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(&args.name));
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
         bail!("{} exists and is not empty", dir.display());
+    }
+    match args.lang {
+        Lang::Rust => {}
+        Lang::Python => return write_template(&args, &dir, &PYTHON),
+        Lang::Js => return write_template(&args, &dir, &JS),
     }
     let sdk_dep = match &args.sdk {
         Some(p) => {
@@ -149,19 +336,7 @@ pub fn run(args: NewArgs) -> anyhow::Result<()> {
         }
     };
     let crate_name = args.name.replace('-', "_");
-    // `disk-usage` -> `DiskUsagePlugin`: the plugin's type (never one of
-    // the SDK's names).
-    let type_name: String = args
-        .name
-        .split(['-', '_'])
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect::<String>()
-        + "Plugin";
+    let type_name = type_name(&args.name);
     let fill = |t: &str| {
         t.replace("{{name}}", &args.name)
             .replace("{{type}}", &type_name)
@@ -428,6 +603,33 @@ config = { path = "/data/app.log", max_bytes = "100MiB" }
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_blocks_are_kept_or_dropped() {
+        let t = "a\n# >>> detector\nd\n# <<< detector\n// >>> action\nx\n// <<< action\nb\n";
+        assert_eq!(select_roles(t, Roles::Both), "a\nd\nx\nb\n");
+        assert_eq!(select_roles(t, Roles::Detector), "a\nd\nb\n");
+        assert_eq!(select_roles(t, Roles::Action), "a\nx\nb\n");
+    }
+
+    #[test]
+    fn the_templates_carry_every_file_of_their_sdk() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+        for (t, sdk) in [(&PYTHON, "python/mend_sdk"), (&JS, "js/mend-sdk")] {
+            for entry in std::fs::read_dir(root.join(sdk)).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                if name.starts_with('_') && name != "__init__.py" || name.ends_with(".pyc") {
+                    continue;
+                }
+                let dir = sdk.rsplit('/').next().unwrap();
+                assert!(
+                    t.sdk.iter().any(|(f, _)| *f == format!("{dir}/{name}")),
+                    "{sdk}/{name} is not in the {} template",
+                    t.lang
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_vendored_sdk_has_every_file_of_the_sdk() {

@@ -370,12 +370,15 @@ fn budget(r: &mut Reporter<'_>, name: &str, b: &BudgetConfig) {
 
 /// Steps name budgets that exist, and each lease outlasts its step.
 fn steps(c: &Config, f: &FleetConfig, r: &mut Reporter<'_>) {
-    let base = c.limits();
     for (i, p) in c.policies.iter().enumerate() {
         let verify = c
             .check(p.check.get_ref())
-            .map(|ch| ch.limits.over(base).deadline)
-            .unwrap_or(base.deadline);
+            .map(|ch| {
+                ch.limits
+                    .over(c.plugin_limits(ch.plugin.get_ref()))
+                    .deadline
+            })
+            .unwrap_or(c.limits().deadline);
         for (j, s) in p.steps.iter().enumerate() {
             let Some(name) = &s.budget else { continue };
             let key = format!("policy[{i}].step[{j}].budget");
@@ -396,7 +399,8 @@ fn steps(c: &Config, f: &FleetConfig, r: &mut Reporter<'_>) {
                 );
                 continue;
             };
-            let need = s.limits.over(base).deadline + s.settle.0 + verify;
+            let need =
+                s.limits.over(c.plugin_limits(s.action.get_ref())).deadline + s.settle.0 + verify;
             let ttl = b.lease_ttl.get_ref().0;
             if ttl < need {
                 r.at(

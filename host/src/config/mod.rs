@@ -54,8 +54,9 @@ pub struct Config {
     pub connections: BTreeMap<String, ConnectionDef>,
     /// `[commands.NAME]`: commands plugins may be granted.
     pub commands: BTreeMap<String, CommandDef>,
-    /// `[plugins.NAME]`: which file may carry a plugin name.
-    pub plugins: BTreeMap<String, PluginPin>,
+    /// `[plugins.NAME]`: which file may carry a plugin name, and the
+    /// plugin's own limits.
+    pub plugins: BTreeMap<String, PluginSettings>,
     pub checks: Vec<CheckConfig>,
     pub policies: Vec<PolicyConfig>,
     pub api: ApiConfig,
@@ -81,13 +82,20 @@ const SECTIONS: &[&str] = &[
     "escalate",
 ];
 
-/// `[plugins.NAME]`: pins a plugin name to one file's content, so no other
-/// `.wasm` in the plugins directory can claim it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `[plugins.NAME]`: settings of one plugin, wherever it is used.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PluginPin {
-    /// The sha256 of the `.wasm` (as `mend plugin inspect` prints it).
-    pub sha256: String,
+pub struct PluginSettings {
+    /// Pins the plugin name to one file's content (the sha256 of the
+    /// `.wasm`, as `mend plugin inspect` prints it), so no other `.wasm` in
+    /// the plugins directory can claim it.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Limits for every call of this plugin, over `[engine.limits]` and
+    /// under a check's or step's own `limits`: a Python plugin may get
+    /// 64 MiB without every Rust plugin getting it.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// Where a config came from: the file's text, its `${VAR}` expansion, and
@@ -824,6 +832,16 @@ impl Config {
     pub fn limits(&self) -> Limits {
         self.engine.limits.over(Limits::default())
     }
+
+    /// Limits for calls of one plugin: its `[plugins.NAME].limits` over
+    /// the defaults (a check's or step's own `limits` go over these).
+    pub fn plugin_limits(&self, plugin: &str) -> Limits {
+        let base = self.limits();
+        match self.plugins.get(plugin) {
+            Some(p) => p.limits.over(base),
+            None => base,
+        }
+    }
 }
 
 /// mend's state directory when the config names none: `$MEND_STATE_DIR`,
@@ -992,7 +1010,7 @@ struct Sections {
     fleet: Option<fleet::FleetConfig>,
     connections: BTreeMap<String, ConnectionDef>,
     commands: BTreeMap<String, CommandDef>,
-    plugins: BTreeMap<String, PluginPin>,
+    plugins: BTreeMap<String, PluginSettings>,
     checks: Vec<CheckConfig>,
     policies: Vec<PolicyConfig>,
     escalate: BTreeMap<Severity, StepConfig>,

@@ -308,3 +308,71 @@ fn a_bad_anomaly_trigger_names_each_key_at_its_place() {
     ));
     assert!(e.join("\n").contains("sideways"), "{e:?}");
 }
+
+#[test]
+fn a_plugin_gets_its_own_limits_between_the_engine_and_a_check() {
+    let c = parse_str(
+        r#"
+[engine]
+limits = { fuel = 500, deadline = "2s" }
+
+[plugins.py-check]
+limits = { memory = "32MiB", fuel = 3000 }
+
+[[check]]
+name = "python"
+plugin = "py-check"
+
+[[check]]
+name = "python-fast"
+plugin = "py-check"
+limits = { deadline = "1s" }
+
+[[check]]
+name = "rust"
+plugin = "stale-file"
+"#,
+    )
+    .unwrap();
+    let at = |i: usize| {
+        c.checks[i]
+            .limits
+            .over(c.plugin_limits(c.checks[i].plugin.get_ref()))
+    };
+    let py = at(0);
+    assert_eq!(
+        (py.memory, py.fuel, py.deadline),
+        (32 << 20, 3000, Duration::from_secs(2))
+    );
+    assert_eq!(at(1).deadline, Duration::from_secs(1));
+    assert_eq!(at(1).memory, 32 << 20);
+    let rust = at(2);
+    assert_eq!((rust.memory, rust.fuel), (64 << 20, 500));
+    assert!(c.plugins["py-check"].sha256.is_none());
+}
+
+#[test]
+fn bad_plugin_limits_name_the_key_and_position() {
+    let errs = errors(
+        r#"
+[plugins.py-check]
+limits = { memory = "2GiB", fuel = 0 }
+
+[plugins.other]
+limits = { memroy = "1MiB" }
+"#,
+    );
+    let all = errors_text(&errs);
+    assert!(
+        all.contains("mend.toml:3:") && all.contains("plugins.py-check.limits.memory"),
+        "{all}"
+    );
+    assert!(
+        all.contains("plugins.py-check.limits.fuel: must be more than 0"),
+        "{all}"
+    );
+    assert!(
+        all.contains("mend.toml:6:") && all.contains("memroy"),
+        "{all}"
+    );
+}

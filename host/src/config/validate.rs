@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::error::Reporter;
 use super::suggest::hint;
-use super::{CheckConfig, Config, StepConfig, Unparsed};
+use super::{CheckConfig, Config, LimitsConfig, StepConfig, Unparsed};
 use crate::policy::root_cause::find_cycle;
 
 pub(super) fn validate(c: &Config, unparsed: &Unparsed, r: &mut Reporter<'_>) {
@@ -32,6 +32,10 @@ pub(super) fn validate(c: &Config, unparsed: &Unparsed, r: &mut Reporter<'_>) {
     }
     if c.engine.max_concurrent == 0 {
         r.at(None, "engine.max_concurrent", "must be at least 1");
+    }
+    limits(r, None, "engine.limits", &c.engine.limits);
+    for (name, p) in &c.plugins {
+        limits(r, None, &format!("plugins.{name}.limits"), &p.limits);
     }
 
     let mut names = BTreeSet::new();
@@ -72,7 +76,12 @@ pub(super) fn validate(c: &Config, unparsed: &Unparsed, r: &mut Reporter<'_>) {
         if let Err(e) = check.flap.validate() {
             r.at(None, key("flap"), e);
         }
-        if let Some(deadline) = check.limits.deadline {
+        // A deadline set here or for the plugin must fit the commands.
+        let plugin_deadline = c
+            .plugins
+            .get(check.plugin.get_ref())
+            .and_then(|p| p.limits.deadline);
+        if let Some(deadline) = check.limits.deadline.or(plugin_deadline) {
             commands_fit(
                 c,
                 r,
@@ -82,7 +91,7 @@ pub(super) fn validate(c: &Config, unparsed: &Unparsed, r: &mut Reporter<'_>) {
                 deadline.0,
             );
         }
-        limits(r, None, &key("limits"), check.limits.deadline.map(|d| d.0));
+        limits(r, None, &key("limits"), &check.limits);
     }
 
     for (i, check) in c.checks.iter().enumerate() {
@@ -230,7 +239,11 @@ fn step(c: &Config, r: &mut Reporter<'_>, s: &StepConfig, key: &str) {
     if s.action.get_ref().is_empty() {
         r.at(Some(s.action.span()), format!("{key}.action"), "is empty");
     }
-    if let Some(deadline) = s.limits.deadline {
+    let plugin_deadline = c
+        .plugins
+        .get(s.action.get_ref())
+        .and_then(|p| p.limits.deadline);
+    if let Some(deadline) = s.limits.deadline.or(plugin_deadline) {
         commands_fit(
             c,
             r,
@@ -240,22 +253,41 @@ fn step(c: &Config, r: &mut Reporter<'_>, s: &StepConfig, key: &str) {
             deadline.0,
         );
     }
-    limits(
-        r,
-        None,
-        &format!("{key}.limits"),
-        s.limits.deadline.map(|d| d.0),
-    );
+    limits(r, None, &format!("{key}.limits"), &s.limits);
 }
 
-fn limits(
-    r: &mut Reporter<'_>,
-    span: Option<std::ops::Range<usize>>,
-    key: &str,
-    deadline: Option<Duration>,
-) {
-    if deadline.is_some_and(|d| d.is_zero()) {
-        r.at(span, format!("{key}.deadline"), "must be more than 0s");
+/// The largest `memory` a call may be given: the engine's largest linear
+/// memory (`runtime::EngineSettings::max_memory_size`).
+const MAX_MEMORY: u64 = 1 << 30;
+
+fn limits(r: &mut Reporter<'_>, span: Option<std::ops::Range<usize>>, key: &str, l: &LimitsConfig) {
+    if l.deadline.is_some_and(|d| d.0.is_zero()) {
+        r.at(
+            span.clone(),
+            format!("{key}.deadline"),
+            "must be more than 0s",
+        );
+    }
+    if l.fuel == Some(0) {
+        r.at(span.clone(), format!("{key}.fuel"), "must be more than 0");
+    }
+    if let Some(m) = l.memory {
+        if m.0 > MAX_MEMORY {
+            r.at(
+                span,
+                format!("{key}.memory"),
+                format!(
+                    "{} bytes is more than mend allows a plugin call (1GiB)",
+                    m.0
+                ),
+            );
+        } else if m.0 < 1 << 20 {
+            r.at(
+                span,
+                format!("{key}.memory"),
+                format!("{} bytes is too little for any plugin: at least 1MiB", m.0),
+            );
+        }
     }
 }
 

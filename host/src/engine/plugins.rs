@@ -47,7 +47,7 @@ impl Engine {
                 && config
                     .plugins
                     .get(name)
-                    .is_none_or(|pin| pin.sha256 != p.sha256())
+                    .is_none_or(|pin| pin.sha256.as_deref() != Some(p.sha256()))
             {
                 report.refused.push(format!(
                     "{} claims plugin `{name}`, which is loaded from {}: restart mend (or pin it in [plugins.{name}]) to change which file carries it",

@@ -26,7 +26,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 pub use self::plugins::PluginSet;
 use crate::capabilities::{Backends, Grants, ResolvedGrants, missing_grant};
-use crate::config::{self, Config, ConfigError, LimitsConfig, StepConfig};
+use crate::config::{self, Config, ConfigError, StepConfig};
 use crate::contract::{Needs, Role, Severity, Status};
 use crate::policy::backoff::Backoff;
 use crate::policy::breaker::BreakerConfig;
@@ -238,7 +238,6 @@ impl Plan {
         let backends = c.backends(&config);
         c.read_only_roles(&backends).await;
         let own_dirs = own_dirs(&config);
-        let base = config.limits();
 
         let mut checks = Vec::with_capacity(config.checks.len());
         for (i, check) in config.checks.iter().enumerate() {
@@ -262,7 +261,9 @@ impl Plan {
                 plugin: check.plugin.get_ref().clone(),
                 interval: check.interval(&config.engine),
                 jitter: check.jitter(&config.engine),
-                limits: check.limits.over_for(base, &grants),
+                limits: check
+                    .limits
+                    .over_for(config.plugin_limits(check.plugin.get_ref()), &grants),
                 grants,
                 config: json,
                 labels: check.labels.clone(),
@@ -291,7 +292,13 @@ impl Plan {
             let mut steps = Vec::with_capacity(p.steps.len());
             for (j, s) in p.steps.iter().enumerate() {
                 let step = c
-                    .step(&format!("{key}.step[{j}]"), s, base, &backends, &own_dirs)
+                    .step(
+                        &format!("{key}.step[{j}]"),
+                        s,
+                        &config,
+                        &backends,
+                        &own_dirs,
+                    )
                     .await;
                 steps.push(step);
             }
@@ -304,7 +311,7 @@ impl Plan {
                     } else {
                         route.clone()
                     };
-                    Some(c.step(&at, s, base, &backends, &own_dirs).await)
+                    Some(c.step(&at, s, &config, &backends, &own_dirs).await)
                 }
                 None => None,
             };
@@ -509,7 +516,7 @@ impl Compiler<'_> {
         &mut self,
         key: &str,
         s: &StepConfig,
-        base: Limits,
+        config: &Config,
         backends: &Backends,
         own: &[(&str, PathBuf)],
     ) -> StepPlan {
@@ -523,7 +530,9 @@ impl Compiler<'_> {
         StepPlan {
             name: s.name().to_string(),
             action: s.action.get_ref().clone(),
-            limits: LimitsConfig::over_for(&s.limits, base, &grants),
+            limits: s
+                .limits
+                .over_for(config.plugin_limits(s.action.get_ref()), &grants),
             grants,
             config: json,
             settle: s.settle.0,

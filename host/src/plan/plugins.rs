@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::PluginPin;
+use crate::config::PluginSettings;
 use crate::runtime::{LoadedDir, Plugin, Unused};
 
 /// The plugins in use, and what is wrong with the others.
@@ -29,7 +29,15 @@ pub struct PluginSet {
 
 impl PluginSet {
     /// Applies the pins to a loaded directory.
-    pub fn new(dir: PathBuf, loaded: LoadedDir, pins: &BTreeMap<String, PluginPin>) -> PluginSet {
+    pub fn new(
+        dir: PathBuf,
+        loaded: LoadedDir,
+        settings: &BTreeMap<String, PluginSettings>,
+    ) -> PluginSet {
+        let pins: BTreeMap<&String, &str> = settings
+            .iter()
+            .filter_map(|(name, s)| Some((name, s.sha256.as_deref()?)))
+            .collect();
         let LoadedDir {
             mut plugins,
             unused,
@@ -46,7 +54,7 @@ impl PluginSet {
         for (name, claims) in conflicts {
             match pins
                 .get(&name)
-                .and_then(|pin| claims.iter().find(|p| p.sha256() == pin.sha256))
+                .and_then(|pin| claims.iter().find(|p| p.sha256() == *pin))
             {
                 Some(p) => {
                     plugins.insert(name, p.clone());
@@ -64,10 +72,10 @@ impl PluginSet {
         }
         for (name, pin) in pins {
             if let Some(p) = plugins.get(name)
-                && p.sha256() != pin.sha256
+                && p.sha256() != pin
             {
                 set.pin_mismatches
-                    .insert(name.clone(), (pin.sha256.clone(), p.sha256().to_string()));
+                    .insert(name.clone(), (pin.to_string(), p.sha256().to_string()));
                 plugins.remove(name);
             }
         }

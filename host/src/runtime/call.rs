@@ -382,7 +382,7 @@ fn log_output(plugin: &str, stream: &'static str, out: &BoundedOutput) -> String
 /// Bytes of a panic message or of stderr kept in an error.
 const MAX_STDERR_IN_ERROR: usize = 2048;
 /// Lines of stderr attached to a trap that is not a panic.
-const STDERR_TAIL_LINES: usize = 10;
+const STDERR_TAIL_LINES: usize = 20;
 
 /// Turns a wasmtime error into the typed error the operator sees.
 fn classify(plugin: &str, e: wasmtime::Error, limits: &Limits, stderr: &str) -> PluginError {
@@ -458,27 +458,42 @@ fn classify(plugin: &str, e: wasmtime::Error, limits: &Limits, stderr: &str) -> 
     }
 }
 
-/// A trap's message with what the plugin said last: a Rust panic's whole
-/// message (from `panicked at`), or the last lines of stderr (a Python or
-/// JavaScript runtime prints its exception there before trapping).
+/// A trap's message with what the plugin said last: a Python exception's
+/// traceback (componentize-py prints it, then its runtime panics), a Rust
+/// panic's whole message (from `panicked at`), or the last lines of stderr
+/// (where a JavaScript runtime prints its exception before trapping).
 fn with_stderr(base: String, stderr: &str) -> String {
+    const TRACEBACK: &str = "Traceback (most recent call last):";
     let stderr = stderr.trim_end();
     if stderr.is_empty() {
         return base;
     }
     if let Some(at) = stderr.rfind("panicked at") {
         let line_start = stderr[..at].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        // The exception the runtime panicked over says more than the panic.
+        if let Some(tb) = stderr[..line_start].rfind(TRACEBACK) {
+            let exception = tail(stderr[tb..line_start].trim_end(), MAX_STDERR_IN_ERROR);
+            return format!("{base}: {}", crate::text::escape(exception));
+        }
         let panic = truncate(&stderr[line_start..], MAX_STDERR_IN_ERROR);
         return format!("{base}: {}", crate::text::escape(panic));
     }
     let lines: Vec<&str> = stderr.lines().collect();
-    let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
-    let mut start = tail.len().saturating_sub(MAX_STDERR_IN_ERROR);
-    while !tail.is_char_boundary(start) {
+    let last = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
+    format!(
+        "{base} (stderr: {})",
+        crate::text::escape(tail(&last, MAX_STDERR_IN_ERROR))
+    )
+}
+
+/// The last `max` bytes of `s` (at a character boundary): the newest
+/// frames and the exception itself are at the end of a traceback.
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
         start += 1;
     }
-    let tail = &tail[start..];
-    format!("{base} (stderr: {})", crate::text::escape(tail))
+    &s[start..]
 }
 
 #[cfg(test)]
@@ -501,5 +516,29 @@ mod tests {
         assert!(m.contains("ZeroDivisionError: division by zero"), "{m}");
         assert!(m.contains("app.py"), "{m}");
         assert_eq!(with_stderr("x".into(), ""), "x");
+    }
+
+    /// componentize-py prints the traceback, then its runtime panics: the
+    /// exception is what the operator needs, not `runtime/src/lib.rs`.
+    #[test]
+    fn a_python_exception_wins_over_the_runtime_panic() {
+        let stderr = "noise\nTraceback (most recent call last):\n  File \"app.py\", line 9, in detect\nZeroDivisionError: division by zero\n\nthread '<unnamed>' panicked at runtime/src/lib.rs:612:18:\nPython function call failed\n";
+        let m = with_stderr("wasm trap: unreachable".into(), stderr);
+        assert!(m.contains("ZeroDivisionError: division by zero"), "{m}");
+        assert!(m.contains("app.py"), "{m}");
+        assert!(
+            !m.contains("runtime/src/lib.rs") && !m.contains("noise"),
+            "{m}"
+        );
+        let long = format!(
+            "Traceback (most recent call last):\n{}\nValueError: last\nthread 'x' panicked at y",
+            "  frame\n".repeat(2000)
+        );
+        let m = with_stderr("t".into(), &long);
+        assert!(
+            m.len() < 2600 && m.ends_with("ValueError: last"),
+            "{}",
+            m.len()
+        );
     }
 }

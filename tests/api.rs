@@ -765,7 +765,12 @@ fn checks_are_streamed_whole_and_paged_in_config_order() {
 
     // One check is found by name, not by copying them all.
     assert_eq!(m.check("c150")["name"], "c150");
-    for bad in ["offset=-1", "limit=x", "limit=-3", "offset=9223372036854775808"] {
+    for bad in [
+        "offset=-1",
+        "limit=x",
+        "limit=-3",
+        "offset=9223372036854775808",
+    ] {
         assert_json_error(
             bad,
             &call(&m, "GET", &format!("/api/v1/checks?{bad}"), None, None),

@@ -206,8 +206,14 @@ impl Runtime {
         };
         let wasi = if capabilities::shape_wasi(spec.grants, &spec.tape) {
             let mut wasi = wasi_setup.builder();
-            capabilities::configure_wasi(spec.grants, spec.dry_run, spec.clock, &spec.tape, &mut wasi)
-                .map_err(|e| host_err(format!("{e:#}")))?;
+            capabilities::configure_wasi(
+                spec.grants,
+                spec.dry_run,
+                spec.clock,
+                &spec.tape,
+                &mut wasi,
+            )
+            .map_err(|e| host_err(format!("{e:#}")))?;
             Some(wasi.build())
         } else {
             None

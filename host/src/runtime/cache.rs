@@ -5,11 +5,18 @@
 //! compatibility hash (so a new wasmtime or other settings never load stale
 //! code) and the sha256 of the wasm. Deserializing is `unsafe` because the
 //! bytes are trusted machine code, so an entry is loaded only if its
-//! authentication tag checks out: HMAC-SHA256, under a key kept 0600 in the
-//! state directory, over the wasm's sha256 and the compiled bytes. A file
-//! planted or swapped in the cache (by anything but this host) is
-//! recompiled, never run. Nothing from the plugins directory is ever
-//! deserialized.
+//! authentication tag (`<sha256>.tag` beside `<sha256>.cwasm`) checks out:
+//! HMAC-SHA256, under a key kept 0600 in the state directory, over the
+//! wasm's sha256 and the compiled bytes. A file planted or swapped in the
+//! cache (by anything but this host) is recompiled, never run. Nothing from
+//! the plugins directory is ever deserialized.
+//!
+//! An entry is mapped, not read into the heap: the descriptor whose bytes
+//! were authenticated is the one wasmtime maps (through `/proc/self/fd`, so
+//! a rename in between cannot swap the file), and its machine code is
+//! file-backed, paged in as it runs and shared with other mend processes.
+//! A freshly compiled component is written, then mapped the same way, so a
+//! first start ends up holding what a cached start holds.
 //!
 //! Beside each entry, `<sha256>.name` remembers the name the plugin's
 //! `describe()` gave, under its own tag: a later start can tell which
@@ -34,6 +41,11 @@ const KEY_FILE: &str = "cache.key";
 pub(crate) struct CompileCache {
     dir: PathBuf,
     key: [u8; 32],
+    /// A configuration whose engines make code the runtime's engine loads
+    /// (same compatibility hash). Each new plugin is compiled by a fresh
+    /// engine of it, dropped after: an engine keeps its compiler's
+    /// scratch buffers (~100 MiB for a Python component) for its lifetime.
+    compiler: Option<wasmtime::Config>,
 }
 
 /// Feeds `Hash` output into sha256, so the key is stable across runs
@@ -53,24 +65,29 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Why a cache entry was not used.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Rejected {
-    /// Too short to hold a tag, or the tag does not match.
-    BadTag,
-}
-
 impl CompileCache {
     /// A cache under `state_dir/cache/<engine compatibility hash>/`.
-    pub(crate) fn open(engine: &Engine, state_dir: &Path) -> anyhow::Result<Self> {
-        let mut h = ShaHasher(Sha256::new());
-        engine.precompile_compatibility_hash().hash(&mut h);
-        let compat = hex::encode(&h.0.finalize()[..12]);
+    pub(crate) fn open(
+        engine: &Engine,
+        compiler: Option<wasmtime::Config>,
+        state_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let compat_of = |engine: &Engine| {
+            let mut h = ShaHasher(Sha256::new());
+            engine.precompile_compatibility_hash().hash(&mut h);
+            hex::encode(&h.0.finalize()[..12])
+        };
+        let compat = compat_of(engine);
+        let compiler = compiler.filter(|c| {
+            Engine::new(c)
+                .map(|e| compat_of(&e) == compat)
+                .unwrap_or(false)
+        });
         let dir = state_dir.join("cache").join(compat);
         crate::private_fs::dir(&state_dir.join("cache"))?;
         crate::private_fs::dir(&dir)?;
         let key = load_or_create_key(&state_dir.join(KEY_FILE))?;
-        Ok(CompileCache { dir, key })
+        Ok(CompileCache { dir, key, compiler })
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -131,18 +148,6 @@ impl CompileCache {
         self.dir.join(format!("{sha}.name"))
     }
 
-    /// The compiled bytes of an entry, if its tag is right.
-    pub(crate) fn verify<'a>(&self, sha: &str, entry: &'a [u8]) -> Result<&'a [u8], Rejected> {
-        if entry.len() < TAG_LEN {
-            return Err(Rejected::BadTag);
-        }
-        let (artifact, tag) = entry.split_at(entry.len() - TAG_LEN);
-        self.mac(&[sha.as_bytes(), artifact])
-            .verify_slice(tag)
-            .map_err(|_| Rejected::BadTag)?;
-        Ok(artifact)
-    }
-
     /// The component for `wasm` (whose sha256 is `sha`), from the cache when
     /// present and authentic. Returns whether it came from the cache.
     pub(crate) fn load_or_compile(
@@ -152,37 +157,97 @@ impl CompileCache {
         sha: &str,
     ) -> wasmtime::Result<(Component, bool)> {
         let path = self.entry(sha);
-        let entry = match read_entry(&path, MAX_ENTRY_BYTES) {
-            Ok(entry) => Some(entry),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        if let Some(component) = self.load(engine, sha, &path) {
+            return Ok((component, true));
+        }
+        let bytes = match &self.compiler {
+            Some(config) => Engine::new(config)?.precompile_component(wasm)?,
+            None => engine.precompile_component(wasm)?,
+        };
+        match self.store(&bytes, sha, &path) {
+            // Mapped from the entry just written (file-backed, like a
+            // cached start's), not copied into anonymous memory.
+            Ok(()) => {
+                drop(bytes);
+                if let Some(component) = self.load(engine, sha, &path) {
+                    return Ok((component, false));
+                }
+                Ok((Component::new(engine, wasm)?, false))
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not write compile cache entry");
+                // SAFETY: these bytes were compiled just now, in this
+                // process, for this engine's configuration.
+                Ok((unsafe { Component::deserialize(engine, &bytes)? }, false))
+            }
+        }
+    }
+
+    /// The entry at `path`, mapped, if it is a regular file whose tag is
+    /// right; `None` (logged, unless absent) to recompile.
+    fn load(&self, engine: &Engine, sha: &str, path: &Path) -> Option<Component> {
+        let file = match open_entry(path, MAX_ENTRY_BYTES) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "compile cache entry unreadable; recompiling");
-                None
+                return None;
             }
         };
-        if let Some(entry) = entry {
-            match self.verify(sha, &entry) {
-                // SAFETY: the bytes carry a tag only this host can make (its
-                // key is 0600 in its own state directory), over this wasm's
-                // sha256: they are what `store` below wrote for this wasm.
-                // An incompatible entry (another wasmtime) fails cleanly.
-                Ok(artifact) => match unsafe { Component::deserialize(engine, artifact) } {
-                    Ok(c) => return Ok((c, true)),
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry")
-                    }
-                },
-                Err(Rejected::BadTag) => tracing::warn!(
+        match self.authenticate(sha, &file) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
                     path = %path.display(),
                     "compile cache entry failed authentication; recompiling (was it tampered with?)"
-                ),
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "compile cache entry unreadable; recompiling");
+                return None;
             }
         }
-        let component = Component::new(engine, wasm)?;
-        if let Err(e) = self.store(&component, sha, &path) {
-            tracing::warn!(path = %path.display(), error = %e, "could not write compile cache entry");
+        use std::os::fd::AsRawFd;
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let mapped = if by_fd.exists() {
+            by_fd
+        } else {
+            path.to_path_buf()
+        };
+        // SAFETY: the bytes carry a tag only this host can make (its key is
+        // 0600 in its own state directory), over this wasm's sha256: they
+        // are what `store` wrote for this wasm, and `mapped` names the very
+        // file they were read from. An incompatible entry (another
+        // wasmtime) fails cleanly.
+        match unsafe { Component::deserialize_file(engine, &mapped) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry");
+                None
+            }
         }
-        Ok((component, false))
+    }
+
+    /// Whether the entry open as `file` carries this host's tag for `sha`
+    /// (streamed: the entry is never copied into the heap). No tag file,
+    /// or one of the wrong size, is a bad tag.
+    fn authenticate(&self, sha: &str, mut file: &std::fs::File) -> std::io::Result<bool> {
+        let tag = match read_entry(&self.tag_entry(sha), TAG_LEN as u64) {
+            Ok(tag) => tag,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut mac = self.mac(&[sha.as_bytes()]);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            mac.update(&buf[..n]);
+        }
+        Ok(mac.verify_slice(&tag).is_ok())
     }
 
     pub(crate) fn entry(&self, sha: &str) -> PathBuf {
@@ -191,11 +256,16 @@ impl CompileCache {
 
     /// Writes atomically: a private temp file in the same directory, then
     /// rename.
-    fn store(&self, component: &Component, sha: &str, path: &Path) -> anyhow::Result<()> {
-        let mut bytes = component.serialize().map_err(anyhow::Error::from)?;
-        let tag = self.tag(sha, &bytes);
-        bytes.extend_from_slice(&tag);
-        self.write_atomically(path, &bytes)
+    /// The entry is written before its tag: a reader in between finds the
+    /// old tag (or none) and recompiles.
+    fn store(&self, bytes: &[u8], sha: &str, path: &Path) -> anyhow::Result<()> {
+        let tag = self.tag(sha, bytes);
+        self.write_atomically(path, bytes)?;
+        self.write_atomically(&self.tag_entry(sha), &tag)
+    }
+
+    fn tag_entry(&self, sha: &str) -> PathBuf {
+        self.dir.join(format!("{sha}.tag"))
     }
 
     fn write_atomically(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -214,13 +284,10 @@ impl CompileCache {
     }
 }
 
-/// Largest cache entry read (compiled code is a few times its wasm).
-const MAX_ENTRY_BYTES: u64 = 1 << 30;
-
-/// Reads an entry as the loader reads a plugin: not following a symlink,
+/// Opens an entry as the loader opens a plugin: not following a symlink,
 /// without blocking (a FIFO planted here would wait forever), a regular
-/// file only, bounded while reading (a device never ends).
-fn read_entry(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+/// file only, of at most `max` bytes.
+fn open_entry(path: &Path, max: u64) -> std::io::Result<std::fs::File> {
     use std::io::{Error, ErrorKind};
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -230,7 +297,26 @@ fn read_entry(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     if !meta.file_type().is_file() {
         return Err(Error::new(ErrorKind::InvalidData, "not a regular file"));
     }
-    let mut bytes = Vec::with_capacity(meta.len().min(max) as usize);
+    if meta.len() > max {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(file)
+}
+
+/// Largest cache entry read (compiled code is a few times its wasm).
+const MAX_ENTRY_BYTES: u64 = 1 << 30;
+
+/// Reads an entry as the loader reads a plugin: not following a symlink,
+/// without blocking (a FIFO planted here would wait forever), a regular
+/// file only, bounded while reading (a device never ends).
+fn read_entry(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind};
+    let file = open_entry(path, max)?;
+    let len = file.metadata()?.len();
+    let mut bytes = Vec::with_capacity(len.min(max) as usize);
     file.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(Error::new(
@@ -275,21 +361,29 @@ mod tests {
     fn only_entries_this_host_tagged_for_this_wasm_verify() {
         let tmp = tempfile::tempdir().unwrap();
         let engine = Engine::default();
-        let cache = CompileCache::open(&engine, tmp.path()).unwrap();
+        let cache = CompileCache::open(&engine, None, tmp.path()).unwrap();
         let artifact = b"machine code".to_vec();
-        let mut entry = artifact.clone();
-        entry.extend_from_slice(&cache.tag("aaaa", &artifact));
-        assert_eq!(cache.verify("aaaa", &entry), Ok(&artifact[..]));
+        let entry = tmp.path().join("entry");
+        let verify = |cache: &CompileCache, sha: &str, bytes: &[u8]| {
+            std::fs::write(&entry, bytes).unwrap();
+            cache
+                .authenticate(sha, &std::fs::File::open(&entry).unwrap())
+                .unwrap()
+        };
+        // No tag at all.
+        assert!(!verify(&cache, "aaaa", &artifact));
+        std::fs::write(cache.tag_entry("aaaa"), cache.tag("aaaa", &artifact)).unwrap();
+        assert!(verify(&cache, "aaaa", &artifact));
         // Another plugin's entry copied over this one's name.
-        assert_eq!(cache.verify("bbbb", &entry), Err(Rejected::BadTag));
-        // A flipped byte.
-        let mut bad = entry.clone();
+        assert!(!verify(&cache, "bbbb", &artifact));
+        // A flipped byte, a short entry.
+        let mut bad = artifact.clone();
         bad[0] ^= 1;
-        assert_eq!(cache.verify("aaaa", &bad), Err(Rejected::BadTag));
-        assert_eq!(cache.verify("aaaa", b"short"), Err(Rejected::BadTag));
+        assert!(!verify(&cache, "aaaa", &bad));
+        assert!(!verify(&cache, "aaaa", b"short"));
         // The key persists and is private.
-        let again = CompileCache::open(&engine, tmp.path()).unwrap();
-        assert_eq!(again.verify("aaaa", &entry), Ok(&artifact[..]));
+        let again = CompileCache::open(&engine, None, tmp.path()).unwrap();
+        assert!(verify(&again, "aaaa", &artifact));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(tmp.path().join(KEY_FILE))
             .unwrap()
@@ -298,11 +392,41 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 
+    /// Whether this process maps `path` (its compiled code is file-backed).
+    fn mapped(path: &Path) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines()
+            .any(|l| l.ends_with(&*path.display().to_string()))
+    }
+
+    #[test]
+    fn a_component_is_mapped_from_its_entry_when_compiled_and_when_cached() {
+        let tmp = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = CompileCache::open(&engine, Some(wasmtime::Config::new()), tmp.path()).unwrap();
+        assert!(cache.compiler.is_some(), "a same-hash config compiles");
+        // The empty component, in binary (no `wat` feature here).
+        let wasm = b"\0asm\x0d\x00\x01\x00";
+        let (first, cached) = cache.load_or_compile(&engine, wasm, "aaaa").unwrap();
+        assert!(!cached);
+        let entry = cache.entry("aaaa");
+        assert!(mapped(&entry), "a fresh compile maps the entry it wrote");
+        let (second, cached) = cache.load_or_compile(&engine, wasm, "aaaa").unwrap();
+        assert!(cached);
+        drop((first, second));
+        assert!(!mapped(&entry), "dropping the components unmaps it");
+        // A config whose code this engine cannot load is not used to compile.
+        let mut other = wasmtime::Config::new();
+        other.consume_fuel(true);
+        let cache = CompileCache::open(&engine, Some(other), tmp.path()).unwrap();
+        assert!(cache.compiler.is_none());
+    }
+
     #[test]
     fn name_records_hold_only_for_the_wasm_they_were_made_for() {
         let tmp = tempfile::tempdir().unwrap();
         let engine = Engine::default();
-        let cache = CompileCache::open(&engine, tmp.path()).unwrap();
+        let cache = CompileCache::open(&engine, None, tmp.path()).unwrap();
         assert_eq!(cache.name_of("aaaa"), None);
         cache.remember_name("aaaa", "disk-cleanup");
         assert_eq!(cache.name_of("aaaa").as_deref(), Some("disk-cleanup"));

@@ -222,7 +222,11 @@ impl Runtime {
             Some(dir) => {
                 crate::private_fs::dir(dir)?;
                 (
-                    Some(Arc::new(CompileCache::open(&engine, dir)?)),
+                    Some(Arc::new(CompileCache::open(
+                        &engine,
+                        Some(wasm::compiler_config(&config.engine)),
+                        dir,
+                    )?)),
                     Some(StateStore::open(&dir.join("plugin-state.db"))?),
                 )
             }

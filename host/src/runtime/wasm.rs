@@ -79,6 +79,13 @@ fn config(s: &EngineSettings, pooling: bool) -> Config {
     c
 }
 
+/// The configuration plugins are compiled with: the runtime's, without
+/// the pooling allocator (which only shapes instances, not code), so a
+/// throwaway engine of it costs no address-space reservation.
+pub(crate) fn compiler_config(s: &EngineSettings) -> Config {
+    config(s, false)
+}
+
 pub(crate) fn build(s: &EngineSettings) -> anyhow::Result<(Engine, Allocator)> {
     if s.pooling {
         match Engine::new(&config(s, true)) {

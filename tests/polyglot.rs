@@ -549,7 +549,8 @@ fn http_server(status: &str, body: &'static str) -> (String, Arc<Mutex<Vec<Strin
 }
 
 /// A detector over the SDK's `http`: the status and body of `url` (or of
-/// `sneak`, a URL it does not declare) in its finding.
+/// `sneak`, a URL it does not declare) in its finding, reading at most
+/// `max_body` bytes.
 const PY_HTTP_APP: &str = r#"
 import dataclasses
 from typing import Optional
@@ -563,6 +564,7 @@ from mend_sdk.host import http
 class Config:
     url: str
     sneak: Optional[str] = None
+    max_body: Optional[int] = None
 
 
 class HttpCheck(mend_sdk.Detector):
@@ -573,7 +575,8 @@ class HttpCheck(mend_sdk.Detector):
         return Needs().url(c.url)
 
     def detect(self, cx, c):
-        r = http.request("GET", c.sneak or c.url, headers=[("x-probe", "py")], timeout_ms=5000)
+        r = http.request("GET", c.sneak or c.url, headers=[("x-probe", "py")], timeout_ms=5000,
+                         max_body=c.max_body)
         return [Finding.fail("http.status", f"answered {r.status}")
                 .metric("status", r.status).label("body", r.text())
                 .label("type", r.header("content-type").decode())]
@@ -588,11 +591,19 @@ import { http } from './mend-sdk/host.js';
 
 class HttpCheck {
   static manifest = { name: 'http-check', version: '0.1.0', description: 'an HTTP status' };
-  static config = { url: 'string', sneak: { type: 'string', default: '' } };
+  static config = {
+    url: 'string',
+    sneak: { type: 'string', default: '' },
+    max_body: { type: 'integer', default: 1048576 },
+  };
   needs() { return new Needs(); }
   configNeeds(c) { return new Needs().url(c.url); }
   detect(cx, c) {
-    const r = http.request('GET', c.sneak || c.url, { headers: { 'x-probe': 'js' }, timeoutMs: 5000 });
+    const r = http.request('GET', c.sneak || c.url, {
+      headers: { 'x-probe': 'js' },
+      timeoutMs: 5000,
+      maxBody: c.max_body,
+    });
     return [Finding.fail('http.status', `answered ${r.status}`)
       .metric('status', r.status).label('body', r.text()).label('type', r.header('content-type'))];
   }
@@ -676,5 +687,26 @@ fn python_and_javascript_plugins_reach_a_granted_url_and_only_that() {
             "{lang}: {err}"
         );
         assert!(other_seen.lock().unwrap().is_empty(), "{lang}");
+
+        // A body over the plugin's bound: the typed `limit`, not a partial body.
+        let out = call(
+            &wasm,
+            &state,
+            &[
+                "detect",
+                "--grant-url",
+                &granted,
+                "--config",
+                &format!(r#"{{"url": "{url}", "max_body": 4}}"#),
+            ],
+        );
+        assert!(!out.status.success(), "{lang}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "limit: GET {url}: the response body is over 4 bytes"
+            )),
+            "{lang}: {err}"
+        );
     }
 }

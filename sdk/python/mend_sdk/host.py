@@ -192,7 +192,7 @@ class system:
 class http:
     """Outgoing HTTP through wasi:http, to URLs the operator granted (grant:
     `urls`; declare them in `Needs.url`). A refused URL raises
-    `HostError("denied", ...)`, any other failure `HostError("failed"|"timed-out", ...)`."""
+    `HostError("denied", ...)`, any other failure `HostError("failed"|"timed-out"|"limit", ...)`."""
 
     # The longest response body read (the host bounds it again).
     MAX_BODY = 1 << 20
@@ -270,7 +270,7 @@ def _request(method, url, headers, body, timeout_ms, max_body):
             for i in range(0, len(data), 4096):
                 stream.blocking_write_and_flush(data[i:i + 4096])
         except Err as e:
-            raise HostError("failed", f"writing the request body: {e.value}") from None
+            raise HostError("failed", f"{m} {url}: writing the request body: {e.value}") from None
         finally:
             stream.__exit__(None, None, None)
     try:
@@ -286,10 +286,10 @@ def _request(method, url, headers, body, timeout_ms, max_body):
         ready.block()
     got = future.get()
     if got is None:
-        raise HostError("failed", "no response after the wait")
+        raise HostError("failed", f"{m} {url}: no response after the wait")
     try:
         if isinstance(got, Err):
-            raise HostError("failed", "the response was already taken")
+            raise HostError("failed", f"{m} {url}: the response was already taken")
         if isinstance(got.value, Err):
             raise _http_error(got.value.value, m, url)
         resp = got.value.value
@@ -308,10 +308,10 @@ def _request(method, url, headers, body, timeout_ms, max_body):
             except Err as e:
                 if isinstance(e.value, _streams.StreamError_Closed):
                     break
-                raise HostError("failed", f"reading the response body: {e.value}") from None
+                raise HostError("failed", f"{m} {url}: reading the response body: {e.value}") from None
             total += len(chunk)
             if total > max_body:
-                raise HostError("limit", f"the response body is over {max_body} bytes")
+                raise HostError("limit", f"{m} {url}: the response body is over {max_body} bytes")
             chunks.append(chunk)
     finally:
         stream.__exit__(None, None, None)

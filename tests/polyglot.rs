@@ -3,16 +3,20 @@
 //! (scripts/lib.sh installs both into target/tools): their own unit tests
 //! pass, `mend plugin call` runs both roles, an uncaught exception comes
 //! back as a readable `failed` error (never the runtime's `unreachable`),
-//! per-plugin limits apply, and the real `mend run` detects and heals with
-//! them.
+//! per-plugin limits apply, the SDKs' `http` reaches a granted URL on a
+//! real server (and is denied any other), and the real `mend run` detects
+//! and heals with them.
 //!
 //! Each component is built once per source (cached by hash under
 //! target/tmp/polyglot) and compiled once per test (one state directory,
 //! so one compile cache, for every call and run of that language). Without
 //! the tools the tests fail under `CI=true` and skip loudly elsewhere.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -515,4 +519,194 @@ config = {{ path = "/data", min_free_inodes = {min}, command = "clean" }}
         "{:?}",
         inc.diagnosis
     );
+}
+
+/// A real HTTP server on a free port: one fixed response to every request,
+/// and the request heads it saw.
+fn http_server(status: &str, body: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let heads = seen.clone();
+    let status = status.to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            heads.lock().unwrap().push(text(&head));
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (base, seen)
+}
+
+/// A detector over the SDK's `http`: the status and body of `url` (or of
+/// `sneak`, a URL it does not declare) in its finding, reading at most
+/// `max_body` bytes.
+const PY_HTTP_APP: &str = r#"
+import dataclasses
+from typing import Optional
+
+import mend_sdk
+from mend_sdk import Finding, Needs
+from mend_sdk.host import http
+
+
+@dataclasses.dataclass
+class Config:
+    url: str
+    sneak: Optional[str] = None
+    max_body: Optional[int] = None
+
+
+class HttpCheck(mend_sdk.Detector):
+    name = "http-check"
+    Config = Config
+
+    def config_needs(self, c):
+        return Needs().url(c.url)
+
+    def detect(self, cx, c):
+        r = http.request("GET", c.sneak or c.url, headers=[("x-probe", "py")], timeout_ms=5000,
+                         max_body=c.max_body)
+        return [Finding.fail("http.status", f"answered {r.status}")
+                .metric("status", r.status).label("body", r.text())
+                .label("type", r.header("content-type").decode())]
+
+
+Meta, Detection, Remediation = mend_sdk.export(HttpCheck)
+"#;
+
+const JS_HTTP_APP: &str = r#"
+import { Finding, Needs, exportPlugin } from './mend-sdk/index.js';
+import { http } from './mend-sdk/host.js';
+
+class HttpCheck {
+  static manifest = { name: 'http-check', version: '0.1.0', description: 'an HTTP status' };
+  static config = {
+    url: 'string',
+    sneak: { type: 'string', default: '' },
+    max_body: { type: 'integer', default: 1048576 },
+  };
+  needs() { return new Needs(); }
+  configNeeds(c) { return new Needs().url(c.url); }
+  detect(cx, c) {
+    const r = http.request('GET', c.sneak || c.url, {
+      headers: { 'x-probe': 'js' },
+      timeoutMs: 5000,
+      maxBody: c.max_body,
+    });
+    return [Finding.fail('http.status', `answered ${r.status}`)
+      .metric('status', r.status).label('body', r.text()).label('type', r.header('content-type'))];
+  }
+}
+
+export const { meta, detection, remediation } = exportPlugin(HttpCheck);
+"#;
+
+#[test]
+fn python_and_javascript_plugins_reach_a_granted_url_and_only_that() {
+    let (Some(cpy), Some(cjs)) = (
+        tool("componentize-py", "componentize-py/bin/componentize-py"),
+        tool(
+            "componentize-js",
+            "componentize-js/node_modules/.bin/componentize-js",
+        ),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let (base, seen) = http_server("503 Service Unavailable", "disk is on fire");
+    let (other, other_seen) = http_server("200 OK", "never asked");
+    let url = format!("{base}/health?deep=1");
+    let config = format!(r#"{{"url": "{url}"}}"#);
+    let granted = format!("{base}/");
+
+    for (lang, app, make_var, tool, probe) in [
+        (
+            "python",
+            ("app.py", PY_HTTP_APP),
+            "COMPONENTIZE_PY",
+            &cpy,
+            "py",
+        ),
+        ("js", ("app.js", JS_HTTP_APP), "COMPONENTIZE_JS", &cjs, "js"),
+    ] {
+        let name = format!("{probe}-http");
+        let project = new_project(lang, &name, tmp.path(), &state);
+        std::fs::write(project.join(app.0), app.1).unwrap();
+        let wasm = build(&project, &name, make_var, tool);
+
+        let v = json(&call(
+            &wasm,
+            &state,
+            &["detect", "--grant-url", &granted, "--config", &config],
+        ));
+        let f = &v["findings"][0];
+        assert_eq!(f["metrics"]["status"], 503.0, "{lang}: {v}");
+        assert_eq!(f["labels"]["body"], "disk is on fire", "{lang}: {v}");
+        assert_eq!(f["labels"]["type"], "text/plain", "{lang}: {v}");
+        let head = seen
+            .lock()
+            .unwrap()
+            .pop()
+            .expect("the request reached the server");
+        assert!(
+            head.starts_with("GET /health?deep=1 HTTP/1.1\r\n")
+                && head.to_lowercase().contains(&format!("x-probe: {probe}")),
+            "{lang}: {head}"
+        );
+
+        // A URL outside the grant: the SDK's typed denial, naming it, and
+        // nothing sent.
+        let sneak = format!("{other}/secret");
+        let out = call(
+            &wasm,
+            &state,
+            &[
+                "detect",
+                "--grant-url",
+                &granted,
+                "--config",
+                &format!(r#"{{"url": "{url}", "sneak": "{sneak}"}}"#),
+            ],
+        );
+        assert!(!out.status.success(), "{lang}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("denied: GET {sneak}: not granted to this plugin")),
+            "{lang}: {err}"
+        );
+        assert!(other_seen.lock().unwrap().is_empty(), "{lang}");
+
+        // A body over the plugin's bound: the typed `limit`, not a partial body.
+        let out = call(
+            &wasm,
+            &state,
+            &[
+                "detect",
+                "--grant-url",
+                &granted,
+                "--config",
+                &format!(r#"{{"url": "{url}", "max_body": 4}}"#),
+            ],
+        );
+        assert!(!out.status.success(), "{lang}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "limit: GET {url}: the response body is over 4 bytes"
+            )),
+            "{lang}: {err}"
+        );
+    }
 }

@@ -121,6 +121,43 @@ struct Template {
 
 const WIT: &str = include_str!("../../../sdk/wit/plugin.wit");
 
+/// The `plugin-http` world and the wasi:http WIT it imports (0.2.12, the
+/// version the host's wasmtime-wasi-http serves).
+const WIT_HTTP: &[(&str, &str)] = &[
+    (
+        "wit/http.wit",
+        include_str!("../../../sdk/wit-http/http.wit"),
+    ),
+    (
+        "wit/deps/cli/cli.wit",
+        include_str!("../../../sdk/wit-http/deps/cli/cli.wit"),
+    ),
+    (
+        "wit/deps/clocks/clocks.wit",
+        include_str!("../../../sdk/wit-http/deps/clocks/clocks.wit"),
+    ),
+    (
+        "wit/deps/filesystem/filesystem.wit",
+        include_str!("../../../sdk/wit-http/deps/filesystem/filesystem.wit"),
+    ),
+    (
+        "wit/deps/http/http.wit",
+        include_str!("../../../sdk/wit-http/deps/http/http.wit"),
+    ),
+    (
+        "wit/deps/io/io.wit",
+        include_str!("../../../sdk/wit-http/deps/io/io.wit"),
+    ),
+    (
+        "wit/deps/random/random.wit",
+        include_str!("../../../sdk/wit-http/deps/random/random.wit"),
+    ),
+    (
+        "wit/deps/sockets/sockets.wit",
+        include_str!("../../../sdk/wit-http/deps/sockets/sockets.wit"),
+    ),
+];
+
 const PYTHON: Template = Template {
     lang: "Python",
     files: &[
@@ -262,6 +299,9 @@ fn write_template(args: &NewArgs, dir: &Path, t: &Template) -> anyhow::Result<()
         write(&dir.join(file), text)?;
     }
     write(&dir.join("wit/plugin.wit"), WIT)?;
+    for (file, text) in WIT_HTTP {
+        write(&dir.join(file), text)?;
+    }
     println!(
         "created {} ({}, {})\n\nnext:\n  cd {}\n  {}",
         dir.display(),

@@ -386,10 +386,20 @@ class Action:
 
 # ---- the export boundary --------------------------------------------------------
 
+def _wit_types():
+    """mend:plugin/types: `types`, or `mend_plugin_types` in the `plugin-http`
+    world (wasi:http has a `types` too)."""
+    try:
+        from wit_world.imports import mend_plugin_types as t
+    except ImportError:
+        from wit_world.imports import types as t
+    return t
+
+
 def _guard(call):
     """Runs `call`; every exception becomes the WIT error variant (never a trap)."""
     from componentize_py_types import Err
-    from wit_world.imports import types as t
+    t = _wit_types()
 
     try:
         return call()
@@ -410,7 +420,7 @@ def _guard(call):
 
 
 def _wit_needs(n: Needs):
-    from wit_world.imports import types as t
+    t = _wit_types()
 
     return t.Needs(
         dirs=[t.DirNeed(path=p, write=w) for p, w in n.dirs],
@@ -421,7 +431,7 @@ def _wit_needs(n: Needs):
 
 
 def _wit_finding(f: Finding, check: str):
-    from wit_world.imports import types as t
+    t = _wit_types()
 
     if f.status not in STATUSES:
         raise Failed(f"finding `{f.code}` has status {f.status!r}, not one of {STATUSES}")
@@ -451,7 +461,7 @@ def export(plugin_cls: type):
 
     class Meta:
         def describe(self):
-            from wit_world.imports import types as t
+            t = _wit_types()
 
             roles = []
             if is_detector:
@@ -498,7 +508,7 @@ def export(plugin_cls: type):
                     c.dry_run, list(c.trail), c.link, ladder))
                 findings = [_from_wit_finding(f) for f in request.findings]
                 out = plugin.remedy(cx, config, findings, c.dry_run)
-                from wit_world.imports import types as t
+                t = _wit_types()
 
                 return t.Outcome(changed=bool(out.changed), steps=list(out.steps),
                                  message=out.message)

@@ -83,14 +83,15 @@ pub(super) struct AlertsView {
 
 impl Alert {
     /// One occurrence of one alert: its fingerprint (or, without one, its
-    /// labels) and when it started firing.
+    /// labels) and when it started firing, as a JSON pair, so no two
+    /// (fingerprint, start) pairs share a key whatever characters they hold.
     pub(crate) fn key(&self) -> String {
         let id = if self.fingerprint.is_empty() {
-            serde_json::to_string(&self.labels).unwrap_or_default()
+            serde_json::json!({ "labels": self.labels })
         } else {
-            self.fingerprint.clone()
+            serde_json::json!({ "fingerprint": self.fingerprint })
         };
-        format!("{id}@{}", self.starts_at)
+        serde_json::json!([id, self.starts_at]).to_string()
     }
 }
 
@@ -195,7 +196,12 @@ pub(super) async fn receive(
     let (mut duplicates, mut unmatched, mut resolved, mut rechecked) = (0, 0, 0, 0);
     let mut retry = Vec::new();
     for alert in &hook.alerts {
-        let name = alert.labels.get("alertname").cloned().unwrap_or_default();
+        // Sender-controlled text goes into incident records, logs and
+        // terminals: bounded and with control characters written out.
+        let name = alert.labels.get("alertname").map_or(String::new(), |n| {
+            crate::text::escape(crate::text::truncate(n, 200)).into_owned()
+        });
+        let fingerprint = crate::text::escape(crate::text::truncate(&alert.fingerprint, 200));
         let matched: Vec<_> = rules.iter().filter(|r| r.matches(&alert.labels)).collect();
         let key = alert.key();
         if alert.status != AlertStatus::Firing {
@@ -232,13 +238,9 @@ pub(super) async fn receive(
             }
         }
         let mut source = match after {
-            None => format!(
-                "alertmanager (alert {name}, fingerprint {})",
-                alert.fingerprint
-            ),
+            None => format!("alertmanager (alert {name}, fingerprint {fingerprint})"),
             Some(last) => format!(
-                "alertmanager (alert {name}, fingerprint {}, still firing after incident {last} closed)",
-                alert.fingerprint
+                "alertmanager (alert {name}, fingerprint {fingerprint}, still firing after incident {last} closed)"
             ),
         };
         // In fleet mode, one agent of the fleet takes each alert
@@ -414,6 +416,33 @@ mod tests {
         assert_eq!(
             d.first(key, t0 + REMEMBER + Duration::from_secs(1)),
             Occurrence::First
+        );
+    }
+
+    fn alert(fingerprint: &str, starts_at: &str, labels: &[(&str, &str)]) -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "status": "firing",
+            "fingerprint": fingerprint,
+            "startsAt": starts_at,
+            "labels": labels.iter().copied().collect::<BTreeMap<_, _>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn no_two_occurrences_share_a_dedup_key() {
+        // A separator inside a fingerprint or a start once made these equal.
+        let a = alert("a@b", "c", &[]);
+        let b = alert("a", "b@c", &[]);
+        assert_ne!(a.key(), b.key());
+        // A fingerprint spelled like the labels of an alert without one.
+        let labels = alert("", "t", &[("alertname", "X")]);
+        let spelled = alert(r#"{"alertname":"X"}"#, "t", &[]);
+        assert_ne!(labels.key(), spelled.key());
+        assert_eq!(
+            a.key(),
+            alert("a@b", "c", &[("x", "y")]).key(),
+            "labels do not matter with a fingerprint"
         );
     }
 }

@@ -80,16 +80,37 @@ impl<'a> Reporter<'a> {
 
 /// 1-based line and column (in characters) of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
+    LineIndex::new(text).line_col(text, offset)
+}
+
+/// Where each line of a text starts, so positioning many errors in a big
+/// config (50,000 checks, each with a mistake) costs a binary search
+/// each, not a scan of the file from its start.
+#[derive(Debug, Default)]
+pub(crate) struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub(crate) fn new(text: &str) -> LineIndex {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset of `text`,
+    /// the text this index was built from; an offset inside a character
+    /// counts as that character.
+    pub(crate) fn line_col(&self, text: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts[line - 1];
+        (line, text[start..offset].chars().count() + 1)
+    }
 }
 
 #[cfg(test)]
@@ -100,5 +121,16 @@ mod tests {
         assert_eq!(super::line_col(t, 0), (1, 1));
         assert_eq!(super::line_col(t, 6), (2, 1));
         assert_eq!(super::line_col(t, 9), (2, 4));
+        assert_eq!(super::line_col(t, 13), (3, 1), "after the last newline");
+        assert_eq!(super::line_col(t, 99), (3, 1), "past the end");
+        assert_eq!(super::line_col("", 0), (1, 1));
+    }
+
+    #[test]
+    fn columns_count_characters_and_offsets_inside_one_round_down() {
+        let t = "é = 1\nnå = 2";
+        assert_eq!(super::line_col(t, 2), (1, 2), "after é (2 bytes)");
+        assert_eq!(super::line_col(t, 1), (1, 1), "inside é");
+        assert_eq!(super::line_col(t, 10), (2, 3), "after nå");
     }
 }

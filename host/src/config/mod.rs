@@ -104,6 +104,7 @@ pub struct PluginSettings {
 pub struct Source {
     pub file: PathBuf,
     text: String,
+    lines: error::LineIndex,
     expanded: env::Expanded,
     /// Key path (`check[2].config`, `engine.plugins_dir`) → span of its
     /// value in the expanded text.
@@ -113,7 +114,8 @@ pub struct Source {
 impl Source {
     /// 1-based line and column in the file of a span of the expanded text.
     pub fn position(&self, span: &Range<usize>) -> (usize, usize) {
-        error::line_col(&self.text, self.expanded.original(span.start))
+        self.lines
+            .line_col(&self.text, self.expanded.original(span.start))
     }
 
     /// Where a key's value is, or its closest enclosing table's.
@@ -915,6 +917,7 @@ pub fn parse_partial(text: &str, file: &Path, env: impl Fn(&str) -> Option<Strin
     let mut source = Source {
         file: file.to_path_buf(),
         text: text.to_string(),
+        lines: error::LineIndex::new(text),
         ..Source::default()
     };
     match env::expand(text, env) {
@@ -924,7 +927,7 @@ pub fn parse_partial(text: &str, file: &Path, env: impl Fn(&str) -> Option<Strin
                 .into_iter()
                 .map(|m| ConfigError {
                     file: file.to_path_buf(),
-                    position: Some(error::line_col(text, m.offset)),
+                    position: Some(source.lines.line_col(text, m.offset)),
                     key: m.key,
                     message: m.message,
                 })

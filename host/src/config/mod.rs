@@ -909,6 +909,29 @@ pub fn parse(
 }
 
 /// [`parse`], keeping what parsed beside the errors.
+/// TOML reports a key or table name of too many dotted parts (its
+/// recursion limit, 80) without a span (found by the `config` fuzz
+/// target): point at the line with the most dots, where such a name is,
+/// and say what the limit is about.
+fn unplaced(text: &str, message: &str) -> (Range<usize>, String) {
+    let mut best = (0, 0);
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let dots = line.bytes().filter(|&b| b == b'.').count();
+        if dots > best.1 {
+            best = (start, dots);
+        }
+        start += line.len();
+    }
+    let message = match message {
+        "recursion limit" => {
+            "recursion limit: a key or table name of 80 or more dotted parts".to_string()
+        }
+        m => m.to_string(),
+    };
+    (best.0..best.0, message)
+}
+
 pub fn parse_partial(text: &str, file: &Path, env: impl Fn(&str) -> Option<String>) -> Parsed {
     let fail = |errors| Parsed {
         config: None,
@@ -940,11 +963,17 @@ pub fn parse_partial(text: &str, file: &Path, env: impl Fn(&str) -> Option<Strin
     if !syntax.is_empty() {
         let errors = syntax
             .iter()
-            .map(|e| ConfigError {
-                file: file.to_path_buf(),
-                position: e.span().map(|s| source.position(&s)),
-                key: String::new(),
-                message: e.message().to_string(),
+            .map(|e| {
+                let (span, message) = match e.span() {
+                    Some(s) => (s, e.message().to_string()),
+                    None => unplaced(&expanded, e.message()),
+                };
+                ConfigError {
+                    file: file.to_path_buf(),
+                    position: Some(source.position(&span)),
+                    key: String::new(),
+                    message,
+                }
             })
             .collect();
         return fail(errors);

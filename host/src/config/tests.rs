@@ -376,3 +376,32 @@ limits = { memroy = "1MiB" }
         "{all}"
     );
 }
+
+/// Found by the `config` fuzz target: TOML reports a key nested past its
+/// limit (80 parts) without a span; every error still says where.
+#[test]
+fn syntax_errors_without_a_place_from_toml_get_one() {
+    let deep_key = format!("[engine]\nok = 1\n{} = 1\n", vec!["a"; 100].join("."));
+    let deep_table = format!(
+        "[[check]]\nname = \"x\"\n\n[{}]\n",
+        vec!["t"; 100].join(".")
+    );
+    let deep_array = format!("[engine]\nx = {}{}\n", "[".repeat(200), "]".repeat(200));
+    let deep_inline = format!(
+        "[engine]\nx = {}{}\n",
+        "{ a = ".repeat(200),
+        "}".repeat(200)
+    );
+    for (text, line) in [
+        (deep_key, 3),
+        (deep_table, 4),
+        (deep_array, 2),
+        (deep_inline, 2),
+    ] {
+        let parsed = parse_partial(&text, Path::new("mend.toml"), |_| None);
+        assert!(!parsed.errors.is_empty(), "{text}");
+        for e in &parsed.errors {
+            assert_eq!(e.position.map(|p| p.0), Some(line), "{e} in {text}");
+        }
+    }
+}

@@ -96,10 +96,22 @@ impl Alert {
 }
 
 /// Alert occurrences already acted on, with the incidents they opened.
+/// An occurrence is kept as a 128-bit digest of its key, so the most it
+/// holds (`MAX_REMEMBERED`) is a few MB whatever the sender's labels are.
 #[derive(Default)]
 pub(super) struct Dedup {
-    seen: HashMap<String, Vec<i64>>,
-    order: VecDeque<(Instant, String)>,
+    seen: HashMap<Digest, Vec<i64>>,
+    order: VecDeque<(Instant, Digest)>,
+}
+
+type Digest = [u8; 16];
+
+fn digest(key: &str) -> Digest {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(key.as_bytes());
+    let mut out = [0; 16];
+    out.copy_from_slice(&d[..16]);
+    out
 }
 
 /// What an occurrence is to [`Dedup`].
@@ -120,17 +132,18 @@ impl Dedup {
             self.seen.remove(k);
             self.order.pop_front();
         }
-        if let Some(ids) = self.seen.get(key) {
+        let d = digest(key);
+        if let Some(ids) = self.seen.get(&d) {
             return Occurrence::Repeat(ids.clone());
         }
-        self.seen.insert(key.to_string(), Vec::new());
-        self.order.push_back((now, key.to_string()));
+        self.seen.insert(d, Vec::new());
+        self.order.push_back((now, d));
         Occurrence::First
     }
 
     /// Incident `id` was opened (or taken up) for occurrence `key`.
     fn opened(&mut self, key: &str, id: i64) {
-        if let Some(ids) = self.seen.get_mut(key)
+        if let Some(ids) = self.seen.get_mut(&digest(key))
             && !ids.contains(&id)
         {
             ids.push(id);
@@ -139,11 +152,11 @@ impl Dedup {
 
     /// The incidents opened for `key`.
     fn incidents(&self, key: &str) -> Vec<i64> {
-        self.seen.get(key).cloned().unwrap_or_default()
+        self.seen.get(&digest(key)).cloned().unwrap_or_default()
     }
 
     fn forget(&mut self, key: &str) {
-        self.seen.remove(key);
+        self.seen.remove(&digest(key));
     }
 }
 
@@ -417,6 +430,23 @@ mod tests {
             d.first(key, t0 + REMEMBER + Duration::from_secs(1)),
             Occurrence::First
         );
+    }
+
+    #[test]
+    fn at_most_max_remembered_occurrences_are_held_the_oldest_going_first() {
+        let mut d = Dedup::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_REMEMBERED + 10 {
+            assert_eq!(d.first(&format!("k{i}"), t0), Occurrence::First);
+        }
+        assert!(d.seen.len() <= MAX_REMEMBERED && d.order.len() <= MAX_REMEMBERED);
+        assert_eq!(
+            d.first("k0", t0),
+            Occurrence::First,
+            "the oldest was let go"
+        );
+        let last = format!("k{}", MAX_REMEMBERED + 9);
+        assert_eq!(d.first(&last, t0), Occurrence::Repeat(vec![]));
     }
 
     fn alert(fingerprint: &str, starts_at: &str, labels: &[(&str, &str)]) -> Alert {

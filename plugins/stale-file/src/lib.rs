@@ -198,7 +198,7 @@ impl<'c> Tally<'c> {
                 self.oldest = self.oldest.max(age);
             }
             Ok(age) => self.findings.push(by_age(path, age, self.config)),
-            Err(problem) => self.findings.push(problem),
+            Err(problem) => self.findings.push(*problem),
         }
     }
 
@@ -235,7 +235,7 @@ pub fn check(
 ) -> Finding {
     match age(path, stat, now) {
         Ok(age) => by_age(path, age, config),
-        Err(problem) => problem,
+        Err(problem) => *problem,
     }
 }
 
@@ -245,32 +245,32 @@ fn age(
     path: &str,
     stat: Result<Option<FileStat>>,
     now: Duration,
-) -> std::result::Result<Duration, Finding> {
+) -> std::result::Result<Duration, Box<Finding>> {
     let meta = match stat {
         Ok(Some(m)) => m,
         Ok(None) => {
-            return Err(
+            return Err(Box::new(
                 Finding::fail("file.missing", format!("{path} does not exist")).label("path", path),
-            );
+            ));
         }
         Err(e) => {
-            return Err(
-                Finding::fail("file.unreadable", e.message().to_string()).label("path", path)
-            );
+            return Err(Box::new(
+                Finding::fail("file.unreadable", e.message().to_string()).label("path", path),
+            ));
         }
     };
     if !meta.is_file() {
-        return Err(
+        return Err(Box::new(
             Finding::fail("file.unreadable", format!("{path} is not a regular file"))
                 .label("path", path),
-        );
+        ));
     }
     let mtime = meta.modified.duration_since(UNIX_EPOCH).unwrap_or_default();
     Ok(now.saturating_sub(mtime))
 }
 
 fn is_fresh(age: Duration, config: &Config) -> bool {
-    age <= config.max_age.0 && !config.warn_age.is_some_and(|w| age > w.0)
+    age <= config.max_age.0 && config.warn_age.is_none_or(|w| age <= w.0)
 }
 
 /// The finding for a regular file `age` old.

@@ -8,11 +8,6 @@ use crate::Error;
 
 pub(crate) fn parse<T: DeserializeOwned>(json: &str) -> Result<T, Error> {
     let json = if json.trim().is_empty() { "{}" } else { json };
-    // Tracking the path costs on every value (a config may list thousands
-    // of paths), so it is done only again, to name the key, when it fails.
-    if let Ok(config) = T::deserialize(&mut serde_json::Deserializer::from_str(json)) {
-        return Ok(config);
-    }
     let de = &mut serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let mut path = e.path().to_string();

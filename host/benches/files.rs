@@ -105,11 +105,11 @@ fn native_run(
     stat: fn(&str) -> mend_sdk::Result<Option<FileStat>>,
 ) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let findings: Vec<_> = paths
-        .iter()
-        .map(|p| stale_file::check(p, stat(p), now, cfg))
-        .collect();
-    let summary = stale_file::summarize(findings);
+    let mut tally = stale_file::Tally::new(cfg, now, paths.len());
+    for p in paths {
+        tally.add(p, stat(p));
+    }
+    let summary = tally.finish();
     assert_eq!(summary[0].get_metric("files"), Some(FILES as f64));
 }
 

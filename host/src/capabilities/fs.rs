@@ -12,6 +12,7 @@
 //! pool thread (`runtime/call.rs`), where a hung mount blocks only that
 //! thread and the deadline still ends the call.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use cap_std::ambient_authority;
@@ -270,25 +271,61 @@ fn io_error(path: &str, e: std::io::Error) -> HostError {
 #[derive(Default)]
 struct Opened {
     roots: Vec<Option<Dir>>,
-    parent: Option<(usize, PathBuf, Dir)>,
+    parent: Option<(usize, String, Dir)>,
+}
+
+/// Whether `rest` (a path below a grant) is already `/`-separated normal
+/// names: no empty name, no `.`, no `..`.
+fn is_normal(rest: &str) -> bool {
+    rest.split('/')
+        .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 impl FsCap {
     /// The grant `path` lies in (the deepest one) and the rest of the path
-    /// beneath it.
-    fn locate(&self, path: &str) -> Result<(usize, PathBuf), HostError> {
-        let want = guest_components(path).map_err(HostError::Denied)?;
-        let (index, grant) = self
-            .dirs
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| want.starts_with(&guest_components(&d.guest).unwrap_or_default()))
-            .max_by_key(|(_, d)| d.guest.len())
-            .ok_or_else(|| {
-                HostError::denied(format!("`{path}` is not inside a granted directory"))
-            })?;
-        let depth = guest_components(&grant.guest).unwrap_or_default().len();
-        Ok((index, want[depth..].iter().collect()))
+    /// beneath it: `/`-separated normal names, empty for the grant itself.
+    /// Borrowed from `path` when it is already normal (the usual case, no
+    /// allocation per path); a path with `..` is refused either way.
+    fn locate<'p>(&self, path: &'p str) -> Result<(usize, Cow<'p, str>), HostError> {
+        let normal = path
+            .strip_prefix('/')
+            .is_some_and(|r| r.is_empty() || is_normal(r));
+        if normal {
+            let (index, rest) = self.locate_normal(path)?;
+            return Ok((index, Cow::Borrowed(rest)));
+        }
+        let parts = guest_components(path).map_err(HostError::Denied)?;
+        let rebuilt = format!("/{}", parts.join("/"));
+        let (index, rest) = self.locate_normal(&rebuilt).map_err(|_| {
+            HostError::denied(format!("`{path}` is not inside a granted directory"))
+        })?;
+        Ok((index, Cow::Owned(rest.to_string())))
+    }
+
+    /// [`FsCap::locate`] for a normal absolute path (`/` or `/a/b`); grant
+    /// guest paths are normal too (`resolve`), so a prefix that ends at a
+    /// `/` or at the end is a grant the path lies in.
+    fn locate_normal<'p>(&self, path: &'p str) -> Result<(usize, &'p str), HostError> {
+        let mut best: Option<(usize, &'p str)> = None;
+        for (index, grant) in self.dirs.iter().enumerate() {
+            let rest = if grant.guest == "/" {
+                Some(&path[1..])
+            } else {
+                path.strip_prefix(grant.guest.as_str()).and_then(|r| {
+                    if r.is_empty() {
+                        Some(r)
+                    } else {
+                        r.strip_prefix('/')
+                    }
+                })
+            };
+            if let Some(rest) = rest
+                && best.is_none_or(|(b, _)| self.dirs[b].guest.len() < grant.guest.len())
+            {
+                best = Some((index, rest));
+            }
+        }
+        best.ok_or_else(|| HostError::denied(format!("`{path}` is not inside a granted directory")))
     }
 
     fn open_root(&self, index: usize) -> Result<Dir, HostError> {
@@ -342,11 +379,11 @@ impl FsCap {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error(path, e)),
         };
-        let (Some(name), parent) = (rest.file_name(), rest.parent()) else {
+        if rest.is_empty() {
             return found(root.dir_metadata());
-        };
-        let parent = parent.unwrap_or(Path::new(""));
-        let dir = if parent.as_os_str().is_empty() {
+        }
+        let (parent, name) = rest.rsplit_once('/').unwrap_or(("", &rest));
+        let dir = if parent.is_empty() {
             root
         } else {
             let cached = matches!(last, Some((i, p, _)) if *i == index && p == parent);
@@ -354,15 +391,16 @@ impl FsCap {
                 // Beneath the root: a parent that is (or passes through) a
                 // symlink out of the grant is refused here.
                 match root.open_dir(parent) {
-                    Ok(d) => *last = Some((index, parent.to_path_buf(), d)),
+                    Ok(d) => *last = Some((index, parent.to_string(), d)),
                     Err(e) => return found(Err(e)),
                 }
             }
             &last.as_ref().expect("cached above").2
         };
-        // One `fstatat(AT_SYMLINK_NOFOLLOW)` in the parent.
+        // `name` is one normal name: one `statx(AT_SYMLINK_NOFOLLOW)` in
+        // the parent, nothing traversed, nothing opened.
         match dir.symlink_metadata(name) {
-            Ok(m) if follow && m.file_type().is_symlink() => found(root.metadata(&rest)),
+            Ok(m) if follow && m.file_type().is_symlink() => found(root.metadata(&*rest)),
             other => found(other),
         }
     }
@@ -386,10 +424,10 @@ impl FsCap {
         }
         let (index, rest) = self.locate(dir)?;
         let root = self.open_root(index)?;
-        let start = if rest.as_os_str().is_empty() {
+        let start = if rest.is_empty() {
             root
         } else {
-            root.open_dir(&rest).map_err(|e| io_error(dir, e))?
+            root.open_dir(&*rest).map_err(|e| io_error(dir, e))?
         };
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -452,6 +490,7 @@ impl FsCap {
     /// Usage of the filesystem holding `path` (a guest path).
     pub fn disk_usage(&self, path: &str) -> Result<DiskUsage, HostError> {
         let (index, rest) = self.locate(path)?;
+        let rest = Path::new(&*rest);
         let failed = |e: std::io::Error| HostError::failed(format!("`{path}`: {e}"));
         let root = self.open_root(index)?;
         // Nothing is ever opened but directories: opening a FIFO or a
@@ -461,9 +500,9 @@ impl FsCap {
         let stat = if rest.as_os_str().is_empty() {
             rustix::fs::fstatvfs(&root)
         } else {
-            let meta = root.metadata(&rest).map_err(failed)?;
+            let meta = root.metadata(rest).map_err(failed)?;
             let dir = if meta.is_dir() {
-                root.open_dir(&rest)
+                root.open_dir(rest)
             } else {
                 match rest.parent().filter(|p| !p.as_os_str().is_empty()) {
                     Some(parent) => root.open_dir(parent),
@@ -630,6 +669,69 @@ mod tests {
             cap.stat_many(&many, false),
             Err(HostError::Limit(_))
         ));
+    }
+
+    #[test]
+    fn stat_many_spellings_resolve_beneath_the_deepest_grant() {
+        let outer = tempfile::tempdir().unwrap();
+        let inner = tempfile::tempdir().unwrap();
+        std::fs::create_dir(outer.path().join("sub")).unwrap();
+        std::fs::write(outer.path().join("sub/a"), b"outer").unwrap();
+        std::fs::write(inner.path().join("a"), b"in").unwrap();
+        // A parent directory that is a symlink: inside the grant is fine,
+        // one leading out (even back into another grant) is refused.
+        std::os::unix::fs::symlink("sub", outer.path().join("alias")).unwrap();
+        std::os::unix::fs::symlink(inner.path(), outer.path().join("other")).unwrap();
+        std::os::unix::fs::symlink("../..", outer.path().join("sub/up")).unwrap();
+        let grant = |host: &Path, guest: &str| ResolvedDir {
+            host: host.canonicalize().unwrap(),
+            guest: guest.into(),
+            write: false,
+        };
+        let cap = FsCap {
+            dirs: vec![
+                grant(outer.path(), "/data"),
+                grant(inner.path(), "/data/sub/in"),
+            ],
+        };
+        let size = |p: &str| match &cap.stat_many(&[p.to_string()], true).unwrap()[0] {
+            Ok(Some(s)) => Ok(s.size),
+            Ok(None) => Err("missing".to_string()),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        assert_eq!(size("/data/sub/a"), Ok(5));
+        assert_eq!(size("/data//sub/./a"), Ok(5));
+        assert_eq!(size("/data/sub/a/"), Ok(5));
+        assert_eq!(size("/data/alias/a"), Ok(5));
+        // The deepest grant answers for its own paths.
+        assert_eq!(size("/data/sub/in/a"), Ok(2));
+        assert_eq!(size("/data/sub//in/./a"), Ok(2));
+        let denied = |p: &str| {
+            let got = size(p);
+            assert!(
+                matches!(&got, Err(e) if e.starts_with("Denied")),
+                "{p}: {got:?}"
+            );
+        };
+        denied("/data/sub/../sub/a");
+        denied("/data/..");
+        denied("/database/sub/a");
+        denied("/dat");
+        denied("data/sub/a");
+        denied("");
+        denied("/");
+        // Through symlinks that lead out of the grant: never an answer.
+        for p in ["/data/other/a", "/data/sub/up/etc/passwd", "/data/sub/up"] {
+            assert!(size(p).is_err(), "{p}: {:?}", size(p));
+        }
+        let root = FsCap {
+            dirs: vec![grant(outer.path(), "/")],
+        };
+        let got = root
+            .stat_many(&["/sub/a".into(), "/".into()], false)
+            .unwrap();
+        assert_eq!(got[0].as_ref().unwrap().unwrap().size, 5);
+        assert_eq!(got[1].as_ref().unwrap().unwrap().kind, FileKind::Directory);
     }
 
     #[test]

@@ -140,47 +140,86 @@ impl Detector for StaleFile {
 
     /// One host call per 10,000 files for all their metadata (symlinks
     /// followed while inside the grant), rather than opening each file.
-    fn detect(_cx: &Context, config: Config) -> Result<Vec<Finding>> {
-        let paths: Vec<String> = config.paths()?.into_iter().map(String::from).collect();
+    fn detect(_cx: &Context, mut config: Config) -> Result<Vec<Finding>> {
+        config.paths()?;
+        // Moved out, not copied: they are what `stat_many` is given.
+        let mut paths = std::mem::take(&mut config.paths);
+        if let Some(path) = config.path.take() {
+            paths.insert(0, path);
+        }
         let now = Duration::from_millis(clock::now_ms());
-        let mut findings = Vec::with_capacity(paths.len());
+        let mut tally = Tally::new(&config, now, paths.len());
         for chunk in paths.chunks(STAT_BATCH) {
             let stats = fs::stat_many(chunk, true)?;
             for (path, stat) in chunk.iter().zip(stats) {
-                findings.push(check(path, stat, now, &config));
+                tally.add(path, stat);
             }
         }
-        Ok(summarize(findings))
+        Ok(tally.finish())
     }
 }
 
-/// One finding per problem file; healthy files are folded into a single
-/// `file.fresh` finding, so a check over many files reports what matters.
-pub fn summarize(findings: Vec<Finding>) -> Vec<Finding> {
-    if findings.len() == 1 {
-        return findings;
+/// The findings of a check over many files, folded as each file's metadata
+/// comes: one finding per problem file, and the fresh files counted into a
+/// single `file.fresh` finding (given only when all are fresh), so a check
+/// over many files reports what matters without building a finding for
+/// every healthy file. A check of one file gets that file's own finding.
+pub struct Tally<'c> {
+    config: &'c Config,
+    now: Duration,
+    files: usize,
+    fresh: usize,
+    oldest: Duration,
+    findings: Vec<Finding>,
+}
+
+impl<'c> Tally<'c> {
+    /// For a check over `files` files, as of `now` (since the Unix epoch).
+    pub fn new(config: &'c Config, now: Duration, files: usize) -> Tally<'c> {
+        Tally {
+            config,
+            now,
+            files,
+            fresh: 0,
+            oldest: Duration::ZERO,
+            findings: Vec::new(),
+        }
     }
-    let (ok, problems): (Vec<Finding>, Vec<Finding>) =
-        findings.into_iter().partition(|f| f.status == Status::Ok);
-    if !problems.is_empty() {
-        return problems;
+
+    /// One file's metadata (`Ok(None)`: nothing there).
+    pub fn add(&mut self, path: &str, stat: Result<Option<FileStat>>) {
+        if self.files == 1 {
+            self.findings.push(check(path, stat, self.now, self.config));
+            return;
+        }
+        match age(path, stat, self.now) {
+            Ok(age) if is_fresh(age, self.config) => {
+                self.fresh += 1;
+                self.oldest = self.oldest.max(age);
+            }
+            Ok(age) => self.findings.push(by_age(path, age, self.config)),
+            Err(problem) => self.findings.push(*problem),
+        }
     }
-    let oldest = ok
-        .iter()
-        .filter_map(|f| f.get_metric("age_seconds"))
-        .fold(0.0, f64::max);
-    vec![
-        Finding::ok(
-            "file.fresh",
-            format!(
-                "all {} files are fresh (oldest {})",
-                ok.len(),
-                humanize(Duration::from_secs_f64(oldest))
-            ),
-        )
-        .metric("files", ok.len() as f64)
-        .metric("age_seconds", oldest),
-    ]
+
+    pub fn finish(self) -> Vec<Finding> {
+        if self.files == 1 || !self.findings.is_empty() {
+            return self.findings;
+        }
+        let oldest = self.oldest.as_secs_f64();
+        vec![
+            Finding::ok(
+                "file.fresh",
+                format!(
+                    "all {} files are fresh (oldest {})",
+                    self.fresh,
+                    humanize(Duration::from_secs_f64(oldest))
+                ),
+            )
+            .metric("files", self.fresh as f64)
+            .metric("age_seconds", oldest),
+        ]
+    }
 }
 
 /// Paths per `stat-many` call (the host's bound).
@@ -194,22 +233,48 @@ pub fn check(
     now: Duration,
     config: &Config,
 ) -> Finding {
+    match age(path, stat, now) {
+        Ok(age) => by_age(path, age, config),
+        Err(problem) => *problem,
+    }
+}
+
+/// How old the regular file at `path` is, or the finding that says it is
+/// missing, unreadable or not a regular file.
+fn age(
+    path: &str,
+    stat: Result<Option<FileStat>>,
+    now: Duration,
+) -> std::result::Result<Duration, Box<Finding>> {
     let meta = match stat {
         Ok(Some(m)) => m,
         Ok(None) => {
-            return Finding::fail("file.missing", format!("{path} does not exist"))
-                .label("path", path);
+            return Err(Box::new(
+                Finding::fail("file.missing", format!("{path} does not exist")).label("path", path),
+            ));
         }
         Err(e) => {
-            return Finding::fail("file.unreadable", e.message().to_string()).label("path", path);
+            return Err(Box::new(
+                Finding::fail("file.unreadable", e.message().to_string()).label("path", path),
+            ));
         }
     };
     if !meta.is_file() {
-        return Finding::fail("file.unreadable", format!("{path} is not a regular file"))
-            .label("path", path);
+        return Err(Box::new(
+            Finding::fail("file.unreadable", format!("{path} is not a regular file"))
+                .label("path", path),
+        ));
     }
     let mtime = meta.modified.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let age = now.saturating_sub(mtime);
+    Ok(now.saturating_sub(mtime))
+}
+
+fn is_fresh(age: Duration, config: &Config) -> bool {
+    age <= config.max_age.0 && config.warn_age.is_none_or(|w| age <= w.0)
+}
+
+/// The finding for a regular file `age` old.
+fn by_age(path: &str, age: Duration, config: &Config) -> Finding {
     let max_age = config.max_age.0;
     let shown = humanize(age);
     let finding = if age > max_age {

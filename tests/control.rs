@@ -82,7 +82,11 @@ async fn each_check_keeps_its_interval_and_a_manual_run_moves_no_scheduled_one()
     assert_eq!(w.last_at("slow"), Some(first));
 
     tokio::time::sleep(Duration::from_millis(10_500)).await;
-    assert_eq!(scheduled(&w), 2 + 10 + 1, "fast ran at 1..=10 s, slow at 10 s");
+    assert_eq!(
+        scheduled(&w),
+        2 + 10 + 1,
+        "fast ran at 1..=10 s, slow at 10 s"
+    );
     let last = w.last_at("fast").unwrap();
     assert!((last - first).abs_diff(10_000) <= 5, "{}", last - first);
     let (_, p99, _) = w.engine.schedule_lag();

@@ -176,7 +176,10 @@ mod tests {
     fn checks_come_out_by_slot_and_only_once_their_slot_has_started() {
         let epoch = Instant::now();
         let mut q = DueQueue::new(epoch, 4);
-        assert!(q.push(0, 0, epoch + ms(12)), "the first entry is the earliest");
+        assert!(
+            q.push(0, 0, epoch + ms(12)),
+            "the first entry is the earliest"
+        );
         assert!(q.push(1, 0, epoch + ms(3)), "an earlier slot");
         assert!(!q.push(2, 0, epoch + ms(4)), "the same slot as check 1");
         assert!(!q.push(3, 0, epoch + ms(100)));
@@ -199,7 +202,8 @@ mod tests {
         let mut turn = Turn::new(epoch + ms(10));
         // A command takes the check before its scheduled run: the queued
         // entry (generation 0) no longer stands for a run.
-        turn.commands.push_back(Command::Run(tokio::sync::oneshot::channel().0));
+        turn.commands
+            .push_back(Command::Run(tokio::sync::oneshot::channel().0));
         assert!(turn.take_for_commands());
         assert!(!turn.take_for_commands(), "already busy");
         assert_eq!(turn.take_scheduled(0), None, "busy, and the entry is stale");

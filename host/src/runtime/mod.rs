@@ -658,8 +658,10 @@ impl Runtime {
 
 /// Refuses a call whose plugin declares needs beyond its grants.
 fn check_grants(plugin: &Plugin, role: Role, grants: &ResolvedGrants) -> Result<(), PluginError> {
-    let needs = plugin.manifest.needs(role).cloned().unwrap_or_default();
-    match capabilities::missing_grant(&needs, grants) {
+    // Borrowed, not cloned: this runs on every call.
+    let none = Needs::default();
+    let needs = plugin.manifest.needs(role).unwrap_or(&none);
+    match capabilities::missing_grant(needs, grants) {
         Some(need) => Err(PluginError::MissingGrant {
             plugin: plugin.name().into(),
             need,

@@ -1,9 +1,9 @@
 //! mend's own liveness, and the scheduler. The status-page incident was a
 //! poller that died silently; mend must not. One scheduler task starts each
 //! check's runs from the due queue (`schedule.rs`), each in a task of its
-//! own; a run that panics is logged and the check runs again a second later
-//! (the scheduler itself is restarted if it panics), and a watchdog records any check that missed twice its
-//! interval. The same watchdog beats a heartbeat (systemd's `WATCHDOG=1`)
+//! own; a run that panics is logged and the check runs again a second
+//! later (the scheduler itself is restarted if it panics), and a watchdog
+//! records any check that missed twice its interval. The same watchdog beats a heartbeat (systemd's `WATCHDOG=1`)
 //! only while no check task is stalled, so a wedged engine is restarted
 //! from outside. Housekeeping (history retention) runs here too.
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::artifacts;
-use common::config::{Conf, Policy, fixer, scripted};
+use common::config::{Conf, Policy, TableExt, fixer, scripted};
 use common::world::{START, World, paused_runtime};
 use mend::engine::{Clock, Engine};
 use mend::store::{AttemptOutcome, IncidentState};
@@ -57,6 +57,49 @@ async fn run_now_detects_between_scheduled_runs() {
         w.engine.request_run("nope"),
         Err(mend::engine::ControlError::UnknownCheck(_))
     ));
+    w.stop().await;
+}
+
+/// The scheduler (one due queue, a task per run): each check keeps its own
+/// interval, every scheduled run is counted with its lag (here only the
+/// 5 ms wake-up grid), and a manual run between scheduled runs leaves the
+/// schedule as it was.
+#[tokio::test(start_paused = true)]
+async fn each_check_keeps_its_interval_and_a_manual_run_moves_no_scheduled_one() {
+    let conf = Conf::new()
+        .check(scripted("fast").set("interval", "1s"))
+        .check(scripted("slow").set("interval", "10s"));
+    let w = World::start(&conf, &[("fast", "ok"), ("slow", "ok")]).await;
+    let scheduled = |w: &World| w.engine.schedule_lag().2;
+    for _ in 0..1000 {
+        if scheduled(&w) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(scheduled(&w), 2, "both ran at start");
+    let first = w.last_at("fast").unwrap();
+    assert_eq!(w.last_at("slow"), Some(first));
+
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    assert_eq!(
+        scheduled(&w),
+        2 + 10 + 1,
+        "fast ran at 1..=10 s, slow at 10 s"
+    );
+    let last = w.last_at("fast").unwrap();
+    assert!((last - first).abs_diff(10_000) <= 5, "{}", last - first);
+    let (_, p99, _) = w.engine.schedule_lag();
+    assert!(p99 <= Duration::from_millis(5), "only the grid: {p99:?}");
+
+    // At 10.5 s: a manual run now, and the next scheduled one still at 11 s.
+    let manual = w.engine.request_run("fast").unwrap().await.unwrap();
+    assert!(manual.at >= first + 10_500, "{}", manual.at - first);
+    assert_eq!(scheduled(&w), 13, "a manual run is not a scheduled one");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(scheduled(&w), 14);
+    let next = w.last_at("fast").unwrap();
+    assert!((next - first).abs_diff(11_000) <= 5, "{}", next - first);
     w.stop().await;
 }
 

@@ -121,7 +121,9 @@ fn colour() -> bool {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. }) {
+    if matches!(cli.command, Command::Run { .. }) {
+        crate::runtime::limit_malloc_arenas();
+    } else {
         // A command whose output is piped into `head` ends quietly when
         // the reader goes, as Unix tools do (Rust ignores SIGPIPE, so a
         // write would fail and `println!` panic). Not the daemon: a

@@ -1,7 +1,8 @@
 //! Operator control: run a check now, heal it by hand, pause and resume.
 //!
-//! Commands go to the check's own task, which handles them between runs:
-//! one task alone ever acts for a check, so a manual heal can never race
+//! Commands wait in the check's turn (`schedule.rs`) and are handled
+//! between runs, by a task that holds the turn: one task alone ever acts
+//! for a check, so a manual heal can never race
 //! the schedule into two ladders for one policy. A pause is kept in the
 //! store, so it survives a restart or reload: maintenance that silently
 //! ends when mend restarts would be a trap.
@@ -150,35 +151,38 @@ impl Engine {
     }
 
     fn enqueue(&self, check: &str, cmd: Command) -> Result<(), ControlError> {
-        let slot = self
+        let idx = *self
             .index
             .get(check)
-            .map(|&i| &self.checks[i])
             .ok_or_else(|| ControlError::UnknownCheck(check.to_string()))?;
+        let slot = &self.checks[idx];
         if !self.accepting.load(Ordering::Acquire) {
             return Err(ControlError::NotRunning);
         }
         {
-            let mut q = lock(&slot.commands);
-            if q.len() >= MAX_QUEUED {
+            let mut turn = lock(&slot.turn);
+            if turn.commands.len() >= MAX_QUEUED {
                 return Err(ControlError::Busy(check.to_string()));
             }
-            q.push_back(cmd);
+            turn.commands.push_back(cmd);
         }
-        slot.wake.notify_one();
+        // The scheduler starts a task for them, unless one acts for the
+        // check already (it looks for commands when it is done).
+        lock(&self.commanded).push(idx);
+        self.queue_changed.notify_one();
         Ok(())
     }
 
     /// The next command for check `idx`, if any.
     pub(super) fn next_command(&self, idx: usize) -> Option<Command> {
-        lock(&self.checks[idx].commands).pop_front()
+        lock(&self.checks[idx].turn).commands.pop_front()
     }
 
     /// Drops every queued command (their senders close, so callers learn
     /// mend stopped).
     pub(super) fn drop_commands(&self) {
         for slot in &self.checks {
-            lock(&slot.commands).clear();
+            lock(&slot.turn).commands.clear();
         }
     }
 

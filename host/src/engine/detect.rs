@@ -5,12 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::time::Instant;
-
 use super::state::{Detection, worst};
-
-/// A bulkhead slot (the semaphore is never closed).
-pub(super) type Permit<'a> = Result<tokio::sync::SemaphorePermit<'a>, tokio::sync::AcquireError>;
 use super::{Engine, lock};
 use crate::contract::{Finding, Status};
 use crate::policy::health::{Health, Observation};
@@ -52,18 +47,9 @@ impl Engine {
         self.detect_holding(idx, permit).await
     }
 
-    /// A scheduled run of check `idx` that was due at `due`: waits for a
-    /// bulkhead slot and records the schedule lag, the wait included, as
-    /// the call starts. Apart from the (large) call itself, so a check
-    /// waiting for a slot holds a small future, not a whole plugin call's.
-    pub(super) async fn scheduled_slot(&self, due: Instant) -> Permit<'_> {
-        let permit = self.bulkhead.acquire().await;
-        lock(&self.lag).push(Instant::now().saturating_duration_since(due));
-        permit
-    }
-
-    /// Runs check `idx`'s detector once, in the bulkhead slot `_permit`.
-    pub(super) async fn detect_holding(&self, idx: usize, _permit: Permit<'_>) -> Detection {
+    /// Runs check `idx`'s detector once, in the bulkhead slot `_permit`
+    /// (the scheduler's owned one, or a borrowed one).
+    pub(super) async fn detect_holding<P: Send>(&self, idx: usize, _permit: P) -> Detection {
         let check = &self.plan.checks[idx];
         let at = self.clock.now();
         let error = |summary: String, kind: &str| Detection {

@@ -1,9 +1,11 @@
 //! The healing engine: it runs a [`Plan`], detect → diagnose → recover →
 //! verify, per check.
 //!
-//! Each check runs in its own supervised task on its own schedule (no
-//! global tick), so a slow or stuck plugin delays nothing else; a bulkhead
-//! bounds how many plugin calls run at once. Data flows one way, one file
+//! Each check runs on its own schedule (its interval and jitter, no global
+//! tick): one scheduler task keeps a due queue of every check
+//! (`schedule.rs`) and starts each run in a task of its own, so a slow or
+//! stuck plugin delays nothing else; a bulkhead bounds how many plugin
+//! calls run at once. Data flows one way, one file
 //! per stage:
 //!
 //! ```text
@@ -28,11 +30,12 @@ mod evaluate;
 mod incident;
 mod lifecycle;
 mod plugins;
+mod schedule;
 pub mod shutdown;
 mod state;
 mod supervisor;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -72,7 +75,9 @@ pub struct Engine {
     index: HashMap<String, usize>,
     /// What the last plugin reload did (refusals included).
     last_reload: Mutex<Option<PluginReload>>,
-    bulkhead: Semaphore,
+    /// Plugin calls of the engine at once (owned permits: a scheduled
+    /// run's task holds the slot the scheduler waited for).
+    bulkhead: Arc<Semaphore>,
     clock: Clock,
     /// Set when a policy asks for mend to exit (the "heavy heal").
     exit_code: Mutex<Option<i32>>,
@@ -93,17 +98,20 @@ pub struct Engine {
     beat_every_ms: AtomicU64,
     /// Fleet mode, when `[fleet]` is configured.
     fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
-    /// Where the grid of scheduled wake-ups starts (`supervisor.rs`).
-    wake_epoch: tokio::time::Instant,
+    /// Every check waiting for its next scheduled run (`schedule.rs`).
+    queue: Mutex<schedule::DueQueue>,
+    /// Wakes the scheduler: an earlier entry, or commands to start.
+    queue_changed: tokio::sync::Notify,
+    /// Checks given commands, for the scheduler to start.
+    commanded: Mutex<Vec<usize>>,
 }
 
-/// One check's live state and its operator commands.
+/// One check's live state and its turn.
 struct CheckSlot {
     state: Mutex<CheckState>,
-    /// Operator commands (run now, heal), handled by the check's own task
-    /// between runs, so one task alone ever acts for a check.
-    commands: Mutex<VecDeque<control::Command>>,
-    wake: tokio::sync::Notify,
+    /// Its next run, its operator commands, and whether a task acts for
+    /// it now (one task alone ever does).
+    turn: Mutex<schedule::Turn>,
     /// Its metric handles, found once.
     metrics: Mutex<crate::metrics::CheckMetrics>,
 }
@@ -155,13 +163,13 @@ impl Engine {
                 state: Mutex::new(state),
             });
         }
+        let epoch = tokio::time::Instant::now();
         let checks = plan
             .checks
             .iter()
             .map(|c| CheckSlot {
                 state: Mutex::new(CheckState::default()),
-                commands: Mutex::new(VecDeque::new()),
-                wake: tokio::sync::Notify::new(),
+                turn: Mutex::new(schedule::Turn::new(epoch)),
                 metrics: Mutex::new(metrics.check_metrics(&c.name, &c.plugin)),
             })
             .collect();
@@ -174,7 +182,10 @@ impl Engine {
         let pause = control::load_pause(&store);
         metrics.set_paused(pause.is_some());
         let engine = Arc::new(Engine {
-            bulkhead: Semaphore::new(plan.config.engine.max_concurrent as usize),
+            bulkhead: Arc::new(Semaphore::new(plan.config.engine.max_concurrent as usize)),
+            queue: Mutex::new(schedule::DueQueue::new(epoch, plan.checks.len())),
+            queue_changed: tokio::sync::Notify::new(),
+            commanded: Mutex::new(Vec::new()),
             plugins: RwLock::new(plan.plugins.clone()),
             plan,
             runtime,
@@ -194,7 +205,6 @@ impl Engine {
             last_beat: AtomicU64::new(0),
             beat_every_ms: AtomicU64::new(1000),
             fleet: std::sync::OnceLock::new(),
-            wake_epoch: tokio::time::Instant::now(),
         });
         engine.restore_check_pauses();
         Ok(engine)

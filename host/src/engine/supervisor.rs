@@ -1,7 +1,9 @@
-//! mend's own liveness. The status-page incident was a poller that died
-//! silently; mend must not. Every check task is supervised and restarted if
-//! it panics, and a watchdog records any check that missed twice its
-//! interval. The same watchdog beats a heartbeat (systemd's `WATCHDOG=1`)
+//! mend's own liveness, and the scheduler. The status-page incident was a
+//! poller that died silently; mend must not. One scheduler task starts each
+//! check's runs from the due queue (`schedule.rs`), each in a task of its
+//! own; a run that panics is logged and the check runs again a second
+//! later (the scheduler itself is restarted if it panics), and a watchdog
+//! records any check that missed twice its interval. The same watchdog beats a heartbeat (systemd's `WATCHDOG=1`)
 //! only while no check task is stalled, so a wedged engine is restarted
 //! from outside. Housekeeping (history retention) runs here too.
 
@@ -10,7 +12,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,15 +23,29 @@ use super::shutdown::{self, Shutdown};
 use super::{Engine, lock};
 use crate::store::WatchdogEvent;
 
-/// Runs every check (supervised), the watchdog and housekeeping until
-/// `external` fires or a policy asks mend to exit; then lets work in flight
-/// finish.
+/// Runs every check (each run in its own task, panics caught), the
+/// watchdog and housekeeping until `external` fires or a policy asks mend
+/// to exit; then lets work in flight finish.
 pub(super) async fn run(engine: Arc<Engine>, mut external: Shutdown) {
     let (trigger, shutdown) = shutdown::channel();
-    let mut tasks = JoinSet::new();
-    for idx in 0..engine.checks.len() {
-        tasks.spawn(supervise(engine.clone(), idx, shutdown.clone()));
+    // The first run is at once: a check with `interval = "1h"` must not
+    // say "never" for up to an hour. Jitter spreads the later runs (and
+    // the bulkhead bounds a herd at start).
+    let now = Instant::now();
+    {
+        let mut queue = lock(&engine.queue);
+        for (idx, slot) in engine.checks.iter().enumerate() {
+            let generation = lock(&slot.turn).release(now);
+            queue.push(idx, generation, now);
+        }
     }
+    let runs = Arc::new(InFlight::default());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(supervise_scheduler(
+        engine.clone(),
+        shutdown.clone(),
+        runs.clone(),
+    ));
     tasks.spawn(watchdog(engine.clone(), shutdown.clone()));
     tasks.spawn(housekeeping(engine.clone(), shutdown.clone()));
     engine.accepting.store(true, Ordering::Release);
@@ -41,11 +57,10 @@ pub(super) async fn run(engine: Arc<Engine>, mut external: Shutdown) {
     }
     engine.accepting.store(false, Ordering::Release);
     trigger.fire();
-    // Sleeping check tasks wait on their own `wake`, not on `shutdown`.
-    for slot in &engine.checks {
-        slot.wake.notify_one();
-    }
+    // The scheduler starts nothing after it has stopped; then the runs
+    // and commands in flight finish their current step.
     while tasks.join_next().await.is_some() {}
+    runs.idle().await;
     engine.drop_commands();
 }
 
@@ -56,24 +71,216 @@ fn beat(engine: &Engine) {
     engine.heartbeat.send_modify(|n| *n += 1);
 }
 
-/// Keeps check `idx` running: a panic is logged and its loop restarted,
-/// in the same task (one task per check, not a supervisor task and a
-/// check task).
-async fn supervise(engine: Arc<Engine>, idx: usize, mut shutdown: Shutdown) {
+/// Tasks acting for checks (runs, commands), counted so that shutdown can
+/// wait for them without keeping a handle per run.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    none_left: tokio::sync::Notify,
+}
+
+/// Counts one task in flight until dropped (a panic drops it too).
+struct Counted(Arc<InFlight>);
+
+impl InFlight {
+    fn start(self: &Arc<Self>) -> Counted {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Counted(self.clone())
+    }
+
+    async fn idle(&self) {
+        loop {
+            let none_left = self.none_left.notified();
+            tokio::pin!(none_left);
+            none_left.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            none_left.await;
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
+}
+
+/// Keeps the scheduler running: a panic is logged and it starts again
+/// after a second (the due queue lives in the engine, so nothing is lost
+/// but that second).
+async fn supervise_scheduler(engine: Arc<Engine>, mut shutdown: Shutdown, runs: Arc<InFlight>) {
     let mut restarts = 0u32;
     loop {
-        let run = Box::pin(check_loop(engine.clone(), idx, shutdown.clone()));
-        match CatchPanic(run).await {
+        let scheduler = std::pin::pin!(schedule(engine.clone(), shutdown.clone(), runs.clone()));
+        match CatchPanic(scheduler).await {
             Ok(()) => return,
             Err(_) => {
                 restarts += 1;
-                let name = &engine.plan.checks[idx].name;
-                tracing::error!(check = %name, restarts, "check task panicked; restarting it");
-                lock(&engine.checks[idx].state).remediating = false;
+                tracing::error!(restarts, "the scheduler panicked; restarting it");
                 if !shutdown.sleep(Duration::from_secs(1)).await {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Due checks taken from the queue at a time, so that commands are started
+/// between batches even when the engine is behind.
+const BATCH: usize = 512;
+
+/// The scheduler: pops the checks due in the current wake-up slot, waits
+/// for a bulkhead slot for each (in due order) and starts its run in a
+/// task of its own; starts a task for checks given commands; sleeps until
+/// the next slot with a check due.
+async fn schedule(engine: Arc<Engine>, mut shutdown: Shutdown, runs: Arc<InFlight>) {
+    let mut due = Vec::with_capacity(BATCH);
+    loop {
+        if shutdown.is_fired() {
+            return;
+        }
+        start_commanded(&engine, &shutdown, &runs);
+        let next_wake = {
+            let mut queue = lock(&engine.queue);
+            queue.pop_due(Instant::now(), BATCH, &mut due);
+            queue.next_wake()
+        };
+        if due.is_empty() {
+            let sleep = async {
+                match next_wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = engine.queue_changed.notified() => {}
+                _ = shutdown.fired() => return,
+            }
+            continue;
+        }
+        for (idx, generation) in due.drain(..) {
+            let Some(due_at) = lock(&engine.checks[idx].turn).take_scheduled(generation) else {
+                continue; // stale: a command took the check, or it was queued again
+            };
+            // A free slot is taken at once; only a wait also listens for
+            // shutdown (callgrind: the listener cost ~150 instructions a run).
+            let permit = match engine.bulkhead.clone().try_acquire_owned() {
+                Ok(p) => Ok(p),
+                Err(_) => tokio::select! {
+                    p = engine.bulkhead.clone().acquire_owned() => p,
+                    _ = shutdown.fired() => return,
+                },
+            };
+            // Lag as the call starts: the wait for a slot is in it.
+            lock(&engine.lag).push(Instant::now().saturating_duration_since(due_at));
+            let counted = runs.start();
+            tokio::spawn(scheduled_run(
+                engine.clone(),
+                idx,
+                due_at,
+                permit,
+                shutdown.clone(),
+                counted,
+            ));
+        }
+    }
+}
+
+/// Starts a task for each check given commands that no task acts for.
+fn start_commanded(engine: &Arc<Engine>, shutdown: &Shutdown, runs: &Arc<InFlight>) {
+    let commanded = std::mem::take(&mut *lock(&engine.commanded));
+    for idx in commanded {
+        if !lock(&engine.checks[idx].turn).take_for_commands() {
+            continue; // a task acts for it and handles them when done
+        }
+        let counted = runs.start();
+        tokio::spawn(commands(engine.clone(), idx, shutdown.clone(), counted));
+    }
+}
+
+/// Check `idx`'s scheduled run (due at `due`, in the bulkhead slot
+/// `permit`): detect, observe, evaluate; then its next run is queued.
+async fn scheduled_run(
+    engine: Arc<Engine>,
+    idx: usize,
+    due: Instant,
+    permit: Permit,
+    shutdown: Shutdown,
+    _counted: Counted,
+) {
+    let slot = &engine.checks[idx];
+    let check = &engine.plan.checks[idx];
+    // The call and the evaluation boxed: the task spawned (and moved
+    // into its cell) stays a few hundred bytes, not a whole plugin call's
+    // state machine (callgrind: the copy was 10% of a run's instructions).
+    let run = std::pin::pin!(async {
+        let result = Arc::new(Box::pin(engine.detect_holding(idx, permit)).await);
+        engine.observe(idx, result.clone());
+        if shutdown.is_fired() {
+            return; // no new incident while stopping
+        }
+        lock(&slot.state).remediating = true;
+        Box::pin(engine.evaluate(idx, &result, &shutdown)).await;
+        lock(&slot.state).remediating = false;
+    });
+    let next = match CatchPanic(run).await {
+        // Stay on the grid unless a remediation made us fall behind.
+        Ok(()) => (due + check.interval).max(Instant::now()) + spread(check.jitter),
+        Err(_) => {
+            tracing::error!(check = %check.name, "check run panicked; running it again in a second");
+            lock(&slot.state).remediating = false;
+            Instant::now() + Duration::from_secs(1)
+        }
+    };
+    engine.end_turn(idx, next);
+}
+
+/// Handles check `idx`'s commands while it holds the check's turn; its
+/// schedule is unchanged.
+async fn commands(engine: Arc<Engine>, idx: usize, shutdown: Shutdown, _counted: Counted) {
+    let handled = std::pin::pin!(async {
+        while !shutdown.is_fired()
+            && let Some(cmd) = engine.next_command(idx)
+        {
+            Box::pin(engine.handle(idx, cmd, &shutdown)).await;
+        }
+    });
+    if CatchPanic(handled).await.is_err() {
+        let name = &engine.plan.checks[idx].name;
+        tracing::error!(check = %name, "check command panicked");
+        lock(&engine.checks[idx].state).remediating = false;
+    }
+    let due = lock(&engine.checks[idx].turn).due;
+    engine.end_turn(idx, due);
+}
+
+/// A bulkhead slot the scheduler waited for (the semaphore is never
+/// closed).
+type Permit = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>;
+
+fn spread(jitter: Duration) -> Duration {
+    jitter.mul_f64(fastrand::f64())
+}
+
+impl Engine {
+    /// Gives check `idx`'s turn back and queues its next run at `due`;
+    /// commands that came meanwhile are started next.
+    fn end_turn(&self, idx: usize, due: Instant) {
+        let (generation, commanded) = {
+            let mut turn = lock(&self.checks[idx].turn);
+            (turn.release(due), !turn.commands.is_empty())
+        };
+        let earliest = lock(&self.queue).push(idx, generation, due);
+        if commanded {
+            lock(&self.commanded).push(idx);
+        }
+        if earliest || commanded {
+            self.queue_changed.notify_one();
         }
     }
 }
@@ -91,70 +298,6 @@ impl<F: Future + Unpin> Future for CatchPanic<F> {
             Err(panic) => Poll::Ready(Err(panic)),
         }
     }
-}
-
-/// One check's schedule: its own interval plus jitter, no global tick.
-async fn check_loop(engine: Arc<Engine>, idx: usize, shutdown: Shutdown) {
-    let slot = &engine.checks[idx];
-    let interval = engine.plan.checks[idx].interval;
-    let jitter = engine.plan.checks[idx].jitter;
-    let spread = |j: Duration| j.mul_f64(fastrand::f64());
-    // The first run is at once: a check with `interval = "1h"` must not
-    // say "never" for up to an hour. Jitter spreads the later runs (and
-    // the bulkhead bounds a herd at start).
-    let mut due = Instant::now();
-    loop {
-        // Two waits per sleep, both this check's own: its timer and its
-        // `wake` (commands; shutdown wakes every check through it too), not
-        // a waiter on the shared shutdown channel each time round.
-        tokio::select! {
-            _ = tokio::time::sleep_until(on_grid(engine.wake_epoch, due)) => {}
-            _ = slot.wake.notified() => {
-                // Operator commands, between scheduled runs.
-                while !shutdown.is_fired()
-                    && let Some(cmd) = engine.next_command(idx)
-                {
-                    Box::pin(engine.handle(idx, cmd, &shutdown)).await;
-                }
-                if shutdown.is_fired() {
-                    return;
-                }
-                continue;
-            }
-        }
-        if shutdown.is_fired() {
-            return;
-        }
-        // The slot first, then the call boxed: a check sleeping or waiting
-        // for a slot then holds a few bytes, not the whole (large) state
-        // machine of a plugin call. It matters with thousands of checks.
-        let slot_permit = engine.scheduled_slot(due).await;
-        let result = Arc::new(Box::pin(engine.detect_holding(idx, slot_permit)).await);
-        engine.observe(idx, result.clone());
-        if shutdown.is_fired() {
-            return; // no new incident while stopping
-        }
-        lock(&slot.state).remediating = true;
-        Box::pin(engine.evaluate(idx, &result, &shutdown)).await;
-        lock(&slot.state).remediating = false;
-        // Stay on the grid unless a remediation made us fall behind.
-        due = (due + interval).max(Instant::now()) + spread(jitter);
-    }
-}
-
-/// Scheduled wake-ups are batched on a grid of this: the checks due within
-/// one slot wake together, so the runtime's workers run them in a burst
-/// and park once, not once per check (at 50,000 checks a second: 250 a
-/// slot instead of one wake-up every 20 µs). Lag is still measured from
-/// the true due time.
-const WAKE_GRID: Duration = Duration::from_millis(5);
-
-/// `due`, rounded up to the wake-up grid that starts at `epoch`.
-fn on_grid(epoch: Instant, due: Instant) -> Instant {
-    let grid = WAKE_GRID.as_nanos();
-    let since = due.saturating_duration_since(epoch).as_nanos();
-    let slots = since.div_ceil(grid);
-    epoch + Duration::from_nanos((slots * grid) as u64)
 }
 
 /// Records checks that missed twice their interval (a stuck plugin call
@@ -279,27 +422,6 @@ impl LagSamples {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wake_ups_round_up_to_the_grid_never_down() {
-        let epoch = Instant::now();
-        let ms = Duration::from_millis;
-        assert_eq!(on_grid(epoch, epoch), epoch);
-        assert_eq!(on_grid(epoch, epoch + ms(5)), epoch + ms(5));
-        assert_eq!(
-            on_grid(epoch, epoch + ms(1000)),
-            epoch + ms(1000),
-            "a 1 s grid stays"
-        );
-        assert_eq!(
-            on_grid(epoch, epoch + Duration::from_micros(5001)),
-            epoch + ms(10)
-        );
-        assert_eq!(
-            on_grid(epoch, epoch + Duration::from_micros(1)),
-            epoch + ms(5)
-        );
-    }
 
     #[tokio::test]
     async fn a_panic_in_a_check_loop_is_an_error_not_a_dead_task() {

@@ -17,15 +17,15 @@ pub const MAX_NAME: usize = 256;
 pub const MAX_ENTRIES: usize = 64;
 pub const MAX_STEPS: usize = 1000;
 
-fn text(what: &str, s: &str, max: usize) -> Result<(), String> {
+fn text(what: impl std::fmt::Display, s: &str, max: usize) -> Result<(), String> {
     if s.len() > max {
         return Err(format!("{what} is {} bytes (max {max})", s.len()));
     }
     Ok(())
 }
 
-fn plain(what: &str, s: &str) -> Result<(), String> {
-    text(what, s, MAX_NAME)?;
+fn plain(what: impl std::fmt::Display, s: &str) -> Result<(), String> {
+    text(&what, s, MAX_NAME)?;
     if s.chars().any(char::is_control) {
         return Err(format!(
             "{what} {:?} contains control characters",
@@ -41,6 +41,16 @@ fn clean(s: &mut String) {
     }
 }
 
+/// Which field of which finding, spelt out only for an error (every
+/// call's findings are checked: no string is built when they pass).
+struct At<'a>(usize, &'a str);
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "finding {}: {}", self.0, self.1)
+    }
+}
+
 /// Checks findings and makes their free text printable.
 pub(crate) fn findings(findings: &mut [Finding]) -> Result<(), String> {
     if findings.len() > MAX_FINDINGS {
@@ -51,14 +61,14 @@ pub(crate) fn findings(findings: &mut [Finding]) -> Result<(), String> {
         if f.code.is_empty() {
             return Err(at("code is empty"));
         }
-        plain(&at("code"), &f.code)?;
-        text(&at("summary"), &f.summary, MAX_TEXT)?;
+        plain(At(i, "code"), &f.code)?;
+        text(At(i, "summary"), &f.summary, MAX_TEXT)?;
         clean(&mut f.summary);
         if f.metrics.len() > MAX_ENTRIES || f.labels.len() > MAX_ENTRIES {
             return Err(at(&format!("more than {MAX_ENTRIES} metrics or labels")));
         }
         for (k, v) in &f.metrics {
-            plain(&at("metric name"), k)?;
+            plain(At(i, "metric name"), k)?;
             // JSON (the store's evidence, the API) has no NaN or infinity.
             if !v.is_finite() {
                 return Err(at(&format!(
@@ -68,14 +78,13 @@ pub(crate) fn findings(findings: &mut [Finding]) -> Result<(), String> {
             }
         }
         for (k, v) in &f.labels {
-            plain(&at("label key"), k)?;
-            text(&at("label value"), v, MAX_NAME)?;
+            plain(At(i, "label key"), k)?;
+            text(At(i, "label value"), v, MAX_NAME)?;
         }
-        let labels = std::mem::take(&mut f.labels);
-        f.labels = labels
-            .into_iter()
-            .map(|(k, v)| (k, escape(&v).into_owned()))
-            .collect();
+        // In place: a value that needs no escaping is not copied.
+        for v in f.labels.values_mut() {
+            clean(v);
+        }
     }
     Ok(())
 }

@@ -124,7 +124,23 @@ async fn supervise_scheduler(engine: Arc<Engine>, mut shutdown: Shutdown, runs: 
                 if !shutdown.sleep(Duration::from_secs(1)).await {
                     return;
                 }
+                requeue_idle(&engine);
             }
+        }
+    }
+}
+
+/// Queues every check no task acts for again, at its due time: entries
+/// the panicked scheduler had popped but not started are not lost (the
+/// old entries become stale and are skipped).
+fn requeue_idle(engine: &Engine) {
+    let mut queue = lock(&engine.queue);
+    for (idx, check) in engine.checks.iter().enumerate() {
+        let mut turn = lock(&check.turn);
+        if !turn.busy {
+            let due = turn.due;
+            let generation = turn.release(due);
+            queue.push(idx, generation, due);
         }
     }
 }

@@ -485,6 +485,10 @@ fn a_full_state_disk_is_reported_loses_nothing_and_recovers_when_space_returns()
                     && body["store_error"]
                         .as_str()
                         .is_some_and(|e| e.contains("mend.db"))
+                    // as every error answer of the API
+                    && body["error"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("the store cannot write") && e.contains("mend.db"))
             })
         },
     );

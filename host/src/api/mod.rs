@@ -208,11 +208,20 @@ async fn healthz(State(s): AppState) -> Response {
         (true, Some(_)) => "store-error",
         (true, None) => "ok",
     };
+    let error = match (beating, &store_error) {
+        (false, _) if last == 0 => Some("the engine has not beaten yet".to_string()),
+        (false, _) => Some(format!(
+            "the engine's last heartbeat was {age} ms ago (more than {STALE_HEARTBEAT_MS})"
+        )),
+        (true, Some(e)) => Some(format!("the store cannot write: {e}")),
+        (true, None) => None,
+    };
     let body = HealthzView {
         status: status.into(),
         heartbeat_age_ms: (last != 0).then_some(age),
         paused: engine.paused().is_some(),
         store_error,
+        error,
     };
     let code = if ok {
         StatusCode::OK

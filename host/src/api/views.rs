@@ -703,6 +703,10 @@ pub struct HealthzView {
     pub paused: bool,
     /// Why the store cannot write, while it cannot.
     pub store_error: Option<String>,
+    /// With a 503: why, in one line, as every other error answer of the
+    /// API has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `POST /api/v1/reload`: the config was reloaded.

@@ -202,19 +202,21 @@ async fn healthz(State(s): AppState) -> Response {
     let age = now.saturating_sub(last);
     let beating = last != 0 && age < STALE_HEARTBEAT_MS;
     let store_error = engine.store().fault();
-    let ok = beating && store_error.is_none();
-    let status = match (beating, &store_error) {
-        (false, _) => "stalled",
-        (true, Some(_)) => "store-error",
-        (true, None) => "ok",
+    let (status, error) = match (beating, &store_error) {
+        (false, _) if last == 0 => ("stalled", Some("the engine has not beaten yet".to_string())),
+        (false, _) => (
+            "stalled",
+            Some(format!(
+                "the engine's last heartbeat was {age} ms ago (more than {STALE_HEARTBEAT_MS})"
+            )),
+        ),
+        (true, Some(e)) => ("store-error", Some(format!("the store cannot write: {e}"))),
+        (true, None) => ("ok", None),
     };
-    let error = match (beating, &store_error) {
-        (false, _) if last == 0 => Some("the engine has not beaten yet".to_string()),
-        (false, _) => Some(format!(
-            "the engine's last heartbeat was {age} ms ago (more than {STALE_HEARTBEAT_MS})"
-        )),
-        (true, Some(e)) => Some(format!("the store cannot write: {e}")),
-        (true, None) => None,
+    let code = if error.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     let body = HealthzView {
         status: status.into(),
@@ -222,11 +224,6 @@ async fn healthz(State(s): AppState) -> Response {
         paused: engine.paused().is_some(),
         store_error,
         error,
-    };
-    let code = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
     };
     (code, axum::Json(body)).into_response()
 }

@@ -32,6 +32,17 @@ fn root() -> PathBuf {
 
 /// A pinned tool from target/tools, else from PATH; None (and a loud
 /// message, or a failure under CI) when neither has it.
+fn componentize_py() -> Option<PathBuf> {
+    tool("componentize-py", "componentize-py/bin/componentize-py")
+}
+
+fn componentize_js() -> Option<PathBuf> {
+    tool(
+        "componentize-js",
+        "componentize-js/node_modules/.bin/componentize-js",
+    )
+}
+
 fn tool(name: &str, installed: &str) -> Option<PathBuf> {
     let local = root().join("target/tools").join(installed);
     let found = if local.is_file() {
@@ -178,7 +189,7 @@ listen = "off"
 
 #[test]
 fn a_python_plugin_from_the_template_detects_heals_and_fails_readably() {
-    let Some(cpy) = tool("componentize-py", "componentize-py/bin/componentize-py") else {
+    let Some(cpy) = componentize_py() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -373,10 +384,7 @@ fn free_inodes(path: &Path) -> (u64, u64) {
 
 #[test]
 fn a_javascript_plugin_from_the_template_detects_acts_and_fails_readably() {
-    let Some(cjs) = tool(
-        "componentize-js",
-        "componentize-js/node_modules/.bin/componentize-js",
-    ) else {
+    let Some(cjs) = componentize_js() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -614,13 +622,7 @@ export const { meta, detection, remediation } = exportPlugin(HttpCheck);
 
 #[test]
 fn python_and_javascript_plugins_reach_a_granted_url_and_only_that() {
-    let (Some(cpy), Some(cjs)) = (
-        tool("componentize-py", "componentize-py/bin/componentize-py"),
-        tool(
-            "componentize-js",
-            "componentize-js/node_modules/.bin/componentize-js",
-        ),
-    ) else {
+    let (Some(cpy), Some(cjs)) = (componentize_py(), componentize_js()) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! The generic actions for real: `command` runs commands defined under
-//! `[commands]`, `http-call` sends a request to a local server, `rollback`
-//! switches a real releases directory.
+//! `[commands]` (and, as a check, judges them like Monit's `check program`
+//! or a Nagios plugin), `http-call` sends a request to a local server,
+//! `rollback` switches a real releases directory.
 
 mod common;
 
@@ -104,6 +105,89 @@ argv = ["/bin/sh", "-c", "echo broken >&2; exit 1"]
     assert!(matches!(e, PluginError::Denied { .. }), "{e}");
 }
 
+/// One finding per run: its status, code and summary.
+async fn check_command(
+    config: serde_json::Value,
+    grants: &ResolvedGrants,
+) -> Result<(Status, String, String), PluginError> {
+    let name = config["command"].as_str().unwrap().to_string();
+    let p = load(artifacts::COMMAND).await;
+    let r = detect_in(&p, config, grants).await?;
+    assert_eq!(r.value.len(), 1, "{:?}", r.value);
+    let f = &r.value[0];
+    assert_eq!(f.labels.get("command"), Some(&name));
+    assert!(f.metrics.contains_key("duration_ms"), "{f:?}");
+    Ok((f.status, f.code.clone(), f.summary.clone()))
+}
+
+#[tokio::test]
+async fn command_as_a_check_is_check_program() {
+    let tmp = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[commands.nagios]
+argv = ["/bin/sh", "-c", "cat {d}/say; exit $(cat {d}/code)"]
+[commands.hangs]
+argv = ["/bin/sleep", "30"]
+timeout = "200ms"
+"#,
+        d = tmp.path().display()
+    );
+    let g = commands(&toml, &["nagios", "hangs"]);
+    let say = |code: i32, line: &str| {
+        std::fs::write(tmp.path().join("code"), code.to_string()).unwrap();
+        std::fs::write(tmp.path().join("say"), line).unwrap();
+    };
+    let nagios = json!({"command": "nagios", "warn_codes": [1]});
+
+    say(0, "DISK OK - 40% used\nperfdata");
+    let (status, code, summary) = check_command(nagios.clone(), &g).await.unwrap();
+    assert_eq!((status, code.as_str()), (Status::Ok, "command.ok"));
+    assert!(summary.contains("\"DISK OK - 40% used\""), "{summary}");
+
+    say(1, "DISK WARNING - 85% used");
+    let (status, code, summary) = check_command(nagios.clone(), &g).await.unwrap();
+    assert_eq!((status, code.as_str()), (Status::Warn, "command.status"));
+    assert!(
+        summary.contains("exited with 1") && summary.contains("85%"),
+        "{summary}"
+    );
+
+    say(2, "DISK CRITICAL - 97% used");
+    let (status, code, summary) = check_command(nagios.clone(), &g).await.unwrap();
+    assert_eq!((status, code.as_str()), (Status::Fail, "command.status"));
+    assert!(
+        summary.contains("exited with 2") && summary.contains("97%"),
+        "{summary}"
+    );
+
+    // Exit 0 but the output is not the one wanted.
+    say(0, "inactive");
+    let (status, code, _) = check_command(
+        json!({"command": "nagios", "output_pattern": "^active$"}),
+        &g,
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, code.as_str()), (Status::Fail, "command.output"));
+
+    // A check that hangs fails at the command's timeout (not the plugin's).
+    let (status, code, summary) = check_command(json!({"command": "hangs"}), &g)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, code.as_str()),
+        (Status::Fail, "command.timeout"),
+        "{summary}"
+    );
+
+    // A check may only run what its grant names.
+    let e = check_command(nagios, &commands(&toml, &["hangs"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PluginError::Denied { .. }), "{e}");
+}
+
 #[tokio::test]
 async fn command_configs_are_checked() {
     let p = load(artifacts::COMMAND).await;
@@ -119,6 +203,10 @@ async fn command_configs_are_checked() {
             "output_pattern",
         ),
         (json!({"command": "x", "retries": 2}), "retries"),
+        (
+            json!({"command": "x", "warn_codes": [1]}),
+            "`warn_codes` is for checks",
+        ),
     ] {
         let e = rt
             .validate(&p, mend::contract::Role::Action, &bad)
@@ -136,6 +224,24 @@ async fn command_configs_are_checked() {
         .unwrap()
         .unwrap();
     assert_eq!(needs.commands, vec!["restart-app".to_string()]);
+
+    // As a check: a code cannot be both a success and a warning.
+    let both = json!({"command": "x", "warn_codes": [0]});
+    let e = rt
+        .validate(&p, mend::contract::Role::Detector, &both)
+        .await
+        .expect_err("exit 0 twice");
+    assert!(e.to_string().contains("both"), "{e}");
+    let needs = rt
+        .validate(
+            &p,
+            mend::contract::Role::Detector,
+            &json!({"command": "nagios", "warn_codes": [1]}),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(needs.commands, vec!["nagios".to_string()]);
 }
 
 /// One request as the server saw it.

@@ -281,11 +281,7 @@ impl Plan {
         let mut policies = Vec::with_capacity(config.policies.len());
         for (i, p) in config.policies.iter().enumerate() {
             let key = format!("policy[{i}]");
-            let Some(check) = config
-                .checks
-                .iter()
-                .position(|x| x.name() == p.check.get_ref())
-            else {
+            let Some(check) = config.check_position(p.check.get_ref()) else {
                 continue; // reported by config validation
             };
             checks[check].policies.push(policies.len());
@@ -361,11 +357,6 @@ impl Plan {
             policies,
             warnings: problems.warnings,
         })
-    }
-
-    /// The check at `name`, by index.
-    pub fn check_index(&self, name: &str) -> Option<usize> {
-        self.checks.iter().position(|c| c.name == name)
     }
 }
 

@@ -306,7 +306,18 @@ impl Store {
         fuel_used: Option<u64>,
         now: Millis,
     ) -> anyhow::Result<()> {
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        // The processes recorded while it ran stay with it (what it
+        // started is part of what it did).
+        let mut detail = detail.clone();
+        if let Some(stored) = read_detail(&tx, attempt)?
+            && let Some(processes) = stored.get(PROCESSES)
+            && let Some(d) = detail.as_object_mut()
+        {
+            d.entry(PROCESSES).or_insert_with(|| processes.clone());
+        }
+        tx.execute(
             "UPDATE attempts SET outcome = ?2, detail = ?3, duration_ms = ?4, fuel_used = ?5, finished_at = ?6
              WHERE id = ?1",
             params![
@@ -318,18 +329,31 @@ impl Store {
                 now as i64
             ],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Adds a process the running attempt started to its detail
     /// (`processes`), durably, so a restart can wait for the orphan.
     pub fn record_process(&self, attempt: i64, process: &serde_json::Value) -> anyhow::Result<()> {
-        self.conn().execute(
-            "UPDATE attempts SET detail = json_set(detail, '$.processes',
-                 json_insert(COALESCE(json_extract(detail, '$.processes'), json_array()), '$[#]', json(?2)))
-             WHERE id = ?1",
-            params![attempt, process.to_string()],
-        )?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let detail = edited_detail(&tx, attempt, |d| {
+            let list = d
+                .entry(PROCESSES)
+                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            match list.as_array_mut() {
+                Some(list) => list.push(process.clone()),
+                None => *list = serde_json::Value::Array(vec![process.clone()]),
+            }
+        })?;
+        if let Some(detail) = detail {
+            tx.execute(
+                "UPDATE attempts SET detail = ?2 WHERE id = ?1",
+                params![attempt, detail],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -419,11 +443,13 @@ impl Store {
             params![incident, note],
         )?;
         if n == 1 {
+            let detail = edited_detail(&tx, attempt, |d| {
+                d.insert("relapsed_at".into(), now.into());
+            })?;
             tx.execute(
-                "UPDATE attempts SET outcome = 'relapsed',
-                     detail = json_set(detail, '$.relapsed_at', ?3)
+                "UPDATE attempts SET outcome = 'relapsed', detail = COALESCE(?3, detail)
                  WHERE id = ?1 AND incident_id = ?2 AND outcome = 'healed'",
-                params![attempt, incident, now as i64],
+                params![attempt, incident, detail],
             )?;
         }
         tx.commit()?;
@@ -523,12 +549,11 @@ impl Store {
     /// Marks attempts still `running` as `interrupted` (mend is exiting
     /// before they finished); returns how many.
     pub fn interrupt_running(&self, now: Millis) -> anyhow::Result<usize> {
-        Ok(self.conn().execute(
-            "UPDATE attempts SET outcome = 'interrupted', finished_at = ?1,
-                 detail = json_set(detail, '$.note', 'mend stopped before this attempt finished')
-             WHERE outcome = 'running'",
-            [now as i64],
-        )?)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = interrupt(&tx, now, "mend stopped before this attempt finished")?;
+        tx.commit()?;
+        Ok(n)
     }
 
     /// Incidents, newest first, with their attempts.
@@ -569,6 +594,73 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The key of an attempt's detail listing the processes it started.
+const PROCESSES: &str = "processes";
+
+/// An attempt's detail as stored (None if there is no such attempt).
+fn read_detail(
+    conn: &rusqlite::Connection,
+    attempt: i64,
+) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT detail FROM attempts WHERE id = ?1",
+            [attempt],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Object(m)) => Ok(Some(m)),
+        // Only mend writes details; keep what is there rather than fail.
+        Ok(other) => Ok(Some(serde_json::Map::from_iter([("was".into(), other)]))),
+        Err(e) => anyhow::bail!("attempt {attempt}: its stored detail is not JSON: {e}"),
+    }
+}
+
+/// An attempt's detail changed in Rust, as text to store (None if there is
+/// no such attempt). Not SQLite's JSON paths: its path lookup takes a key
+/// with an escaped NUL (`"note\u0000x"`) for the key before it (`$.note`),
+/// so a detail holding one would have that value replaced, or fail as
+/// malformed JSON (found by the `store` fuzz target). Callers store the
+/// text in the same UPDATE as the rest, so the fleet outbox's trigger
+/// sees one change.
+fn edited_detail(
+    conn: &rusqlite::Connection,
+    attempt: i64,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> anyhow::Result<Option<String>> {
+    let Some(mut detail) = read_detail(conn, attempt)? else {
+        return Ok(None);
+    };
+    edit(&mut detail);
+    Ok(Some(serde_json::Value::Object(detail).to_string()))
+}
+
+/// Marks every `running` attempt `interrupted`, with a note why.
+pub(super) fn interrupt(
+    conn: &rusqlite::Connection,
+    now: Millis,
+    note: &str,
+) -> anyhow::Result<usize> {
+    let running: Vec<i64> = conn
+        .prepare("SELECT id FROM attempts WHERE outcome = 'running'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for &id in &running {
+        let detail = edited_detail(conn, id, |d| {
+            d.insert("note".into(), note.into());
+        })?;
+        conn.execute(
+            "UPDATE attempts SET outcome = 'interrupted', finished_at = ?2, detail = ?3 WHERE id = ?1",
+            params![id, now as i64, detail],
+        )?;
+    }
+    Ok(running.len())
 }
 
 #[cfg(test)]
@@ -697,5 +789,65 @@ mod tests {
             "the orphans it started are kept, to wait for them"
         );
         assert!(inc.attempts[0].detail["note"].is_string());
+    }
+
+    /// A detail key with an escaped NUL after `processes` or `note` (SQLite's
+    /// JSON paths took it for that key): the processes are still appended,
+    /// the note still set, and every other key kept as it was.
+    #[test]
+    fn details_with_nul_escaped_keys_are_edited_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mend.db");
+        let (s, _) = Store::open(&path, 0).unwrap();
+        let diag = json!({});
+        let id = s
+            .open_incident(&NewIncident {
+                policy: "p",
+                check: "c",
+                opened_at: 1,
+                root_cause: "c",
+                diagnosis: &diag,
+                dry_run: false,
+                severity: Severity::Warning,
+            })
+            .unwrap();
+        let odd = json!({"processes\u{0}&": "", "note\u{0}x": 7, "relapsed_at\u{0}": true});
+        let a = s
+            .start_attempt(id, StepRef::Ladder(0), "fix", false, 2)
+            .unwrap();
+        s.finish_attempt(a, AttemptOutcome::Running, &odd, 1, None, 3)
+            .unwrap();
+        for pid in [41, 42] {
+            s.record_process(a, &json!({"pid": pid})).unwrap();
+        }
+        let mut want = odd.clone();
+        want["processes"] = json!([{"pid": 41}, {"pid": 42}]);
+        assert_eq!(s.incident(id).unwrap().unwrap().attempts[0].detail, want);
+
+        // Finishing keeps the processes recorded while it ran.
+        s.finish_attempt(a, AttemptOutcome::Healed, &odd, 1, None, 4)
+            .unwrap();
+        assert_eq!(s.incident(id).unwrap().unwrap().attempts[0].detail, want);
+        s.close_incident(id, IncidentState::Healed, 5, "healed")
+            .unwrap();
+        assert!(s.reopen_relapsed(id, a, 6, "back").unwrap());
+        want["relapsed_at"] = json!(6);
+        assert_eq!(s.incident(id).unwrap().unwrap().attempts[0].detail, want);
+
+        // A restart's note lands on `note`, beside the odd key.
+        let b = s
+            .start_attempt(id, StepRef::Ladder(1), "fix", false, 7)
+            .unwrap();
+        s.finish_attempt(b, AttemptOutcome::Running, &odd, 1, None, 8)
+            .unwrap();
+        drop(s);
+        let (s, rec) = Store::open(&path, 9).unwrap();
+        assert_eq!(rec.interrupted_attempts, 1);
+        let detail = &s.incident(id).unwrap().unwrap().attempts[1].detail;
+        assert_eq!(detail["note\u{0}x"], json!(7), "{detail}");
+        assert!(
+            detail["note"].as_str().unwrap().contains("mend stopped"),
+            "{detail}"
+        );
     }
 }

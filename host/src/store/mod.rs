@@ -165,13 +165,11 @@ impl Store {
     }
 
     fn recover(&self, now: Millis) -> anyhow::Result<Recovery> {
-        let conn = self.conn();
-        let interrupted = conn.execute(
-            "UPDATE attempts SET outcome = 'interrupted', finished_at = ?1,
-                 detail = json_set(detail, '$.note', 'mend stopped while this attempt was running')
-             WHERE outcome = 'running'",
-            [now as i64],
-        )?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let interrupted =
+            incidents::interrupt(&tx, now, "mend stopped while this attempt was running")?;
+        tx.commit()?;
         let open: i64 = conn.query_row(
             "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL",
             [],

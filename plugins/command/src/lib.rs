@@ -1,11 +1,13 @@
-//! `command`: the generic action. Runs one command the operator defined
-//! under `[commands.NAME]` (argv, environment, timeout are the host's; the
-//! plugin cannot add an argument) and judges it by its exit code and,
-//! optionally, a pattern its output must match. In a dry run it shows the
-//! argv and runs nothing (the host refuses to run anything anyway).
+//! `command`: runs one command the operator defined under `[commands.NAME]`
+//! (argv, environment, timeout are the host's; the plugin cannot add an
+//! argument) and judges it by its exit code and, optionally, a pattern its
+//! output must match. As a detector it is Monit's `check program` (and,
+//! with `warn_codes = [1]`, a Nagios plugin's OK/WARNING/CRITICAL); as an
+//! action it is the generic remedy. In a dry run the action shows the argv
+//! and runs nothing (the host refuses to run anything anyway).
 
-use mend_sdk::host::exec;
-use mend_sdk::{Action, Context, Error, Finding, Needs, Outcome, Plugin, Result};
+use mend_sdk::host::exec::{self, CommandOutput};
+use mend_sdk::{Action, Context, Detector, Error, Finding, Needs, Outcome, Plugin, Result};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -20,6 +22,10 @@ pub struct Config {
     /// A regex stdout must match for success (e.g. `"^active$"`).
     #[serde(default)]
     pub output_pattern: Option<String>,
+    /// Exit codes a check reports as a warning rather than a failure
+    /// (Nagios: `[1]`). Checks only.
+    #[serde(default)]
+    pub warn_codes: Vec<i32>,
 }
 
 fn zero() -> Vec<i32> {
@@ -47,6 +53,82 @@ fn pattern(c: &Config) -> Result<Option<Regex>> {
         .map_err(|e| Error::bad_config(format!("`output_pattern`: {e}")))
 }
 
+/// What both roles refuse before the first call; the needs are the command.
+fn validated(c: &Config) -> Result<Needs> {
+    if c.command.is_empty() {
+        return Err(Error::bad_config("`command` is empty"));
+    }
+    if c.success_codes.is_empty() {
+        return Err(Error::bad_config(
+            "`success_codes` is empty: nothing could succeed",
+        ));
+    }
+    if let Some(code) = c.warn_codes.iter().find(|w| c.success_codes.contains(w)) {
+        return Err(Error::bad_config(format!(
+            "exit {code} is in both `success_codes` and `warn_codes`"
+        )));
+    }
+    pattern(c)?;
+    Ok(Needs::new().command(&c.command))
+}
+
+/// How a run ended, judged by the config: a pure function of the two.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Success,
+    /// An exit code in `warn_codes`.
+    Warning(String),
+    /// A stable code (`command.status`, `command.output`,
+    /// `command.timeout`) and why.
+    Failure(&'static str, String),
+}
+
+pub fn judge(c: &Config, re: Option<&Regex>, ran: &CommandOutput) -> Verdict {
+    let name = &c.command;
+    let how = ran.describe();
+    if ran.timed_out {
+        return Verdict::Failure("command.timeout", format!("`{name}` {how}"));
+    }
+    let Some(code) = ran.exit_code else {
+        return Verdict::Failure("command.status", format!("`{name}` {how}"));
+    };
+    if c.warn_codes.contains(&code) {
+        return Verdict::Warning(format!("`{name}` {how}{}", first_line(&ran.stdout)));
+    }
+    if !c.success_codes.contains(&code) {
+        return Verdict::Failure(
+            "command.status",
+            format!(
+                "`{name}` {how}{} (success: exit {:?})",
+                first_line(&ran.stdout),
+                c.success_codes
+            ),
+        );
+    }
+    if let Some(re) = re
+        && !re.is_match(&ran.stdout)
+    {
+        let seen: String = ran.stdout.trim().chars().take(200).collect();
+        return Verdict::Failure(
+            "command.output",
+            format!(
+                "`{name}` exited {code} but its output does not match `{}`: {seen:?}",
+                re.as_str()
+            ),
+        );
+    }
+    Verdict::Success
+}
+
+/// `, output "first line of stdout"` (bounded), or nothing: a check program's
+/// first line is its message (Nagios, Monit).
+fn first_line(stdout: &str) -> String {
+    match stdout.lines().map(str::trim).find(|l| !l.is_empty()) {
+        Some(l) => format!(", output {:?}", l.chars().take(200).collect::<String>()),
+        None => String::new(),
+    }
+}
+
 /// Shell-like quoting, for showing an argv (never run through a shell).
 pub fn shown(argv: &[String]) -> String {
     argv.iter()
@@ -64,24 +146,53 @@ pub fn shown(argv: &[String]) -> String {
         .join(" ")
 }
 
-pub struct CommandAction;
+pub struct Command;
 
-impl Plugin for CommandAction {}
+impl Plugin for Command {}
 
-impl Action for CommandAction {
+impl Detector for Command {
     type Config = Config;
 
     fn config_needs(c: &Config) -> Result<Needs> {
-        if c.command.is_empty() {
-            return Err(Error::bad_config("`command` is empty"));
+        validated(c)
+    }
+
+    fn detect(_cx: &Context, c: Config) -> Result<Vec<Finding>> {
+        let re = pattern(&c)?;
+        let ran = exec::run(&c.command)?;
+        let finding = match judge(&c, re.as_ref(), &ran) {
+            Verdict::Success => Finding::ok(
+                "command.ok",
+                format!(
+                    "`{}` {}{}",
+                    c.command,
+                    ran.describe(),
+                    first_line(&ran.stdout)
+                ),
+            ),
+            Verdict::Warning(why) => Finding::warn("command.status", why),
+            Verdict::Failure(code, why) => Finding::fail(code, why),
+        };
+        let mut finding = finding
+            .metric("duration_ms", ran.duration_ms as f64)
+            .label("command", &c.command);
+        if let Some(code) = ran.exit_code {
+            finding = finding.metric("exit_code", code as f64);
         }
-        if c.success_codes.is_empty() {
+        Ok(vec![finding])
+    }
+}
+
+impl Action for Command {
+    type Config = Config;
+
+    fn config_needs(c: &Config) -> Result<Needs> {
+        if !c.warn_codes.is_empty() {
             return Err(Error::bad_config(
-                "`success_codes` is empty: nothing could succeed",
+                "`warn_codes` is for checks: a remedy either succeeds or fails",
             ));
         }
-        pattern(c)?;
-        Ok(Needs::new().command(&c.command))
+        validated(c)
     }
 
     fn remedy(_cx: &Context, c: Config, _findings: &[Finding], dry_run: bool) -> Result<Outcome> {
@@ -93,33 +204,19 @@ impl Action for CommandAction {
             return Ok(out.message(format!("dry run: `{}` not run", c.command)));
         }
         let ran = exec::run(&c.command)?;
+        match judge(&c, re.as_ref(), &ran) {
+            Verdict::Success => {}
+            Verdict::Warning(why) | Verdict::Failure(_, why) => {
+                return Err(Error::failed(format!("command {why}")));
+            }
+        }
         let how = ran.describe();
-        let code_ok = ran
-            .exit_code
-            .is_some_and(|code| !ran.timed_out && c.success_codes.contains(&code));
-        if !code_ok {
-            return Err(Error::failed(format!(
-                "command `{}` {how} (success: exit {:?})",
-                c.command, c.success_codes
-            )));
-        }
-        if let Some(re) = &re
-            && !re.is_match(&ran.stdout)
-        {
-            let seen: String = ran.stdout.trim().chars().take(200).collect();
-            return Err(Error::failed(format!(
-                "command `{}` exited {} but its output does not match `{}`: {seen:?}",
-                c.command,
-                ran.exit_code.unwrap_or_default(),
-                re.as_str()
-            )));
-        }
         out.step(format!("ran `{}`: {} ({how})", c.command, shown(&argv)));
         Ok(out.changed().message(format!("`{}` succeeded", c.command)))
     }
 }
 
-mend_sdk::export!(CommandAction: Action);
+mend_sdk::export!(Command: Detector, Action);
 
 #[cfg(test)]
 mod tests {

@@ -232,4 +232,48 @@ mod tests {
         assert_eq!(a(&["sh", "-c", "echo it's"]), "sh -c 'echo it'\\''s'");
         assert_eq!(a(&[""]), "''");
     }
+
+    fn ran(exit_code: Option<i32>, timed_out: bool, stdout: &str) -> CommandOutput {
+        CommandOutput {
+            exit_code,
+            stdout: stdout.into(),
+            stderr: String::new(),
+            timed_out,
+            truncated: false,
+            duration_ms: 5,
+        }
+    }
+
+    #[test]
+    fn runs_are_judged_by_code_then_output() {
+        let c = Config {
+            command: "probe".into(),
+            success_codes: vec![0],
+            output_pattern: Some("^up$".into()),
+            warn_codes: vec![1],
+        };
+        let re = pattern(&c).unwrap();
+        let judge = |r: &CommandOutput| judge(&c, re.as_ref(), r);
+        assert_eq!(judge(&ran(Some(0), false, "up\n")), Verdict::Success);
+        assert!(
+            matches!(judge(&ran(Some(1), false, "slow")), Verdict::Warning(w) if w.contains("\"slow\""))
+        );
+        assert!(matches!(
+            judge(&ran(Some(2), false, "")),
+            Verdict::Failure("command.status", _)
+        ));
+        assert!(matches!(
+            judge(&ran(Some(0), false, "down")),
+            Verdict::Failure("command.output", _)
+        ));
+        // Killed by a signal, or at its timeout: never a success.
+        assert!(matches!(
+            judge(&ran(None, false, "up")),
+            Verdict::Failure("command.status", _)
+        ));
+        assert!(matches!(
+            judge(&ran(Some(0), true, "up")),
+            Verdict::Failure("command.timeout", _)
+        ));
+    }
 }

@@ -747,23 +747,28 @@ mod tests {
         assert!(s.incidents_of("none", 20).unwrap().is_empty());
     }
 
-    #[test]
-    fn reopening_marks_running_attempts_interrupted() {
+    /// A store in a fresh directory holding one open incident.
+    fn with_incident() -> (tempfile::TempDir, Store, i64) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mend.db");
-        let (s, _) = Store::open(&path, 0).unwrap();
-        let diag = json!({});
+        let (s, _) = Store::open(&dir.path().join("mend.db"), 0).unwrap();
         let id = s
             .open_incident(&NewIncident {
                 policy: "p",
                 check: "c",
                 opened_at: 1,
                 root_cause: "c",
-                diagnosis: &diag,
+                diagnosis: &json!({}),
                 dry_run: false,
                 severity: Severity::Warning,
             })
             .unwrap();
+        (dir, s, id)
+    }
+
+    #[test]
+    fn reopening_marks_running_attempts_interrupted() {
+        let (dir, s, id) = with_incident();
+        let path = dir.path().join("mend.db");
         let a = s
             .start_attempt(id, StepRef::Ladder(0), "fix", false, 2)
             .unwrap();
@@ -796,21 +801,8 @@ mod tests {
     /// the note still set, and every other key kept as it was.
     #[test]
     fn details_with_nul_escaped_keys_are_edited_exactly() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, s, id) = with_incident();
         let path = dir.path().join("mend.db");
-        let (s, _) = Store::open(&path, 0).unwrap();
-        let diag = json!({});
-        let id = s
-            .open_incident(&NewIncident {
-                policy: "p",
-                check: "c",
-                opened_at: 1,
-                root_cause: "c",
-                diagnosis: &diag,
-                dry_run: false,
-                severity: Severity::Warning,
-            })
-            .unwrap();
         let odd = json!({"processes\u{0}&": "", "note\u{0}x": 7, "relapsed_at\u{0}": true});
         let a = s
             .start_attempt(id, StepRef::Ladder(0), "fix", false, 2)

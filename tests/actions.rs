@@ -140,26 +140,40 @@ timeout = "200ms"
     };
     let nagios = json!({"command": "nagios", "warn_codes": [1]});
 
-    say(0, "DISK OK - 40% used\nperfdata");
-    let (status, code, summary) = check_command(nagios.clone(), &g).await.unwrap();
-    assert_eq!((status, code.as_str()), (Status::Ok, "command.ok"));
-    assert!(summary.contains("\"DISK OK - 40% used\""), "{summary}");
-
-    say(1, "DISK WARNING - 85% used");
-    let (status, code, summary) = check_command(nagios.clone(), &g).await.unwrap();
-    assert_eq!((status, code.as_str()), (Status::Warn, "command.status"));
-    assert!(
-        summary.contains("exited with 1") && summary.contains("85%"),
-        "{summary}"
-    );
-
-    say(2, "DISK CRITICAL - 97% used");
-    let (status, code, summary) = check_command(nagios.clone(), &g).await.unwrap();
-    assert_eq!((status, code.as_str()), (Status::Fail, "command.status"));
-    assert!(
-        summary.contains("exited with 2") && summary.contains("97%"),
-        "{summary}"
-    );
+    // Nagios: exit 0 OK, 1 WARNING, 2 CRITICAL; stdout's first line is
+    // the message.
+    for (exit, line, status, code, said) in [
+        (
+            0,
+            "DISK OK - 40% used\nperfdata",
+            Status::Ok,
+            "command.ok",
+            "\"DISK OK - 40% used\"",
+        ),
+        (
+            1,
+            "DISK WARNING - 85% used",
+            Status::Warn,
+            "command.status",
+            "exited with 1",
+        ),
+        (
+            2,
+            "DISK CRITICAL - 97% used",
+            Status::Fail,
+            "command.status",
+            "exited with 2",
+        ),
+    ] {
+        say(exit, line);
+        let (got, got_code, summary) = check_command(nagios.clone(), &g).await.unwrap();
+        assert_eq!((got, got_code.as_str()), (status, code), "{summary}");
+        let first = line.lines().next().unwrap();
+        assert!(
+            summary.contains(said) && summary.contains(first),
+            "{summary}"
+        );
+    }
 
     // Exit 0 but the output is not the one wanted.
     say(0, "inactive");

@@ -30,12 +30,12 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A pinned tool from target/tools, else from PATH; None (and a loud
-/// message, or a failure under CI) when neither has it.
+/// The pinned componentize-py, as [`tool`] finds it.
 fn componentize_py() -> Option<PathBuf> {
     tool("componentize-py", "componentize-py/bin/componentize-py")
 }
 
+/// The pinned componentize-js, as [`tool`] finds it.
 fn componentize_js() -> Option<PathBuf> {
     tool(
         "componentize-js",
@@ -43,6 +43,8 @@ fn componentize_js() -> Option<PathBuf> {
     )
 }
 
+/// A pinned tool from target/tools, else from PATH; None (and a loud
+/// message, or a failure under CI) when neither has it.
 fn tool(name: &str, installed: &str) -> Option<PathBuf> {
     let local = root().join("target/tools").join(installed);
     let found = if local.is_file() {

@@ -447,7 +447,7 @@ impl Store {
                 d.insert("relapsed_at".into(), now.into());
             })?;
             tx.execute(
-                "UPDATE attempts SET outcome = 'relapsed', detail = COALESCE(?3, detail)
+                "UPDATE attempts SET outcome = 'relapsed', detail = ?3
                  WHERE id = ?1 AND incident_id = ?2 AND outcome = 'healed'",
                 params![attempt, incident, detail],
             )?;

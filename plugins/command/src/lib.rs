@@ -85,21 +85,24 @@ pub enum Verdict {
 
 pub fn judge(c: &Config, re: Option<&Regex>, ran: &CommandOutput) -> Verdict {
     let name = &c.command;
-    let how = ran.describe();
+    // Only a run that went wrong is described here (a success's caller
+    // says it its own way).
+    let how = || ran.describe();
     if ran.timed_out {
-        return Verdict::Failure("command.timeout", format!("`{name}` {how}"));
+        return Verdict::Failure("command.timeout", format!("`{name}` {}", how()));
     }
     let Some(code) = ran.exit_code else {
-        return Verdict::Failure("command.status", format!("`{name}` {how}"));
+        return Verdict::Failure("command.status", format!("`{name}` {}", how()));
     };
     if c.warn_codes.contains(&code) {
-        return Verdict::Warning(format!("`{name}` {how}{}", first_line(&ran.stdout)));
+        return Verdict::Warning(format!("`{name}` {}{}", how(), first_line(&ran.stdout)));
     }
     if !c.success_codes.contains(&code) {
         return Verdict::Failure(
             "command.status",
             format!(
-                "`{name}` {how}{} (success: exit {:?})",
+                "`{name}` {}{} (success: exit {:?})",
+                how(),
                 first_line(&ran.stdout),
                 c.success_codes
             ),

@@ -10,11 +10,11 @@
 //! process it started dies, wherever it went (see [`tree`]). A dry-run
 //! remedy call runs nothing.
 
+mod spawn;
 mod tree;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use rustix::process::Pid;
 
+use self::spawn::Spawn;
 use self::tree::Tree;
 pub use self::tree::{Hold, cgroup_parent};
 use super::output::BoundedOutput;
@@ -102,40 +103,33 @@ impl Command {
         on_spawn: Option<&SpawnHook>,
     ) -> Result<(CommandOutput, Hold), String> {
         let def = &self.def;
-        let mut cmd = tokio::process::Command::new(&def.argv[0]);
-        cmd.args(&def.argv[1..])
-            .env_clear()
-            .env("PATH", DEFAULT_PATH)
-            .envs(&def.env)
-            .current_dir(def.cwd.as_deref().unwrap_or("/".as_ref()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        // Kills the whole tree if this future is dropped (the plugin's
-        // deadline) or the command times out.
-        let tree = Tree::prepare(&mut cmd, allow_cgroup);
-        let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|e| {
+        let cannot = |e: std::io::Error| {
             format!(
                 "command `{}`: cannot start `{}`: {e}",
                 self.name, def.argv[0]
             )
-        })?;
+        };
+        let mut env = BTreeMap::from([("PATH", DEFAULT_PATH)]);
+        env.extend(def.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let cwd = def.cwd.as_deref().unwrap_or("/".as_ref());
+        let spawn = Spawn::new(&def.argv, env, cwd).map_err(cannot)?;
+        // Kills the whole tree if this future is dropped (the plugin's
+        // deadline) or the command times out.
+        let tree = Tree::prepare(allow_cgroup);
+        let started = Instant::now();
+        let mut child = spawn.spawn(tree.join()).map_err(cannot)?;
         // Rebound after `child` so it drops first: a dropped Child kills
         // the command, and a subreaper's orphans must be swept before.
         let mut tree = tree;
-        if let Some(pid) = child.id() {
-            tree.started(pid);
-            if let Some(hook) = on_spawn {
-                hook(&Spawned {
-                    command: self.name.clone(),
-                    pid,
-                    start_ticks: start_ticks(pid),
-                    timeout_ms: def.timeout.0.as_millis() as u64,
-                });
-            }
+        let pid = child.id();
+        tree.started(pid);
+        if let Some(hook) = on_spawn {
+            hook(&Spawned {
+                command: self.name.clone(),
+                pid,
+                start_ticks: start_ticks(pid),
+                timeout_ms: def.timeout.0.as_millis() as u64,
+            });
         }
         let hold = tree.hold();
         let stdout = BoundedOutput::new(OUTPUT_LIMIT);

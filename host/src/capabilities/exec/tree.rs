@@ -18,7 +18,7 @@
 //! started): its cgroup's processes move back to mend's own cgroup.
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,25 +43,19 @@ pub(crate) struct Tree {
 }
 
 impl Tree {
-    /// Prepares `cmd` so that everything it starts can be found again;
-    /// tries a cgroup first when `allow_cgroup`.
-    pub(crate) fn prepare(cmd: &mut tokio::process::Command, allow_cgroup: bool) -> Tree {
-        let cgroup = allow_cgroup.then(Cgroup::create).flatten();
-        let procs = cgroup.as_ref().map(|c| c.procs.as_raw_fd());
-        // SAFETY: the closure runs between fork and exec and makes only
-        // async-signal-safe system calls (prctl, write), allocating
-        // nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(fd) = procs {
-                    // Best effort: the parent checks where the child ended up.
-                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-                    let _ = rustix::io::write(fd, b"0");
-                }
-                rustix::process::set_child_subreaper(Some(Pid::INIT)).map_err(std::io::Error::from)
-            });
+    /// A tree for a command about to start; with a cgroup of its own when
+    /// `allow_cgroup` and the host lets mend make one.
+    pub(crate) fn prepare(allow_cgroup: bool) -> Tree {
+        Tree {
+            cgroup: allow_cgroup.then(Cgroup::create).flatten(),
+            root: None,
         }
-        Tree { cgroup, root: None }
+    }
+
+    /// `cgroup.procs` for the child to join before `exec` (see
+    /// [`super::spawn`]); it also becomes a subreaper there.
+    pub(crate) fn join(&self) -> Option<BorrowedFd<'_>> {
+        self.cgroup.as_ref().map(|c| c.procs.as_fd())
     }
 
     /// The command started as `pid`.

@@ -79,7 +79,9 @@ pub struct PolicyPlan {
     pub name: String,
     /// Index of the check it watches.
     pub check: usize,
-    pub codes: GlobSet,
+    /// Shared by the policies with the same list: a compiled set is a few
+    /// KB, and thousands of policies often say the same `["*"]`.
+    pub codes: Arc<GlobSet>,
     pub statuses: Vec<Status>,
     pub trigger: Trigger,
     /// With an anomaly trigger, a matching finding is evidence only when
@@ -279,6 +281,7 @@ impl Plan {
         }
 
         let mut policies = Vec::with_capacity(config.policies.len());
+        let mut code_sets: HashMap<&[String], Arc<GlobSet>> = HashMap::new();
         for (i, p) in config.policies.iter().enumerate() {
             let key = format!("policy[{i}]");
             let Some(check) = config.check_position(p.check.get_ref()) else {
@@ -315,7 +318,10 @@ impl Plan {
             policies.push(PolicyPlan {
                 name: p.name().to_string(),
                 check,
-                codes: globs(&p.codes),
+                codes: code_sets
+                    .entry(&p.codes)
+                    .or_insert_with(|| Arc::new(globs(&p.codes)))
+                    .clone(),
                 statuses: p.statuses(),
                 trigger,
                 anomaly: p

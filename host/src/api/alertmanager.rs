@@ -155,8 +155,14 @@ impl Dedup {
         self.seen.get(&digest(key)).cloned().unwrap_or_default()
     }
 
+    /// Lets `key` be acted on again (taking it failed). Its place in the
+    /// order goes too: left there, it would expire a later occurrence of
+    /// the same key early. Rare (a failure path), so a scan is fine.
     fn forget(&mut self, key: &str) {
-        self.seen.remove(&digest(key));
+        let d = digest(key);
+        if self.seen.remove(&d).is_some() {
+            self.order.retain(|(_, k)| *k != d);
+        }
     }
 }
 
@@ -430,6 +436,24 @@ mod tests {
             d.first(key, t0 + REMEMBER + Duration::from_secs(1)),
             Occurrence::First
         );
+    }
+
+    #[test]
+    fn a_forgotten_occurrence_taken_again_is_remembered_for_its_own_day() {
+        let mut d = Dedup::default();
+        let t0 = Instant::now();
+        let key = "abc@2026-11-22T10:00:00Z";
+        assert_eq!(d.first(key, t0), Occurrence::First);
+        d.forget(key);
+        let later = t0 + REMEMBER / 2;
+        assert_eq!(d.first(key, later), Occurrence::First, "delivered again");
+        d.opened(key, 9);
+        // Past the first delivery's day, within the second's.
+        assert_eq!(
+            d.first(key, t0 + REMEMBER + Duration::from_secs(1)),
+            Occurrence::Repeat(vec![9])
+        );
+        assert_eq!(d.order.len(), 1);
     }
 
     #[test]

@@ -85,7 +85,8 @@ impl FlapDetector {
             .enumerate()
             .filter(|(_, (older, newer))| older != newer)
             .map(|(j, _)| transition_weight(first_slot + j))
-            .sum();
+            // Not `sum()`: an empty f64 sum is -0.0, shown as `-0`.
+            .fold(0.0, |total, w| total + w);
         changes * 100.0 / Self::TRANSITIONS as f64
     }
 
@@ -194,6 +195,10 @@ mod tests {
         assert_eq!(d.percent_change(), 0.0);
         assert!(!feed(&mut d, [Fail]));
         assert_eq!(d.percent_change(), 0.0);
+        // Positive zero: the API and the dashboard show `-0` otherwise.
+        assert!(d.percent_change().is_sign_positive());
+        assert!(!feed(&mut d, [Fail, Fail]));
+        assert!(d.percent_change().is_sign_positive());
     }
 
     #[test]

@@ -195,7 +195,9 @@ impl Cgroup {
             return None;
         }
         static N: AtomicU64 = AtomicU64::new(0);
+        static SWEPT: std::sync::Once = std::sync::Once::new();
         let own = own_cgroup()?;
+        SWEPT.call_once(|| remove_stale(own));
         let dir = own.join(format!(
             "mend-cmd.{}.{}",
             std::process::id(),
@@ -285,6 +287,30 @@ impl Cgroup {
     fn remove(self) {
         if let Err(e) = std::fs::remove_dir(&self.dir) {
             tracing::warn!(cgroup = %self.dir.display(), "cannot remove a command's cgroup: {e}");
+        }
+    }
+}
+
+/// Removes the empty command cgroups of mends that no longer run (one
+/// killed with `kill -9` mid-command cannot remove its own); a cgroup
+/// still holding processes stays (`rmdir` refuses it).
+fn remove_stale(parent: &Path) {
+    let Ok(dir) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("mend-cmd."))
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != me && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir(entry.path());
         }
     }
 }
@@ -420,6 +446,31 @@ mod tests {
             own_cgroup_dir("0::/\n", "1 0 0:1 / /with\\040space rw - cgroup2 c rw\n"),
             Some(PathBuf::from("/with space"))
         );
+    }
+
+    #[test]
+    fn empty_cgroups_of_mends_gone_are_removed_and_others_kept() {
+        let parent = tempfile::tempdir().unwrap();
+        let mut gone = std::process::Command::new("/bin/true").spawn().unwrap();
+        gone.wait().unwrap();
+        let dead = parent.path().join(format!("mend-cmd.{}.3", gone.id()));
+        let mine = parent
+            .path()
+            .join(format!("mend-cmd.{}.0", std::process::id()));
+        let alive = parent.path().join("mend-cmd.1.0");
+        let busy = parent.path().join(format!("mend-cmd.{}.4", gone.id()));
+        let other = parent.path().join("system.slice");
+        for d in [&dead, &mine, &alive, &busy, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        // In a real hierarchy a cgroup with processes cannot be removed;
+        // a file makes a plain directory refuse `rmdir` the same way.
+        std::fs::write(busy.join("cgroup.procs"), "4242\n").unwrap();
+        remove_stale(parent.path());
+        assert!(!dead.exists(), "an empty cgroup of a dead mend was kept");
+        for d in [&mine, &alive, &busy, &other] {
+            assert!(d.exists(), "{} was removed", d.display());
+        }
     }
 
     #[test]

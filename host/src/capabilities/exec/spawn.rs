@@ -137,6 +137,10 @@ impl Spawn {
         let null = std::fs::File::open("/dev/null")?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
+        // Before the child exists, so that nothing fails between its start
+        // and its `Child` (which kills it if dropped).
+        let stdout = Receiver::from_owned_fd(out_r)?;
+        let stderr = Receiver::from_owned_fd(err_r)?;
         let nul_terminated = |v: &[CString]| {
             v.iter()
                 .map(|s| s.as_ptr())
@@ -196,11 +200,18 @@ impl Spawn {
                 }
             });
         }
+        let pidfd = match watch(pidfd) {
+            Ok(fd) => fd,
+            Err((fd, e)) => {
+                kill_and_reap(&fd);
+                return Err(e);
+            }
+        };
         Ok(Child {
             pid: pid as u32,
-            pidfd: Some(watch(pidfd)?),
-            stdout: Some(Receiver::from_owned_fd(out_r)?),
-            stderr: Some(Receiver::from_owned_fd(err_r)?),
+            pidfd: Some(pidfd),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
         })
     }
 }
@@ -303,7 +314,18 @@ extern "C" fn run_child(arg: *mut libc::c_void) -> libc::c_int {
         }
         // Whatever else mend holds open without CLOEXEC (a library's
         // slip, an inherited descriptor) is not the command's.
-        libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0);
+        if libc::syscall(libc::SYS_close_range, 3, u32::MAX, 0) != 0 {
+            // Refused (an old kernel, a seccomp filter): one by one.
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            let top = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                limit.rlim_cur.min(1 << 20) as i32
+            } else {
+                1024
+            };
+            for fd in 3..top {
+                libc::close(fd);
+            }
+        }
         if libc::chdir(args.cwd) != 0 {
             fail(Step::Chdir);
         }
@@ -314,7 +336,9 @@ extern "C" fn run_child(arg: *mut libc::c_void) -> libc::c_int {
         for &path in &args.candidates {
             libc::execve(path, args.argv.as_ptr(), args.env.as_ptr());
             match errno() {
-                libc::ENOENT | libc::ENOTDIR => {}
+                // As glibc's execvpe: a stale or hung entry in PATH is
+                // passed over too.
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
                 libc::EACCES => err = libc::EACCES,
                 e => {
                     err = e;
@@ -400,12 +424,20 @@ impl Child {
     }
 }
 
-/// A pidfd, readable once its process has exited.
-fn watch(pidfd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+/// A pidfd, readable once its process has exited; given back if it
+/// cannot be watched.
+fn watch(pidfd: OwnedFd) -> Result<AsyncFd<OwnedFd>, (OwnedFd, io::Error)> {
     // SAFETY: the AsyncFd owns the descriptor: it stays open and the same
     // until the AsyncFd is dropped or unwrapped.
     unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
-        .map_err(io::Error::from)
+        .map_err(|e| e.into_parts())
+}
+
+/// SIGKILL, then wait for the end: for when nothing async is left to
+/// wait with.
+fn kill_and_reap(pidfd: &OwnedFd) {
+    let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+    let _ = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
 }
 
 /// The exit status if the process exited, reaping it.
@@ -439,15 +471,16 @@ impl Drop for Child {
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
                 h.spawn(async move {
-                    if let Ok(fd) = watch(fd) {
-                        let _ = fd.readable().await;
-                        let _ = try_reap(fd.get_ref().as_fd());
+                    match watch(fd) {
+                        Ok(fd) => {
+                            let _ = fd.readable().await;
+                            let _ = try_reap(fd.get_ref().as_fd());
+                        }
+                        Err((fd, _)) => kill_and_reap(&fd),
                     }
                 });
             }
-            Err(_) => {
-                let _ = rustix::process::waitid(WaitId::PidFd(fd.as_fd()), WaitIdOptions::EXITED);
-            }
+            Err(_) => kill_and_reap(&fd),
         }
     }
 }

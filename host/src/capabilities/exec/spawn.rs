@@ -188,7 +188,7 @@ impl Spawn {
         let errno = args.errno.load(Ordering::Acquire);
         if errno != 0 {
             // The child exited: reap it before saying why.
-            let _ = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
+            reap_blocking(&pidfd);
             let e = io::Error::from_raw_os_error(errno);
             return Err(match Step::from_raw(args.step.load(Ordering::Acquire)) {
                 Some(Step::Exec) | None => e,
@@ -203,7 +203,8 @@ impl Spawn {
         let pidfd = match watch(pidfd) {
             Ok(fd) => fd,
             Err((fd, e)) => {
-                kill_and_reap(&fd);
+                kill(&fd);
+                reap_blocking(&fd);
                 return Err(e);
             }
         };
@@ -433,10 +434,13 @@ fn watch(pidfd: OwnedFd) -> Result<AsyncFd<OwnedFd>, (OwnedFd, io::Error)> {
         .map_err(|e| e.into_parts())
 }
 
-/// SIGKILL, then wait for the end: for when nothing async is left to
-/// wait with.
-fn kill_and_reap(pidfd: &OwnedFd) {
+fn kill(pidfd: &OwnedFd) {
     let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+}
+
+/// Waits for the process to end and reaps it, blocking: for a process
+/// that has ended or been killed, when nothing async is left to wait with.
+fn reap_blocking(pidfd: &OwnedFd) {
     let _ = rustix::process::waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED);
 }
 
@@ -465,7 +469,7 @@ impl Drop for Child {
             return;
         };
         let fd = fd.into_inner();
-        let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+        kill(&fd);
         // Reaped once the kernel has ended it, without blocking a worker
         // on a process stuck in an uninterruptible sleep.
         match tokio::runtime::Handle::try_current() {
@@ -476,11 +480,11 @@ impl Drop for Child {
                             let _ = fd.readable().await;
                             let _ = try_reap(fd.get_ref().as_fd());
                         }
-                        Err((fd, _)) => kill_and_reap(&fd),
+                        Err((fd, _)) => reap_blocking(&fd),
                     }
                 });
             }
-            Err(_) => kill_and_reap(&fd),
+            Err(_) => reap_blocking(&fd),
         }
     }
 }

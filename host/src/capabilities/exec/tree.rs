@@ -298,18 +298,18 @@ fn remove_stale(parent: &Path) {
     let Ok(dir) = std::fs::read_dir(parent) else {
         return;
     };
-    let me = std::process::id();
+    let me = std::process::id() as i32;
     for entry in dir.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix("mend-cmd."))
             .and_then(|rest| rest.split_once('.'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
         else {
             continue;
         };
-        if pid != me && !Path::new(&format!("/proc/{pid}")).exists() {
+        if pid != me && stat(pid).is_none() {
             let _ = std::fs::remove_dir(entry.path());
         }
     }

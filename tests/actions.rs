@@ -223,7 +223,11 @@ async fn command_configs_are_checked() {
         ),
     ] {
         let e = rt
-            .validate(&p, mend::contract::Role::Action, &bad)
+            .validate(
+                &p,
+                mend::contract::Role::Action,
+                &mend::runtime::PluginConfig::from(bad.clone()),
+            )
             .await
             .expect_err(&bad.to_string());
         assert!(e.to_string().contains(want), "{bad}: {e}");
@@ -232,7 +236,7 @@ async fn command_configs_are_checked() {
         .validate(
             &p,
             mend::contract::Role::Action,
-            &json!({"command": "restart-app"}),
+            &mend::runtime::PluginConfig::from(json!({"command": "restart-app"})),
         )
         .await
         .unwrap()
@@ -242,7 +246,11 @@ async fn command_configs_are_checked() {
     // As a check: a code cannot be both a success and a warning.
     let both = json!({"command": "x", "warn_codes": [0]});
     let e = rt
-        .validate(&p, mend::contract::Role::Detector, &both)
+        .validate(
+            &p,
+            mend::contract::Role::Detector,
+            &mend::runtime::PluginConfig::from(both.clone()),
+        )
         .await
         .expect_err("exit 0 twice");
     assert!(e.to_string().contains("both"), "{e}");
@@ -250,7 +258,7 @@ async fn command_configs_are_checked() {
         .validate(
             &p,
             mend::contract::Role::Detector,
-            &json!({"command": "nagios", "warn_codes": [1]}),
+            &mend::runtime::PluginConfig::from(json!({"command": "nagios", "warn_codes": [1]})),
         )
         .await
         .unwrap()
@@ -332,7 +340,7 @@ async fn call(
     runtime()
         .remedy(
             &p,
-            &request(&config, &grants, Limits::default()),
+            &request(&config.into(), &grants, Limits::default()),
             &[finding],
             context(dry_run),
         )
@@ -433,7 +441,11 @@ async fn http_call_fails_on_an_unexpected_status_and_stays_in_its_grant() {
         ),
     ] {
         let e = runtime()
-            .validate(&p, mend::contract::Role::Action, &bad)
+            .validate(
+                &p,
+                mend::contract::Role::Action,
+                &mend::runtime::PluginConfig::from(bad.clone()),
+            )
             .await
             .expect_err(&bad.to_string());
         assert!(e.to_string().contains(want), "{bad}: {e}");
@@ -527,7 +539,7 @@ async fn rollback_refuses_a_current_outside_the_releases_and_bad_paths() {
         .validate(
             &p,
             mend::contract::Role::Action,
-            &json!({"dir": "/app", "releases": "../x"}),
+            &mend::runtime::PluginConfig::from(json!({"dir": "/app", "releases": "../x"})),
         )
         .await
         .unwrap_err();

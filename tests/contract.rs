@@ -94,7 +94,11 @@ async fn a_plugin_built_by_the_released_sdk_still_detects_and_remedies() {
     // 0.1 cannot check a config before it runs.
     assert_eq!(
         runtime()
-            .validate(&p, Role::Detector, &json!({"path": "/x"}))
+            .validate(
+                &p,
+                Role::Detector,
+                &mend::runtime::PluginConfig::from(json!({"path": "/x"}))
+            )
             .await
             .unwrap(),
         None
@@ -110,7 +114,7 @@ async fn every_0_1_import_answers_the_way_0_1_spells_it() {
     let mut grants = resolved(&common::dir(dir.path(), "/data", Mode::Ro));
     grants.state = true;
     let clock = Clock::starting_at(START);
-    let config = json!({"dir": "/data"});
+    let config = mend::runtime::PluginConfig::from(json!({"dir": "/data"}));
     let req = mend::runtime::Request {
         clock,
         ..request(&config, &grants, Limits::default())
@@ -175,7 +179,7 @@ async fn validate_checks_a_config_and_reports_what_it_reaches() {
         .validate(
             &probe,
             Role::Detector,
-            &json!({"url": "http://127.0.0.1:9/health"}),
+            &mend::runtime::PluginConfig::from(json!({"url": "http://127.0.0.1:9/health"})),
         )
         .await
         .unwrap()
@@ -185,7 +189,7 @@ async fn validate_checks_a_config_and_reports_what_it_reaches() {
         .validate(
             &probe,
             Role::Detector,
-            &json!({"url": "x", "tiemout": "1s"}),
+            &mend::runtime::PluginConfig::from(json!({"url": "x", "tiemout": "1s"})),
         )
         .await
         .unwrap_err();
@@ -196,7 +200,11 @@ async fn validate_checks_a_config_and_reports_what_it_reaches() {
     // A role the plugin does not play is refused.
     assert!(
         runtime()
-            .validate(&probe, Role::Action, &json!({}))
+            .validate(
+                &probe,
+                Role::Action,
+                &mend::runtime::PluginConfig::from(json!({}))
+            )
             .await
             .is_err()
     );
@@ -238,7 +246,7 @@ async fn an_action_is_told_its_incident_policy_step_and_attempt_and_reads_the_en
 async fn plugins_read_the_engines_clock_through_mend_and_wasi() {
     let p = load(artifacts::HOSTILE).await;
     let none = resolved(&mend::capabilities::Grants::none());
-    let config = json!({"mode": "clock"});
+    let config = mend::runtime::PluginConfig::from(json!({"mode": "clock"}));
     // A virtual clock a year from now: both clocks the plugin can read
     // say so.
     let year = 365 * 24 * 3600 * 1000;

@@ -366,7 +366,7 @@ async fn every_example_config_table_is_accepted_by_its_plugin() {
         for c in &config.checks {
             let plugin = &plugins[c.plugin.get_ref()];
             let grants = c.grants.resolve_with(&backends).unwrap();
-            let json = serde_json::to_value(&c.config).unwrap();
+            let json = mend::runtime::PluginConfig::from(serde_json::to_value(&c.config).unwrap());
             let r = runtime
                 .detect(
                     plugin,
@@ -387,7 +387,8 @@ async fn every_example_config_table_is_accepted_by_its_plugin() {
             for s in p.steps.iter().chain(p.escalate.as_ref()) {
                 let plugin = &plugins[s.action.get_ref()];
                 let grants = s.grants.resolve_with(&backends).unwrap();
-                let json = serde_json::to_value(&s.config).unwrap();
+                let json =
+                    mend::runtime::PluginConfig::from(serde_json::to_value(&s.config).unwrap());
                 let r = runtime
                     .remedy(
                         plugin,

@@ -539,16 +539,17 @@ async fn stuck_calls_are_capped_per_plugin_and_freed_when_their_syscall_returns(
         deadline: Duration::from_millis(200),
         ..tight()
     };
-    let read = json!({"mode": "read", "path": "/data/pipe"});
-    let call =
-        async |config: &serde_json::Value| rt.detect(&p, &request(config, &grants, limits)).await;
+    let read = mend::runtime::PluginConfig::from(json!({"mode": "read", "path": "/data/pipe"}));
+    let call = async |config: &mend::runtime::PluginConfig| {
+        rt.detect(&p, &request(config, &grants, limits)).await
+    };
     for _ in 0..MAX_STUCK_CALLS {
         let err = call(&read).await.unwrap_err();
         assert!(matches!(err, PluginError::DeadlineExceeded { .. }), "{err}");
     }
     // Both threads are still in open(2): the next call is refused at once,
     // even one that would not block.
-    let fine = json!({"mode": "list", "path": "/data"});
+    let fine = mend::runtime::PluginConfig::from(json!({"mode": "list", "path": "/data"}));
     let err = call(&fine).await.unwrap_err();
     assert!(
         matches!(err, PluginError::Budget { budget: "stuck calls", limit, .. } if limit == MAX_STUCK_CALLS as u64),

@@ -68,7 +68,7 @@ impl Host {
                 plugin,
                 &Request {
                     check: "test",
-                    config: &config,
+                    config: &config.into(),
                     labels: &common::NO_LABELS,
                     grants,
                     limits: Limits {

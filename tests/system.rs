@@ -259,7 +259,11 @@ async fn configs_are_checked_and_name_what_they_reach() {
         ),
     ] {
         let e = rt
-            .validate(&p, Role::Detector, &bad)
+            .validate(
+                &p,
+                Role::Detector,
+                &mend::runtime::PluginConfig::from(bad.clone()),
+            )
             .await
             .expect_err(&bad.to_string());
         assert!(e.to_string().contains(want), "{bad}: {e}");
@@ -268,7 +272,7 @@ async fn configs_are_checked_and_name_what_they_reach() {
         .validate(
             &p,
             Role::Detector,
-            &json!({"process": [{"name": "postgres"}]}),
+            &mend::runtime::PluginConfig::from(json!({"process": [{"name": "postgres"}]})),
         )
         .await
         .unwrap()

@@ -140,6 +140,8 @@ url = "redis://127.0.0.1:6379/"
             json!({"mode": "http", "name": format!("{base}/health")}),
         ),
     ];
+    let cases: Vec<(&str, mend::runtime::PluginConfig)> =
+        cases.into_iter().map(|(n, c)| (n, c.into())).collect();
 
     println!("| operation | plugin call p50 | p99 | native p50 | p99 |");
     println!("|---|---|---|---|---|");

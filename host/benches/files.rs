@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mend::capabilities::fs::{DirGrant, Mode};
 use mend::capabilities::{Grants, ResolvedGrants};
-use mend::runtime::{Limits, Plugin, Request, Runtime, RuntimeConfig};
+use mend::runtime::{Limits, Plugin, PluginConfig, Request, Runtime, RuntimeConfig};
 use mend_sdk::host::fs::{FileKind, FileStat};
 use mend_test_artifacts as artifacts;
 use serde_json::json;
@@ -113,7 +113,7 @@ fn native_run(
     assert_eq!(summary[0].get_metric("files"), Some(FILES as f64));
 }
 
-async fn call(rt: &Runtime, plugin: &Plugin, cfg: &serde_json::Value, grants: &ResolvedGrants) {
+async fn call(rt: &Runtime, plugin: &Plugin, cfg: &PluginConfig, grants: &ResolvedGrants) {
     let req = Request {
         check: "bench",
         config: cfg,
@@ -166,9 +166,9 @@ async fn run() {
     }
     .resolve()
     .unwrap();
-    let stale_cfg = json!({"paths": guest_paths, "max_age": "10m"});
-    let open_cfg = json!({"mode": "open-stat", "args": guest_paths});
-    let idle_cfg = json!({"mode": "clock"});
+    let stale_cfg = PluginConfig::from(json!({"paths": guest_paths, "max_age": "10m"}));
+    let open_cfg = PluginConfig::from(json!({"mode": "open-stat", "args": guest_paths}));
+    let idle_cfg = PluginConfig::from(json!({"mode": "clock"}));
 
     // `MEND_BENCH_STATE_DIR` keeps the compile cache between runs (the
     // callgrind runs would otherwise each compile the plugins).
@@ -298,7 +298,7 @@ async fn run() {
         0,
     )
     .unwrap();
-    let fifo_cfg = json!({"mode": "read", "path": "/data/pipe"});
+    let fifo_cfg = PluginConfig::from(json!({"mode": "read", "path": "/data/pipe"}));
     let deadline = Duration::from_millis(300);
     let mut v = Vec::new();
     for _ in 0..10 {

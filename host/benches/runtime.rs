@@ -91,7 +91,7 @@ async fn run() {
     })
     .unwrap();
     let none = Grants::none().resolve().unwrap();
-    let empty = json!({});
+    let empty = mend::runtime::PluginConfig::from(json!({}));
     let mut rows: Vec<(String, String, String, String)> = Vec::new();
 
     // (a) fresh instance per call.
@@ -269,7 +269,7 @@ async fn run() {
         .load_file(Path::new(artifacts::HOSTILE))
         .await
         .unwrap();
-    let cfg = json!({"mode": "loop"});
+    let cfg = mend::runtime::PluginConfig::from(json!({"mode": "loop"}));
     let deadline = Duration::from_millis(50);
     let req = Request {
         check: "bench",

@@ -28,7 +28,7 @@ pub static NO_LABELS: std::sync::LazyLock<std::collections::BTreeMap<String, Str
 
 /// A call for check `test` with these grants and limits, on the real clock.
 pub fn request<'a>(
-    config: &'a serde_json::Value,
+    config: &'a mend::runtime::PluginConfig,
     grants: &'a ResolvedGrants,
     limits: Limits,
 ) -> Request<'a> {
@@ -93,7 +93,7 @@ pub async fn detect_with(
 ) -> Result<Report<Vec<Finding>>, PluginError> {
     let grants = resolved(grants);
     runtime()
-        .detect(plugin, &request(&config, &grants, limits))
+        .detect(plugin, &request(&config.into(), &grants, limits))
         .await
 }
 
@@ -115,7 +115,7 @@ pub async fn remedy(
     runtime()
         .remedy(
             plugin,
-            &request(&config, &grants, Limits::default()),
+            &request(&config.into(), &grants, Limits::default()),
             &[],
             RemedyContext::manual("test", dry_run),
         )
@@ -150,7 +150,7 @@ pub async fn detect_in(
     grants: &ResolvedGrants,
 ) -> Result<Report<Vec<Finding>>, PluginError> {
     runtime()
-        .detect(plugin, &request(&config, grants, Limits::default()))
+        .detect(plugin, &request(&config.into(), grants, Limits::default()))
         .await
 }
 
@@ -162,7 +162,7 @@ pub async fn detect_in_with(
     limits: Limits,
 ) -> Result<Report<Vec<Finding>>, PluginError> {
     runtime()
-        .detect(plugin, &request(&config, grants, limits))
+        .detect(plugin, &request(&config.into(), grants, limits))
         .await
 }
 
@@ -177,7 +177,7 @@ pub async fn remedy_in(
     runtime()
         .remedy(
             plugin,
-            &request(&config, grants, Limits::default()),
+            &request(&config.into(), grants, Limits::default()),
             findings,
             RemedyContext::manual("test", dry_run),
         )

@@ -221,10 +221,10 @@ fn print_needs(role: &str, n: &Needs) {
 }
 
 async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
+    let config = crate::runtime::PluginConfig::new(match &args.config {
         Some(text) => parse_config(text)?,
         None => serde_json::json!({}),
-    };
+    });
     let asked = Grants {
         dirs: args
             .grant_dirs

@@ -341,9 +341,10 @@ async fn replay(rt: &Runtime, plugin: &Plugin, t: &Transcript) -> anyhow::Result
         system: g.system.clone(),
     }
     .resolve_with(&placeholders(g)?)?;
+    let config = crate::runtime::PluginConfig::new(t.config.clone());
     let req = Request {
         check: &t.check,
-        config: &t.config,
+        config: &config,
         labels: &t.labels,
         grants: &grants,
         limits: Limits::default(),

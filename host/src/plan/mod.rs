@@ -35,7 +35,7 @@ use crate::policy::health::HealthConfig;
 use crate::policy::maintenance::MaintenanceWindow;
 use crate::policy::trigger::Trigger;
 use crate::policy::verify::Verify;
-use crate::runtime::{Limits, Runtime, Wanted};
+use crate::runtime::{Limits, PluginConfig, Runtime, Wanted};
 
 /// A config ready to run.
 pub struct Plan {
@@ -62,7 +62,7 @@ pub struct CheckPlan {
     pub limits: Limits,
     pub grants: ResolvedGrants,
     /// The plugin's config table, as JSON.
-    pub config: serde_json::Value,
+    pub config: PluginConfig,
     pub labels: BTreeMap<String, String>,
     pub severity: Severity,
     pub health: HealthConfig,
@@ -115,7 +115,7 @@ pub struct StepPlan {
     pub name: String,
     /// The action plugin, by name.
     pub action: String,
-    pub config: serde_json::Value,
+    pub config: PluginConfig,
     pub grants: ResolvedGrants,
     pub limits: Limits,
     pub settle: Duration,
@@ -366,8 +366,8 @@ impl Plan {
     }
 }
 
-fn to_json(t: &toml::Table) -> serde_json::Value {
-    serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
+fn to_json(t: &toml::Table) -> PluginConfig {
+    PluginConfig::new(serde_json::to_value(t).unwrap_or(serde_json::Value::Null))
 }
 
 fn globs(codes: &[String]) -> GlobSet {
@@ -546,7 +546,7 @@ impl Compiler<'_> {
         name: &str,
         role: Role,
         grants: &ResolvedGrants,
-        config: &serde_json::Value,
+        config: &PluginConfig,
     ) {
         let at = format!("{key}.{field}");
         let Some(plugin) = self.plugins.get(name).cloned() else {
@@ -576,7 +576,10 @@ impl Compiler<'_> {
             );
             return;
         }
-        let cache_key = (name.to_string(), role, config.to_string());
+        let text = config
+            .text()
+            .map_or_else(|| config.to_string(), str::to_string);
+        let cache_key = (name.to_string(), role, text);
         let answer = match self.validated.get(&cache_key) {
             Some(a) => a.clone(),
             None => {

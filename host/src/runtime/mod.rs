@@ -18,6 +18,7 @@ mod error;
 mod limits;
 mod load;
 mod plugin;
+mod plugin_config;
 pub mod wasm;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -35,6 +36,7 @@ pub use self::limits::Limits;
 pub use self::load::MAX_WASM_BYTES;
 pub(crate) use self::load::read_blocking as read_plugin_file;
 pub use self::plugin::{Plugin, valid_name};
+pub use self::plugin_config::PluginConfig;
 pub use self::wasm::{Allocator, EngineSettings};
 
 use self::cache::CompileCache;
@@ -200,8 +202,8 @@ async fn read_named(path: &Path) -> Result<(String, Vec<u8>), PluginError> {
 pub struct Request<'a> {
     /// The check (or the check a policy step is for).
     pub check: &'a str,
-    /// The plugin's config table (a JSON object).
-    pub config: &'a serde_json::Value,
+    /// The plugin's config table, with its JSON text made once.
+    pub config: &'a PluginConfig,
     /// The check's labels.
     pub labels: &'a BTreeMap<String, String>,
     pub grants: &'a ResolvedGrants,
@@ -499,7 +501,7 @@ impl Runtime {
         &self,
         plugin: &Plugin,
         role: Role,
-        config: &serde_json::Value,
+        config: &PluginConfig,
     ) -> Result<Option<Needs>, PluginError> {
         let config = config_json(plugin, config)?;
         let invoked = self
@@ -686,11 +688,10 @@ impl Plugin {
     }
 }
 
-fn config_json(plugin: &Plugin, config: &serde_json::Value) -> Result<String, PluginError> {
-    match config {
-        serde_json::Value::Null => Ok("{}".to_string()),
-        v @ serde_json::Value::Object(_) => Ok(v.to_string()),
-        _ => Err(PluginError::BadConfig {
+fn config_json(plugin: &Plugin, config: &PluginConfig) -> Result<String, PluginError> {
+    match config.text() {
+        Some(text) => Ok(text.to_string()),
+        None => Err(PluginError::BadConfig {
             plugin: plugin.name().into(),
             message: "config must be a table".into(),
         }),

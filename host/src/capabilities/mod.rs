@@ -367,26 +367,21 @@ impl HostCaps {
     }
 }
 
-/// Whether `grants` shape the call's WASI context (preopened
-/// directories, allowed addresses). Without, every call's context is the
-/// same default one, which the runtime builds only if the guest asks.
-pub fn shape_wasi(grants: &ResolvedGrants, tape: &crate::tape::Tape) -> bool {
-    !grants.dirs.is_empty() || !grants.addresses.is_empty() || tape.is_on()
-}
-
-/// The WASI side of `grants`: their directories preopened (read-only in a
-/// dry run) and sockets to their addresses only. On a tape, WASI's clocks
-/// and randomness are recorded or replayed, and a replay opens no socket.
+/// The WASI side of a call's grants: their directories preopened
+/// (read-only in a dry run) and sockets to their addresses only. On a tape,
+/// WASI's clocks and randomness are recorded or replayed, and a replay
+/// opens no socket. Run on the guest's first WASI import.
 pub fn configure_wasi(
-    grants: &ResolvedGrants,
+    dirs: &[fs::ResolvedDir],
+    addresses: &[net::ResolvedAddress],
     dry_run: bool,
     clock: crate::clock::Clock,
     tape: &crate::tape::Tape,
     wasi: &mut WasiCtxBuilder,
 ) -> anyhow::Result<()> {
-    fs::preopen(wasi, &grants.dirs, dry_run)?;
+    fs::preopen(wasi, dirs, dry_run)?;
     if !tape.is_replay() {
-        net::configure(wasi, &grants.addresses);
+        net::configure(wasi, addresses);
     }
     if tape.is_on() {
         // After the default wall clock: the tape's replaces it.

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{InstancePre, ResourceTable, ResourceTableError};
@@ -31,6 +31,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::Runtime;
 use super::error::PluginError;
 use super::limits::{Limits, MemoryLimitExceeded, MemoryLimiter};
+use crate::capabilities::net::ResolvedAddress;
 use crate::capabilities::output::BoundedOutput;
 use crate::capabilities::{self, CallSetup, HasCaps, HostCaps, ResolvedGrants};
 use crate::clock::Clock;
@@ -39,8 +40,9 @@ use crate::wit::{self, Call, Exports, Returned};
 
 /// The data of one call's `Store`.
 pub struct CallState {
-    /// Built before the call when grants shape it, else on the guest's
-    /// first WASI import: a call that makes none builds no context.
+    /// Built on the guest's first WASI import: a call that makes none
+    /// (most detectors, and stale-file, which asks `mend:plugin/fs`)
+    /// builds no context and opens no preopen.
     wasi: Option<WasiCtx>,
     wasi_setup: WasiSetup,
     http: WasiHttpCtx,
@@ -49,15 +51,18 @@ pub struct CallState {
     limiter: MemoryLimiter,
 }
 
-/// What a call's WASI context is built from, besides the grants.
-#[derive(Clone)]
+/// What a call's WASI context is built from, besides the directories
+/// (`caps.fs`) and the tape (`caps.tape`).
 struct WasiSetup {
     /// File syscalls run on the calling thread (a call on its own pool
     /// thread, or `inline_file_io`).
     blocking: bool,
     clock: Clock,
-    /// Captured stdout and stderr; the caller keeps clones, so they can be
-    /// read even when the `Store` stays behind on a stuck thread.
+    dry_run: bool,
+    addresses: Vec<ResolvedAddress>,
+    /// Captured stdout and stderr, and why the context could not be built
+    /// as granted; the caller keeps clones, so they can be read even when
+    /// the `Store` stays behind on a stuck thread.
     output: Output,
 }
 
@@ -65,6 +70,10 @@ struct WasiSetup {
 struct Output {
     stdout: BoundedOutput,
     stderr: BoundedOutput,
+    /// Set when a grant could not be wired into WASI (a granted directory
+    /// gone since the config loaded): the call went on without it, and its
+    /// answer is replaced by this error.
+    wasi_failed: Arc<OnceLock<String>>,
 }
 
 impl WasiSetup {
@@ -79,15 +88,43 @@ impl WasiSetup {
             .wall_clock(self.clock);
         wasi
     }
+
+    /// The call's context: its directories preopened, its addresses
+    /// allowed, on a tape its clocks and randomness. A grant that cannot be
+    /// wired in leaves the context without any grant and is reported after
+    /// the call (an import cannot fail here).
+    fn build(&self, caps: &HostCaps) -> WasiCtx {
+        let mut wasi = self.builder();
+        let configured = capabilities::configure_wasi(
+            &caps.fs.dirs,
+            &self.addresses,
+            self.dry_run,
+            self.clock,
+            &caps.tape,
+            &mut wasi,
+        );
+        match configured {
+            Ok(()) => wasi.build(),
+            Err(e) => {
+                let _ = self.output.wasi_failed.set(format!("{e:#}"));
+                self.builder().build()
+            }
+        }
+    }
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        let setup = &self.wasi_setup;
-        let ctx = self.wasi.get_or_insert_with(|| setup.builder().build());
+        let Self {
+            wasi,
+            wasi_setup,
+            caps,
+            table,
+            ..
+        } = self;
         WasiCtxView {
-            ctx,
-            table: &mut self.table,
+            ctx: wasi.get_or_insert_with(|| wasi_setup.build(caps)),
+            table,
         }
     }
 }
@@ -198,25 +235,14 @@ impl Runtime {
         let output = Output {
             stdout: BoundedOutput::new(self.output_limit),
             stderr: BoundedOutput::new(self.output_limit),
+            wasi_failed: Arc::default(),
         };
         let wasi_setup = WasiSetup {
             blocking: on_thread || self.inline_file_io,
             clock: spec.clock,
+            dry_run: spec.dry_run,
+            addresses: spec.grants.addresses.clone(),
             output: output.clone(),
-        };
-        let wasi = if capabilities::shape_wasi(spec.grants, &spec.tape) {
-            let mut wasi = wasi_setup.builder();
-            capabilities::configure_wasi(
-                spec.grants,
-                spec.dry_run,
-                spec.clock,
-                &spec.tape,
-                &mut wasi,
-            )
-            .map_err(|e| host_err(format!("{e:#}")))?;
-            Some(wasi.build())
-        } else {
-            None
         };
         let caps = HostCaps::prepare(
             spec.grants,
@@ -234,7 +260,7 @@ impl Runtime {
         let mut http = WasiHttpCtx::new();
         http.set_field_size_limit(limits.http_field_bytes);
         let state = CallState {
-            wasi,
+            wasi: None,
             wasi_setup,
             http,
             table,
@@ -274,6 +300,9 @@ impl Runtime {
         log_output(name, "stdout", &output.stdout);
         let stderr_text = log_output(name, "stderr", &output.stderr);
 
+        if let Some(why) = output.wasi_failed.get() {
+            return Err(host_err(why.clone()));
+        }
         match result {
             Err(_elapsed) => Err(PluginError::DeadlineExceeded {
                 plugin: name.into(),

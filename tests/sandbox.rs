@@ -569,8 +569,6 @@ async fn stuck_calls_are_capped_per_plugin_and_freed_when_their_syscall_returns(
     assert!(freed, "the stuck calls were never counted out");
 }
 
-/// A data directory for the `mend:plugin/fs` tests: a file, a symlink in
-/// and one out of the grant, a FIFO.
 /// WASI is wired up on the guest's first WASI import. A granted directory
 /// gone by then fails the call naming it (the plugin went on with no
 /// preopen at all, never with more than granted).
@@ -582,14 +580,16 @@ async fn a_granted_directory_gone_fails_only_a_call_that_opens_it_by_name() {
     let grants = resolved(&dir(&data, "/data", Mode::Ro));
     std::fs::remove_dir(&data).unwrap();
     let p = load(artifacts::HOSTILE).await;
-    let err = detect_in_with(
-        &p,
-        json!({"mode": "list", "path": "/data"}),
-        &grants,
-        tight(),
-    )
-    .await
-    .unwrap_err();
+    let list = async || {
+        detect_in_with(
+            &p,
+            json!({"mode": "list", "path": "/data"}),
+            &grants,
+            tight(),
+        )
+        .await
+    };
+    let err = list().await.unwrap_err();
     assert!(
         matches!(&err, PluginError::Host { message, .. }
             if message.contains("preopening") && message.contains("data")),
@@ -609,17 +609,12 @@ async fn a_granted_directory_gone_fails_only_a_call_that_opens_it_by_name() {
     // Back again, it is preopened again: each call opens its grants.
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("f"), "x").unwrap();
-    let r = detect_in_with(
-        &p,
-        json!({"mode": "list", "path": "/data"}),
-        &grants,
-        tight(),
-    )
-    .await
-    .unwrap();
+    let r = list().await.unwrap();
     assert_eq!(r.value[0].summary, "f");
 }
 
+/// A data directory for the `mend:plugin/fs` tests: a file, a symlink in
+/// and one out of the grant, a FIFO.
 fn fs_tree() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("a.log"), b"12345").unwrap();

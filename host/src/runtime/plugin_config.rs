@@ -25,10 +25,6 @@ impl PluginConfig {
         Self { value, text }
     }
 
-    pub fn value(&self) -> &serde_json::Value {
-        &self.value
-    }
-
     /// The JSON object handed to the guest, or `None` if this is not a table.
     pub fn text(&self) -> Option<&str> {
         self.text.as_deref()

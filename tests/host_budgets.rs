@@ -88,6 +88,55 @@ async fn a_descriptor_flood_stops_at_the_resource_budget() {
 }
 
 #[tokio::test]
+async fn stat_many_across_many_directories_holds_one_parent_at_a_time() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for d in 0..200 {
+        std::fs::create_dir(tmp.path().join(format!("d{d}"))).unwrap();
+        std::fs::write(tmp.path().join(format!("d{d}/f")), "x").unwrap();
+    }
+    // Each path in another directory than the last, so none reuses the
+    // parent opened for the one before; the plugin asks for them 50 times.
+    for d in 0..200 {
+        paths.push(format!("/g/d{}/f", d * 7 % 200));
+    }
+    let grants = dir(tmp.path(), "/g", Mode::Ro);
+    let p = load(artifacts::HOSTILE).await;
+    let before = open_fds();
+    let (r, peak) = peak_fds(async || {
+        detect_with(
+            &p,
+            json!({"mode": "stat-many", "args": paths, "count": 50}),
+            &grants,
+            Limits {
+                deadline: Duration::from_secs(20),
+                ..tight()
+            },
+        )
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_eq!(r.value[0].metrics["answers"], 10_000.0);
+    assert!(
+        r.value[0].summary.starts_with("File:1;File:1"),
+        "{}",
+        r.value[0].summary
+    );
+    // The grant's root and one parent: 200 parents kept open would show.
+    assert!(
+        peak <= before + 16,
+        "host descriptors peaked at {peak} (from {before}) over 200 directories"
+    );
+    assert!(
+        open_fds() <= before + 4,
+        "descriptors are released after the call"
+    );
+    still_serving().await;
+}
+
+#[tokio::test]
 async fn http_objects_without_a_url_grant_are_refused_and_hold_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
     load(artifacts::HOSTILE).await;

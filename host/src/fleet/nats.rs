@@ -250,7 +250,7 @@ impl FleetStore for NatsStore {
 
     async fn entries(&self, bucket: &str) -> Result<Vec<Entry>, StoreError> {
         let b = self.bucket(bucket).await?;
-        let keys: Vec<String> = self
+        let mut keys: Vec<String> = self
             .timed(async {
                 match b.keys().await {
                     Ok(k) => k.try_collect().await.map_err(|e| e.to_string()),
@@ -259,6 +259,10 @@ impl FleetStore for NatsStore {
             })
             .await?
             .map_err(|e| unreachable_or(format!("listing {bucket}: {e}")))?;
+        // The listing is a live consumer: a key written while it runs (a
+        // member's heartbeat) can come twice, and would count twice.
+        keys.sort_unstable();
+        keys.dedup();
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             if let Some(e) = self.get(bucket, &k).await? {

@@ -64,7 +64,8 @@ pub trait FleetStore: Send + Sync {
     /// Deletes `key` only if it is at `revision`.
     async fn delete(&self, bucket: &str, key: &str, revision: u64) -> Result<(), StoreError>;
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>, StoreError>;
-    /// Every live key with its value (a read: possibly stale).
+    /// Every live key with its value, each key once (a read: possibly
+    /// stale).
     async fn entries(&self, bucket: &str) -> Result<Vec<Entry>, StoreError>;
     /// Makes sure the event stream exists (kept for `max_age`).
     async fn ensure_events(&self, max_age: Duration) -> Result<(), StoreError>;
